@@ -1,0 +1,66 @@
+"""Trainer wire models: ``POST /v1/jobs`` and job records."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .buffer import SampleRequest
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class JobCreate(BaseModel):
+    """A fine-tuning job on PPER minibatches sampled from the buffer."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(min_length=1, max_length=4096, description="Local HF folder or known model name.")
+    batch_size: int = Field(64, ge=1, le=4096, description="Examples per optimizer step.")
+    micro_batch_size: int | None = Field(None, ge=1, le=4096, description="Examples per forward pass.")
+    steps: int = Field(100, ge=1, le=1_000_000)
+    learning_rate: float = Field(2e-5, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    warmup_steps: int = Field(0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    max_seq_len: int = Field(1024, ge=8, le=32768)
+    lora: bool = False
+    lora_r: int = Field(16, ge=1, le=1024)
+    lora_alpha: int = Field(32, ge=1, le=4096)
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    checkpoint_every: int = Field(50, ge=1)
+    seed: int = Field(0, ge=0)
+    sample: SampleRequest = Field(default_factory=SampleRequest)
+    publish_to_generator: bool = False
+    generator_url: str | None = Field(None, max_length=4096)
+    buffer_url: str | None = Field(None, max_length=4096)
+
+
+class LossPoint(BaseModel):
+    step: int
+    loss: float
+    tokens_per_s: float | None = None
+    lr: float | None = None
+
+
+class JobProgress(BaseModel):
+    step: int = 0
+    total_steps: int = 0
+
+
+class JobOut(BaseModel):
+    id: str
+    status: JobStatus
+    config: JobCreate
+    progress: JobProgress
+    loss_history: list[LossPoint] = Field(default_factory=list)
+    checkpoint: str | None = None
+    error: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class JobList(BaseModel):
+    items: list[JobOut]
