@@ -60,6 +60,11 @@ class JobOut(BaseModel):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    attempts: int = Field(0, description="Deliveries of the job to a worker (more than 1 after a redelivery).")
+    resumed_from_step: int | None = Field(None, description="Checkpoint step the last delivery resumed from.")
+    cancel_requested: bool = Field(False, description="A cancel was asked while the job was running.")
+    published: bool | None = Field(None, description="Whether the final checkpoint was sent to the generator.")
+    tensorboard_dir: str | None = Field(None, description="Folder of the job's TensorBoard event files.")
 
 
 class JobList(BaseModel):

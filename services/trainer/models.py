@@ -1,0 +1,52 @@
+"""Which models a job may name: a local Hugging Face folder, or a known name the generator prepares.
+
+Nothing here imports torch, so the API can validate ``model`` before it enqueues a job.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from services.common.errors import ValidationError
+
+KNOWN_MODELS = frozenset({"SmolLM2-135M-Instruct"})
+"""Names that resolve through ``services.generator.models.prepare_model`` (offline, no model hub)."""
+
+
+def is_local_model(name: str) -> bool:
+    """A folder holding a Hugging Face ``config.json``."""
+    try:
+        path = Path(name).expanduser()
+        return path.is_dir() and (path / "config.json").is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def check_model_name(name: str) -> None:
+    """Raise a 422 unless ``name`` is a known model or a local HF folder."""
+    if name in KNOWN_MODELS or is_local_model(name):
+        return
+    known = ", ".join(sorted(KNOWN_MODELS))
+    raise ValidationError(
+        f"unknown model {name!r}: give a local Hugging Face folder (with config.json) or one of: {known}",
+        param="model",
+    )
+
+
+def resolve_model(name: str, *, data_dir: Path | None = None) -> Path:
+    """The local folder of ``name``; known names are prepared (once, then cached) by the generator's code."""
+    if is_local_model(name):
+        return Path(name).expanduser().resolve()
+    if name in KNOWN_MODELS:
+        import importlib
+
+        # Lazy: the generator's code imports torch and transformers.
+        prepare: Any = importlib.import_module("services.generator.models").prepare_model
+        try:
+            path = prepare(name, data_dir=data_dir) if data_dir is not None else prepare(name)
+        except TypeError:
+            path = prepare(name)
+        return Path(path).resolve()
+    check_model_name(name)
+    raise AssertionError("unreachable")  # pragma: no cover

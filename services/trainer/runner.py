@@ -1,0 +1,140 @@
+"""Run one job by id: what the Celery task calls (no Celery import here).
+
+It turns the job row into a :func:`.training.run_job` call, writes progress to the job table, and ends
+the job ``succeeded``, ``failed`` (with a clear message) or ``cancelled``. Errors never escape to Celery:
+the worker acknowledges the task and serves the next one. A job already in a final state (a duplicate
+delivery) is skipped; a ``running`` job delivered again (its worker died) resumes from its last
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import sessionmaker
+
+from services.common.client import BufferClient, GeneratorClient
+from services.common.errors import BTPError
+from services.common.schemas.trainer import JobCreate, LossPoint
+
+from . import jobs
+from .db import make_engine, make_sessionmaker
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def buffer_client(job: JobCreate, settings: Settings) -> Iterator[BufferClient]:
+    """A client of the buffer named by the job, the settings, or (neither) the embedded buffer app."""
+    url = job.buffer_url or settings.buffer_url
+    if url:
+        client = BufferClient(url, token=settings.api_token)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    from fastapi.testclient import TestClient
+
+    from services.buffer.app import create_app as create_buffer_app
+    from services.buffer.settings import Settings as BufferSettings
+
+    app = create_buffer_app(
+        BufferSettings(database_url=settings.resolved_database_url(), data_dir=settings.data_dir)
+    )
+    with TestClient(app) as http:
+        if settings.api_token:
+            http.headers["Authorization"] = f"Bearer {settings.api_token}"
+        yield BufferClient(client=http)  # type: ignore[arg-type]
+
+
+def publish(job: JobCreate, settings: Settings, checkpoint: Path) -> tuple[bool, str | None]:
+    """Ask the generator to serve ``checkpoint``; returns (published, error message)."""
+    url = job.generator_url or settings.generator_url
+    if not url:
+        return False, "publish_to_generator is set but no generator URL is known (job.generator_url or BTP_GENERATOR_URL)"
+    try:
+        with GeneratorClient(url, token=settings.api_token, timeout=settings.publish_timeout_s) as gen:
+            gen.set_weights(str(checkpoint))
+    except Exception as exc:  # any failure is reported on the job
+        return False, f"publishing to the generator failed: {exc}"
+    return True, None
+
+
+def job_dir(settings: Settings, job_id: str) -> Path:
+    """``<checkpoints>/<job>``: the job's step-N checkpoints and its TensorBoard folder."""
+    return settings.resolved_checkpoints_dir() / job_id
+
+
+def execute_job(job_id: str, settings: Settings, *, session_factory: sessionmaker[Any] | None = None) -> str:
+    """Run job ``job_id`` to a final state; returns that state (or ``skipped``)."""
+    if session_factory is None:
+        session_factory = make_sessionmaker(make_engine(settings.resolved_database_url()))
+    out_dir = job_dir(settings, job_id)
+    with session_factory() as session:
+        try:
+            started = jobs.start_attempt(
+                session=session, job_id=job_id, tensorboard_dir=str(out_dir / "tensorboard")
+            )
+        except BTPError as exc:
+            log.warning("task for job %s: %s", job_id, exc.message)
+            return "skipped"
+        if started is None:
+            log.info("job %s is already final; duplicate delivery skipped", job_id)
+            return "skipped"
+        job = started.config
+
+        def on_step(point: LossPoint) -> None:
+            jobs.record_step(
+                session=session, job_id=job_id, step=point.step, loss=point.loss,
+                tokens_per_s=point.tokens_per_s, lr=point.lr,
+            )
+
+        def on_checkpoint(step: int, path: Path) -> None:
+            jobs.record_checkpoint(session=session, job_id=job_id, path=str(path))
+
+        def on_resume(step: int) -> None:
+            jobs.mark_resumed(session=session, job_id=job_id, step=step)
+
+        def cancel() -> bool:
+            return jobs.is_cancel_requested(session=session, job_id=job_id)
+
+        try:
+            from .training import run_job  # torch is imported by the worker only
+
+            with buffer_client(job, settings) as buffer:
+                result = run_job(
+                    job, buffer=buffer, output_dir=out_dir, on_step=on_step, cancel=cancel,
+                    on_checkpoint=on_checkpoint, on_resume=on_resume, device=settings.device,
+                    data_dir=settings.data_dir, keep_checkpoints=settings.keep_checkpoints,
+                )
+        except BTPError as exc:
+            session.rollback()
+            jobs.finish(session=session, job_id=job_id, status="failed", error=exc.message)
+            log.warning("job %s failed: %s", job_id, exc.message)
+            return "failed"
+        except Exception as exc:  # the job fails, the worker keeps serving
+            session.rollback()
+            message = f"{type(exc).__name__}: {exc}"
+            jobs.finish(session=session, job_id=job_id, status="failed", error=message[:4000])
+            log.error("job %s failed: %s\n%s", job_id, message, traceback.format_exc())
+            return "failed"
+        checkpoint = str(result.checkpoint) if result.checkpoint else None
+        if result.status == "cancelled":
+            jobs.finish(session=session, job_id=job_id, status="cancelled", checkpoint=checkpoint)
+            return "cancelled"
+        published: bool | None = None
+        error: str | None = None
+        if job.publish_to_generator and result.checkpoint is not None:
+            published, error = publish(job, settings, result.checkpoint)
+        jobs.finish(
+            session=session, job_id=job_id, status="succeeded", checkpoint=checkpoint,
+            published=published, error=error,
+        )
+        return "succeeded"

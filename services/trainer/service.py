@@ -1,0 +1,50 @@
+"""What the API does beyond plain records: validate a job, store it, enqueue it by task name."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+from sqlalchemy.orm import Session
+
+from services.common.errors import OverloadedError, UnavailableError, ValidationError
+from services.common.schemas.trainer import JobCreate, JobOut
+
+from . import jobs
+from .models import check_model_name
+from .settings import TRAIN_TASK, Settings
+
+log = logging.getLogger(__name__)
+
+
+def validate_job(job: JobCreate) -> None:
+    """4xx for what the API can know without loading the model or asking the buffer."""
+    check_model_name(job.model)
+    if job.micro_batch_size is not None and job.micro_batch_size > job.batch_size:
+        raise ValidationError(
+            f"micro_batch_size ({job.micro_batch_size}) must not exceed batch_size ({job.batch_size})",
+            param="micro_batch_size",
+        )
+    if job.warmup_steps > job.steps:
+        raise ValidationError(
+            f"warmup_steps ({job.warmup_steps}) must not exceed steps ({job.steps})", param="warmup_steps"
+        )
+    for name in ("generator_url", "buffer_url"):
+        url = getattr(job, name)
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValidationError(f"{name} must be an http(s) URL", param=name)
+
+
+def submit_job(*, session: Session, celery: Celery, settings: Settings, job: JobCreate) -> JobOut:
+    """Validate, store as ``queued``, and enqueue ``btp.train`` with the job id."""
+    validate_job(job)
+    if jobs.count_active(session=session) >= settings.max_active_jobs:
+        raise OverloadedError(f"{settings.max_active_jobs} jobs are already queued or running; retry later")
+    out = jobs.create_job(session=session, job=job)
+    try:
+        celery.send_task(TRAIN_TASK, args=[out.id], task_id=out.id, queue=settings.queue)
+    except Exception as exc:
+        log.error("cannot enqueue job %s: %s", out.id, exc)
+        jobs.delete_job(session=session, job_id=out.id)
+        raise UnavailableError(f"the task broker is unreachable: {type(exc).__name__}") from exc
+    return out

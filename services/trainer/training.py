@@ -1,0 +1,495 @@
+"""The training loop: PPER minibatches from the buffer -> program-only loss -> AdamW steps -> checkpoints.
+
+No Celery and no FastAPI here: the Celery task (:mod:`.runner`), the embedded pipeline and the benchmark
+all call these functions.
+
+- Each example is prompt X followed by program t (and EOS). Only the positions whose next token is a
+  program token carry loss; the hidden states of exactly those positions go through the LM head, so the
+  vocabulary projection (a quarter of the FLOPs of a 135M-0.5B model) is never spent on prompt tokens.
+- Length bucketing: the examples of an optimizer step are sorted by length and cut into micro-batches of
+  ``micro_batch_size``, so padding is only the length spread inside a micro-batch. Gradients accumulate
+  over micro-batches; each micro-batch's summed loss is divided by the program-token count of the whole
+  step, so the step's loss is the exact token mean whatever the split.
+- AdamW (fused on CUDA), linear warm-up, gradient-norm clipping, bf16 autocast on GPU (fp32 master weights).
+- Full fine-tuning or LoRA (peft) on the attention and MLP projections.
+- Resume: every ``checkpoint_every`` steps an atomic checkpoint (:mod:`.checkpoint`) with the optimizer
+  and RNG state. Minibatch ``s`` is always sampled with a seed derived from (job seed, s, rank), so an
+  attempt that resumes from step N sees the same data as the attempt that died after N.
+- Several GPUs: started by ``torchrun``/``accelerate launch`` (``WORLD_SIZE`` > 1) each process samples
+  its own share of the minibatch and gradients are averaged by DDP; rank 0 alone writes checkpoints,
+  TensorBoard and the job record.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from services.common.client import BufferClient
+from services.common.errors import BTPError, ValidationError
+from services.common.schemas.buffer import SampledItem
+from services.common.schemas.trainer import JobCreate, LossPoint
+
+from . import checkpoint as ckpt
+from .models import resolve_model
+
+log = logging.getLogger(__name__)
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+DEFAULT_MICRO_BATCH = 8
+
+
+class JobConfigError(ValidationError):
+    """The job cannot run as configured (unknown model, LoRA not applicable, nothing to sample...)."""
+
+
+# --- data ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Example:
+    """Token ids of prompt + program; positions ``n_prompt-1 .. len-2`` predict program tokens."""
+
+    input_ids: tuple[int, ...]
+    n_prompt: int
+
+    def loss_positions(self) -> range:
+        """Positions whose logits are scored (each predicts the token after it)."""
+        return range(self.n_prompt - 1, len(self.input_ids) - 1)
+
+
+def make_example(prompt_ids: Sequence[int], program_ids: Sequence[int], max_seq_len: int) -> Example:
+    """Join prompt and program, cutting the prompt from the left (then the program's end) to fit."""
+    program = list(program_ids)[: max_seq_len - 1]
+    if not program:
+        raise ValueError("empty program")
+    room = max_seq_len - len(program)
+    prompt = list(prompt_ids)[-room:] if room > 0 else []
+    if not prompt:
+        # A position is needed before the first program token to predict it.
+        prompt, program = program[:1], program[1:]
+        if not program:
+            raise ValueError("program too short to train on")
+    return Example(tuple(prompt + program), len(prompt))
+
+
+def tokenize(tokenizer: Any, prompt: str, program: str, max_seq_len: int) -> Example:
+    """Prompt X (with the tokenizer's BOS if it adds one) + program t + EOS."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    program_ids = tokenizer(program, add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        program_ids = [*program_ids, tokenizer.eos_token_id]
+    if not prompt_ids:
+        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        prompt_ids = [bos] if bos is not None else []
+    return make_example(prompt_ids, program_ids, max_seq_len)
+
+
+def bucket(examples: Sequence[Example], micro_batch_size: int) -> list[list[Example]]:
+    """Sort by length and cut into micro-batches: padding is only the spread within one micro-batch."""
+    ordered = sorted(examples, key=lambda e: len(e.input_ids))
+    return [list(ordered[i : i + micro_batch_size]) for i in range(0, len(ordered), micro_batch_size)]
+
+
+@dataclass
+class MicroBatch:
+    """Padded ids plus the flat indices (into B*L) of the scored positions and their target tokens."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor | None
+    positions: torch.Tensor
+    targets: torch.Tensor
+    tokens: int
+    program_tokens: int
+
+
+def collate(examples: Sequence[Example], pad_id: int, device: torch.device) -> MicroBatch:
+    """Right-pad to the longest example; no attention mask when nothing is padded."""
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    positions: list[int] = []
+    targets: list[int] = []
+    for row, ex in enumerate(examples):
+        ids[row, : len(ex.input_ids)] = torch.tensor(ex.input_ids, dtype=torch.long)
+        mask[row, : len(ex.input_ids)] = 1
+        for pos in ex.loss_positions():
+            positions.append(row * width + pos)
+            targets.append(ex.input_ids[pos + 1])
+    padded = bool((mask == 0).any())
+    return MicroBatch(
+        input_ids=ids.to(device, non_blocking=True),
+        attention_mask=mask.to(device, non_blocking=True) if padded else None,
+        positions=torch.tensor(positions, dtype=torch.long).to(device, non_blocking=True),
+        targets=torch.tensor(targets, dtype=torch.long).to(device, non_blocking=True),
+        tokens=sum(len(e.input_ids) for e in examples),
+        program_tokens=len(targets),
+    )
+
+
+# --- model -----------------------------------------------------------------------------------------
+
+
+class ProgramLoss(nn.Module):
+    """Summed cross-entropy over the scored positions only; the module DDP wraps."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        wrapped: Any = model
+        inner: Any = wrapped.get_base_model() if hasattr(wrapped, "get_base_model") else wrapped
+        self.decoder: Any = inner.get_decoder()
+        self.head: Any = inner.get_output_embeddings()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        positions: torch.Tensor,
+        targets: torch.Tensor,
+    ) -> torch.Tensor:
+        out = self.decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        hidden = out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])
+        logits = self.head(hidden.index_select(0, positions)).float()
+        return nn.functional.cross_entropy(logits, targets, reduction="sum")
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: this process's CUDA device (LOCAL_RANK under torchrun) when present, else CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def lora_targets(model: nn.Module) -> list[str]:
+    """The LoRA target projections this model has (empty: LoRA cannot be applied)."""
+    names = {name.rsplit(".", 1)[-1] for name, mod in model.named_modules() if isinstance(mod, nn.Linear)}
+    return [t for t in LORA_TARGETS if t in names]
+
+
+def load_model(
+    job: JobCreate, base_path: Path, *, resume: ckpt.CheckpointInfo | None, device: torch.device
+) -> nn.Module:
+    """The base model (or the resumed full checkpoint), with a fresh or resumed LoRA adapter if asked."""
+    from transformers import AutoModelForCausalLM
+
+    source = resume.path if (resume is not None and not job.lora) else base_path
+    try:
+        model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    except (OSError, ValueError, KeyError) as exc:
+        raise JobConfigError(f"cannot load model {job.model!r} from {source}: {exc}", param="model") from exc
+    model.config.use_cache = False
+    if job.lora:
+        from peft import LoraConfig, PeftModel, get_peft_model
+
+        targets = lora_targets(model)
+        if not targets:
+            kind = getattr(model.config, "model_type", type(model).__name__)
+            raise JobConfigError(
+                f"LoRA cannot be applied to model {job.model!r} (model_type {kind!r}): it has none of the "
+                f"linear projections {', '.join(LORA_TARGETS)}; train it with lora=false",
+                param="lora",
+            )
+        if resume is not None:
+            model = PeftModel.from_pretrained(model, resume.path, is_trainable=True)
+        else:
+            config = LoraConfig(
+                r=job.lora_r,
+                lora_alpha=job.lora_alpha,
+                lora_dropout=job.lora_dropout,
+                target_modules=targets,
+                task_type="CAUSAL_LM",
+            )
+            model = get_peft_model(model, config)
+    moved: nn.Module = model.to(device)
+    return moved
+
+
+def make_optimizer(model: nn.Module, job: JobCreate, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters, fused on CUDA; no weight decay on biases and norms."""
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": job.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=job.learning_rate, betas=(0.9, 0.95), fused=fused)
+
+
+def lr_at(job: JobCreate, step: int) -> float:
+    """Linear warm-up to ``learning_rate``, then constant (``step`` counts from 1)."""
+    if job.warmup_steps > 0 and step <= job.warmup_steps:
+        return job.learning_rate * step / job.warmup_steps
+    return job.learning_rate
+
+
+# --- one optimizer step ----------------------------------------------------------------------------
+
+
+@dataclass
+class StepStats:
+    loss: float
+    tokens: int
+    program_tokens: int
+    seconds: float
+    grad_norm: float
+
+
+class StepRunner:
+    """Runs optimizer steps on lists of examples (gradient accumulation, clipping, autocast)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        device: torch.device,
+        micro_batch_size: int,
+        max_grad_norm: float,
+        pad_id: int,
+        distributed: bool = False,
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.device = device
+        self.micro_batch_size = micro_batch_size
+        self.max_grad_norm = max_grad_norm
+        self.pad_id = pad_id
+        self.loss_module: nn.Module = ProgramLoss(model)
+        if distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [device.index] if device.type == "cuda" else None
+            self.loss_module = DistributedDataParallel(self.loss_module, device_ids=ids)
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+
+    def _autocast(self) -> Any:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def step(self, examples: Sequence[Example], lr: float) -> StepStats:
+        """One optimizer step on ``examples``; the loss is the mean over their program tokens."""
+        start = time.perf_counter()
+        self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batches = [collate(mb, self.pad_id, self.device) for mb in bucket(examples, self.micro_batch_size)]
+        total = sum(b.program_tokens for b in batches)
+        if total == 0:
+            raise ValueError("no program tokens in this batch")
+        loss_sum = torch.zeros((), device=self.device)
+        for i, mb in enumerate(batches):
+            last = i == len(batches) - 1
+            sync = getattr(self.loss_module, "no_sync", None)
+            ctx = sync() if (sync is not None and not last) else nullcontext()
+            with ctx:
+                with self._autocast():
+                    loss = self.loss_module(mb.input_ids, mb.attention_mask, mb.positions, mb.targets)
+                (loss / total).backward()
+            loss_sum += loss.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        mean = float(loss_sum.item()) / total
+        return StepStats(
+            loss=mean,
+            tokens=sum(b.tokens for b in batches),
+            program_tokens=total,
+            seconds=time.perf_counter() - start,
+            grad_norm=float(grad_norm),
+        )
+
+
+# --- a whole job -----------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    """How a job ended."""
+
+    status: str
+    step: int
+    checkpoint: Path | None
+    loss_history: list[LossPoint] = field(default_factory=list)
+    resumed_from: int | None = None
+    kind: str = "full"
+
+
+def sample_seed(job: JobCreate, step: int, rank: int, world: int) -> int:
+    """The buffer seed of minibatch ``step`` on ``rank``: the same on every attempt of the job."""
+    base = job.sample.seed if job.sample.seed is not None else job.seed
+    return (base * 1_000_003 + step * world + rank) % (2**63 - 1)
+
+
+def fetch_batch(buffer: BufferClient, job: JobCreate, step: int, rank: int, world: int) -> list[SampledItem]:
+    """This rank's share of minibatch ``step`` from the buffer (PPER, Eq. 6-8)."""
+    n = job.batch_size // world + (1 if rank < job.batch_size % world else 0)
+    req = job.sample.model_copy(update={"n": max(n, 1), "seed": sample_seed(job, step, rank, world)})
+    try:
+        resp = buffer.sample(req)
+    except BTPError as exc:
+        if exc.status >= 500:
+            raise
+        raise JobConfigError(f"the buffer cannot sample this job's minibatch: {exc.message}", param="sample") from exc
+    if not resp.items:
+        raise JobConfigError(
+            "the buffer has no eligible experiences for this job's sample request "
+            f"(population {resp.population}; dataset={job.sample.dataset!r}, split={job.sample.split!r}, "
+            f"include_unjudged={job.sample.include_unjudged})",
+            param="sample",
+        )
+    return resp.items
+
+
+def _dist_info() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return rank, world
+
+
+def run_job(
+    job: JobCreate,
+    *,
+    buffer: BufferClient,
+    output_dir: Path,
+    on_step: Callable[[LossPoint], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    on_checkpoint: Callable[[int, Path], None] | None = None,
+    on_resume: Callable[[int], None] | None = None,
+    device: str = "auto",
+    data_dir: Path | None = None,
+    keep_checkpoints: int = 0,
+) -> TrainResult:
+    """Run (or resume) ``job``; checkpoints go to ``output_dir/step-N``, TensorBoard to ``output_dir/tensorboard``.
+
+    Returns with status ``succeeded`` or ``cancelled``; a bad configuration raises :class:`JobConfigError`.
+    """
+    rank, world = _dist_info()
+    distributed = world > 1
+    dev = pick_device(device)
+    if distributed and not torch.distributed.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+        torch.backends.cuda.matmul.allow_tf32 = True
+    main = rank == 0
+    output_dir = Path(output_dir)
+    if main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.remove_partial(output_dir)
+    if distributed:
+        torch.distributed.barrier()
+
+    base_path = resolve_model(job.model, data_dir=data_dir)
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base_path)
+    except (OSError, ValueError) as exc:
+        raise JobConfigError(f"no usable tokenizer in {base_path}: {exc}", param="model") from exc
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+
+    resume = ckpt.latest_checkpoint(output_dir)
+    torch.manual_seed(job.seed)
+    model = load_model(job, base_path, resume=resume, device=dev)
+    optimizer = make_optimizer(model, job, dev)
+    start_step = 0
+    history: list[LossPoint] = []
+    if resume is not None:
+        state = ckpt.load_trainer_state(resume.path)
+        optimizer.load_state_dict(state["optimizer"])
+        ckpt.set_rng_state(state["rng"])
+        start_step = int(state["step"])
+        history = [LossPoint.model_validate(p) for p in state.get("loss_history", [])]
+        log.info("job resumes from %s (step %d)", resume.path, start_step)
+        if on_resume is not None and main:
+            on_resume(start_step)
+    micro = job.micro_batch_size or min(job.batch_size, DEFAULT_MICRO_BATCH)
+    runner = StepRunner(
+        model,
+        optimizer,
+        device=dev,
+        micro_batch_size=min(micro, job.batch_size),
+        max_grad_norm=job.max_grad_norm,
+        pad_id=pad_id,
+        distributed=distributed,
+    )
+    kind = "lora" if job.lora else "full"
+    writer = None
+    if main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(output_dir / "tensorboard"), purge_step=start_step + 1)
+
+    def save(step: int) -> Path | None:
+        if not main:
+            return None
+        to_save: Any = model
+        state = {
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "rng": ckpt.rng_state(),
+            "loss_history": [p.model_dump() for p in history],
+            "job": job.model_dump(mode="json"),
+        }
+        meta = {"kind": kind, "base_model": str(base_path), "model": job.model}
+        path = ckpt.save_checkpoint(
+            output_dir, step, model=to_save, tokenizer=tokenizer, trainer_state=state, meta=meta,
+            keep=keep_checkpoints,
+        )
+        if on_checkpoint is not None:
+            on_checkpoint(step, path)
+        return path
+
+    last_path: Path | None = resume.path if resume is not None else None
+    status = "succeeded"
+    step = start_step
+    try:
+        while step < job.steps:
+            if cancel is not None and cancel():
+                status = "cancelled"
+                break
+            step += 1
+            items = fetch_batch(buffer, job, step, rank, world)
+            examples = [tokenize(tokenizer, it.prompt, it.program, job.max_seq_len) for it in items]
+            lr = lr_at(job, step)
+            stats = runner.step(examples, lr)
+            if not math.isfinite(stats.loss):
+                raise FloatingPointError(f"loss is {stats.loss} at step {step}; lower the learning rate")
+            tps = stats.tokens * world / stats.seconds if stats.seconds > 0 else None
+            point = LossPoint(step=step, loss=stats.loss, tokens_per_s=tps, lr=lr)
+            history.append(point)
+            if writer is not None:
+                writer.add_scalar("train/loss", stats.loss, step)
+                writer.add_scalar("train/lr", lr, step)
+                writer.add_scalar("train/grad_norm", stats.grad_norm, step)
+                if tps is not None:
+                    writer.add_scalar("train/tokens_per_s", tps, step)
+            if on_step is not None and main:
+                on_step(point)
+            if step % job.checkpoint_every == 0 or step == job.steps:
+                last_path = save(step) or last_path
+        if status == "cancelled" and step > start_step:
+            last_path = save(step) or last_path
+    finally:
+        if writer is not None:
+            writer.close()
+    return TrainResult(
+        status=status, step=step, checkpoint=last_path, loss_history=history,
+        resumed_from=start_step if resume is not None else None, kind=kind,
+    )

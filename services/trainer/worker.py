@@ -1,0 +1,17 @@
+"""Celery worker entry point: builds the app from the environment (``BTP_...``).
+
+Start a worker (one job at a time; one process per GPU)::
+
+    celery -A services.trainer.worker worker --pool=solo --concurrency=1 -Q btp-train --loglevel=INFO
+
+Several GPUs for one job: start the worker on one node and let the job itself spread (see
+services/trainer/README.md for ``torchrun``); or run one worker per GPU with ``CUDA_VISIBLE_DEVICES``.
+"""
+
+from __future__ import annotations
+
+from .celery_app import make_celery
+from .settings import Settings
+
+app = make_celery(Settings())
+celery = app
