@@ -1,0 +1,368 @@
+"""``btp import codeio``: CodeIO records -> graded ``call`` tasks in the buffer.
+
+For each record the importer runs ONE sandbox job (the judge's bubblewrap sandbox, never this
+process) that generates inputs with a fixed seed, runs the reference ``main_solution`` on them and
+re-runs it in a second interpreter with another hash seed (:mod:`.codeio_script`). The host side
+(:mod:`.codeio_runner`) keeps the cases whose two runs agree under the judge's ``call`` comparison and
+builds a :class:`TaskIn` with ``CallTests(fn_name="main_solution", cases=[CallCase(kwargs=..., expected=...)])``.
+Sandbox jobs run ``workers`` at a time (threads; the work is in the sandbox processes). A task goes to
+the buffer only once complete, in batches; a skipped record leaves nothing behind.
+
+Top-level imports stay light (typer and the standard library): ``btp --help`` must not pay for the
+judge, the buffer or pydantic models.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from services.common.client import BufferClient
+    from services.common.schemas.buffer import TaskIn
+
+    from .codeio_records import CodeIORecord
+    from .codeio_runner import Equal, RecordOutcome, RunnerConfig, SandboxRun
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATASET = "codeio"
+
+
+@dataclass
+class ImportSummary:
+    """What an import did: counts per outcome, tests-per-task distribution, time."""
+
+    records: int = 0
+    imported: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    dropped_cases: Counter[str] = field(default_factory=Counter)
+    tests_per_task: Counter[int] = field(default_factory=Counter)
+    splits: Counter[str] = field(default_factory=Counter)
+    difficulties: Counter[str] = field(default_factory=Counter)
+    created: int = 0
+    updated: int = 0
+    elapsed_s: float = 0.0
+    sandbox_ms: list[float] = field(default_factory=list)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def add_skip(self, reason: str, detail: str, limit: int = 3) -> None:
+        """Count one skipped record, keeping a few details per reason for the report."""
+        self.skipped[reason] += 1
+        shown = self.examples.setdefault(reason, [])
+        if len(shown) < limit:
+            shown.append(detail[:300])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (the `--summary-json` file)."""
+        tests = [n for n, c in self.tests_per_task.items() for _ in range(c)]
+        return {
+            "records": self.records,
+            "imported": self.imported,
+            "skipped": dict(self.skipped.most_common()),
+            "skipped_total": sum(self.skipped.values()),
+            "dropped_cases": dict(self.dropped_cases.most_common()),
+            "tests_per_task": {str(k): v for k, v in sorted(self.tests_per_task.items())},
+            "tests_total": sum(tests),
+            "tests_mean": round(statistics.fmean(tests), 3) if tests else None,
+            "tests_median": statistics.median(tests) if tests else None,
+            "splits": dict(self.splits),
+            "difficulty": dict(self.difficulties),
+            "created": self.created,
+            "updated": self.updated,
+            "elapsed_s": round(self.elapsed_s, 2),
+            "records_per_s": round(self.records / self.elapsed_s, 3) if self.elapsed_s else None,
+            "sandbox_ms_median": round(statistics.median(self.sandbox_ms), 1) if self.sandbox_ms else None,
+            "skip_examples": self.examples,
+        }
+
+    def render(self) -> str:
+        """Human-readable summary."""
+        d = self.to_dict()
+        lines = [
+            f"CodeIO import: {d['imported']} of {d['records']} records imported, "
+            f"{d['skipped_total']} skipped, {d['elapsed_s']}s ({d['records_per_s']} records/s)",
+            f"  buffer: {d['created']} created, {d['updated']} updated; splits {d['splits']}; difficulty {d['difficulty']}",
+            f"  tests per task: total {d['tests_total']}, mean {d['tests_mean']}, median {d['tests_median']}, "
+            f"distribution {d['tests_per_task']}",
+        ]
+        for reason, count in d["skipped"].items():
+            example = (d["skip_examples"].get(reason) or [""])[0]
+            lines.append(f"  skipped {reason}: {count}" + (f"  (e.g. {example[:150]})" if example else ""))
+        if d["dropped_cases"]:
+            lines.append(f"  dropped cases (tasks still imported when enough remain): {d['dropped_cases']}")
+        return "\n".join(lines)
+
+
+def build_task(record: CodeIORecord, outcome: RecordOutcome, *, dataset: str, test_fraction: float) -> TaskIn:
+    """The buffer task of one record that produced cases."""
+    from services.common.schemas.buffer import TaskIn
+    from services.common.schemas.judge import CallTests
+
+    from .codeio_records import build_prompt, difficulty_bucket, split_for, task_id
+
+    metadata: dict[str, Any] = {
+        "source": "codeio",
+        "codeio_index": record.index,
+        "codeio_difficulty": record.difficulty,
+        "source_sha256": record.source_hash,
+        "reference": record.code_sample,
+        "fn_name": "main_solution",
+        "call_style": "kwargs",
+        "reference_ms": [round(ms, 3) for ms in outcome.reference_ms],
+    }
+    return TaskIn(
+        id=task_id(dataset, record),
+        dataset=dataset,
+        split=split_for(record, test_fraction),
+        prompt=build_prompt(record),
+        tests=CallTests(kind="call", fn_name="main_solution", cases=outcome.cases),
+        difficulty=difficulty_bucket(record.difficulty),
+        metadata=metadata,
+    )
+
+
+def _outcomes(
+    records: list[CodeIORecord],
+    config: RunnerConfig,
+    workers: int,
+    sandbox: SandboxRun,
+    equal: Equal,
+    sandbox_settings: Any,
+) -> Iterator[tuple[CodeIORecord, RecordOutcome]]:
+    """Sandbox runs, ``workers`` in flight, yielded as they finish (bounded queue, no big backlog)."""
+    from .codeio_runner import RecordOutcome, run_record
+
+    todo = iter(records)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="codeio") as pool:
+        running: dict[Future[RecordOutcome], CodeIORecord] = {}
+
+        def submit() -> None:
+            record = next(todo, None)
+            if record is not None:
+                fut = pool.submit(run_record, record, config, sandbox=sandbox, equal=equal,
+                                  sandbox_settings=sandbox_settings)  # fmt: skip
+                running[fut] = record
+
+        for _ in range(workers * 2):
+            submit()
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                record = running.pop(fut)
+                try:
+                    outcome = fut.result()
+                except Exception as exc:  # the sandbox itself failed: stop, nothing half-imported
+                    raise RuntimeError(f"sandbox failed on CodeIO record {record.index}: {exc}") from exc
+                if outcome is None:  # pragma: no cover - defensive
+                    outcome = RecordOutcome(index=record.index, skip_reason="crashed")
+                yield record, outcome
+                submit()
+
+
+def import_codeio(
+    records: Iterable[CodeIORecord | Exception],
+    *,
+    config: RunnerConfig,
+    sink: Callable[[list[TaskIn]], tuple[int, int]] | None,
+    dataset: str = DEFAULT_DATASET,
+    test_fraction: float = 0.1,
+    workers: int = 2,
+    batch_size: int = 50,
+    sandbox: SandboxRun | None = None,
+    equal: Equal | None = None,
+    sandbox_settings: Any = None,
+    progress: Callable[[ImportSummary], None] | None = None,
+) -> ImportSummary:
+    """Run every record in the sandbox and hand complete tasks to ``sink`` in batches.
+
+    ``sink(tasks) -> (created, updated)``; None is a dry run. Malformed records (exceptions in
+    ``records``) are counted as ``malformed_record``.
+    """
+    from .codeio_records import MalformedRecord, build_prompt
+    from .codeio_runner import default_equal, default_sandbox
+
+    sandbox = sandbox or default_sandbox()
+    equal = equal or default_equal()
+    summary = ImportSummary()
+    started = time.monotonic()
+    good: list[CodeIORecord] = []
+    for item in records:
+        summary.records += 1
+        if isinstance(item, Exception):
+            summary.add_skip("malformed_record", str(item))
+            continue
+        try:
+            build_prompt(item)
+        except MalformedRecord as exc:
+            summary.add_skip("malformed_record", str(exc))
+            continue
+        good.append(item)
+
+    pending: list[TaskIn] = []
+
+    def flush() -> None:
+        if pending and sink is not None:
+            created, updated = sink(list(pending))
+            summary.created += created
+            summary.updated += updated
+        pending.clear()
+
+    for record, outcome in _outcomes(good, config, max(1, workers), sandbox, equal, sandbox_settings):
+        summary.sandbox_ms.append(outcome.wall_ms)
+        summary.dropped_cases.update(outcome.dropped)
+        if not outcome.ok:
+            summary.add_skip(outcome.skip_reason or "crashed", f"record {record.index}: {outcome.detail}")
+        else:
+            task = build_task(record, outcome, dataset=dataset, test_fraction=test_fraction)
+            pending.append(task)
+            summary.imported += 1
+            summary.tests_per_task[len(outcome.cases)] += 1
+            summary.splits[task.split] += 1
+            summary.difficulties[task.difficulty or "none"] += 1
+            if len(pending) >= batch_size:
+                flush()
+        summary.elapsed_s = time.monotonic() - started
+        if progress is not None:
+            progress(summary)
+    flush()
+    summary.elapsed_s = time.monotonic() - started
+    return summary
+
+
+def load_records(path: Path | None, cache_dir: Path) -> list[CodeIORecord | Exception]:
+    """Records from ``path`` (wheel, .jsonl[.gz], .json), else from the cached/downloaded wheel."""
+    from .codeio_records import find_or_download_wheel, iter_records, read_raw_lines
+
+    source = path if path is not None else find_or_download_wheel(cache_dir)
+    return list(iter_records(read_raw_lines(source)))
+
+
+@contextmanager
+def open_buffer(
+    buffer_url: str | None, token: str | None, timeout: float, *, database_url: str | None, data_dir: Path
+) -> Iterator[BufferClient]:
+    """A buffer client: the service at ``buffer_url``, or the embedded app on ``database_url``."""
+    from services.common.client import BufferClient
+
+    if buffer_url:
+        with BufferClient(buffer_url, token=token, timeout=timeout) as client:
+            yield client
+        return
+    from fastapi.testclient import TestClient
+
+    from services.buffer.app import create_app
+    from services.buffer.settings import Settings as BufferSettings
+
+    app = create_app(BufferSettings(database_url=database_url, data_dir=data_dir))
+    http: Any = TestClient(app, raise_server_exceptions=False)
+    with http:
+        yield BufferClient(client=http)
+
+
+def buffer_sink(client: BufferClient) -> Callable[[list[TaskIn]], tuple[int, int]]:
+    """``sink`` that upserts a batch of tasks into the buffer."""
+
+    def sink(tasks: list[TaskIn]) -> tuple[int, int]:
+        response = client.upsert_tasks(tasks)
+        return response.created, response.updated
+
+    return sink
+
+
+def _select(records: list[Any], start: int, limit: int | None, only: str | None) -> list[Any]:
+    if only:
+        wanted = {int(part) for part in only.split(",") if part.strip()}
+        return [r for i, r in enumerate(records) if i in wanted]
+    end = None if limit is None else start + limit
+    return records[start:end]
+
+
+def codeio_command(
+    path: Annotated[
+        Path | None,
+        typer.Option(
+            help="A reasoning-gym wheel, or a codeio .jsonl/.jsonl.gz/.json file; "
+            "unset = download the wheel (pip download --no-deps) into the data dir."
+        ),
+    ] = None,
+    tests: Annotated[
+        int, typer.Option(min=1, max=1000, help="Tests per task (distinct generated inputs).")
+    ] = 10,
+    seed: Annotated[int, typer.Option(help="Seed of generate_inputs' Random.")] = 0,
+    test_fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of tasks put in the test split.")
+    ] = 0.1,
+    dataset: Annotated[
+        str, typer.Option(help="Dataset name in the buffer (task ids are <dataset>/<index>).")
+    ] = DEFAULT_DATASET,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Sandbox runs in parallel.")] = 2,
+    start: Annotated[int, typer.Option(min=0, help="First record index.")] = 0,
+    limit: Annotated[int | None, typer.Option(min=1, help="Import at most this many records.")] = None,
+    only: Annotated[
+        str | None, typer.Option(help="Comma-separated record indices (overrides --start/--limit).")
+    ] = None,
+    case_time: Annotated[
+        float, typer.Option(min=0.01, max=60, help="Seconds per reference (or generator) call.")
+    ] = 2.0,
+    task_time: Annotated[
+        float, typer.Option(min=1, max=600, help="Seconds for one record's whole sandbox run.")
+    ] = 60.0,
+    memory_mb: Annotated[int, typer.Option(min=64, max=65536, help="Sandbox memory limit, MiB.")] = 1024,
+    min_tests: Annotated[int, typer.Option(min=1, help="Skip a task with fewer tests than this.")] = 1,
+    max_case_bytes: Annotated[
+        int, typer.Option(min=100, help="Largest input+output JSON per test, bytes.")
+    ] = 100_000,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Run everything but write nothing to the buffer.")
+    ] = False,
+    summary_json: Annotated[Path | None, typer.Option(help="Also write the summary as JSON here.")] = None,
+) -> None:
+    """Import CodeIO: run each record's generator and reference in the judge's sandbox, store call tasks."""
+    from .codeio_records import CodeIODataError
+    from .codeio_runner import RunnerConfig
+    from .settings import Settings
+
+    settings = Settings()
+    try:
+        records = _select(load_records(path, settings.data_dir / "downloads"), start, limit, only)
+    except CodeIODataError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    config = RunnerConfig(tests=tests, seed=seed, case_time_s=case_time, task_time_s=task_time,
+                          memory_mb=memory_mb, min_tests=min_tests, max_case_bytes=max_case_bytes)  # fmt: skip
+    last = [time.monotonic()]
+
+    def progress(s: ImportSummary) -> None:
+        if time.monotonic() - last[0] >= 10 or s.records == len(records):
+            last[0] = time.monotonic()
+            done = s.imported + sum(s.skipped.values())
+            print(
+                f"[codeio] {done}/{len(records)} done, {s.imported} imported, {s.elapsed_s:.0f}s",
+                file=sys.stderr,
+            )
+
+    if dry_run:
+        summary = import_codeio(records, config=config, sink=None, dataset=dataset, test_fraction=test_fraction,
+                                workers=workers, progress=progress)  # fmt: skip
+    else:
+        with open_buffer(settings.buffer_url, settings.api_token, settings.service_timeout_s,
+                         database_url=settings.database_url, data_dir=settings.data_dir) as client:  # fmt: skip
+            summary = import_codeio(records, config=config, sink=buffer_sink(client), dataset=dataset,
+                                    test_fraction=test_fraction, workers=workers, progress=progress)  # fmt: skip
+    typer.echo(summary.render())
+    if summary_json is not None:
+        summary_json.parent.mkdir(parents=True, exist_ok=True)
+        summary_json.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
