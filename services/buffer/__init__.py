@@ -1,0 +1,1 @@
+"""Buffer service: tasks, experiences, P2Value and prioritized sampling (port 8003)."""

@@ -1,0 +1,127 @@
+"""Buffer routes (ARCHITECTURE.md "Buffer"): routes only, the work is in service.py and replay.py."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from services.common.schemas.buffer import (
+    ExperienceCreateRequest,
+    ExperienceCreateResponse,
+    ExperienceList,
+    ExperienceOut,
+    ExperienceUpdate,
+    SampleRequest,
+    SampleResponse,
+    StatsResponse,
+    TaskList,
+    TaskOut,
+    TaskUpsertRequest,
+    TaskUpsertResponse,
+)
+
+from . import replay, service
+from .deps import IndexDep, SessionDep, SettingsDep
+
+router = APIRouter(prefix="/v1", tags=["buffer"])
+
+MAX_ID = 2**63 - 1
+ExperienceId = Annotated[int, Path(ge=1, le=MAX_ID, description="Experience id.")]
+Limit = Annotated[int, Query(ge=1, le=100_000, description="Page size (at most the configured maximum).")]
+Offset = Annotated[int, Query(ge=0, le=MAX_ID // 2, description="Rows to skip.")]
+Text = Annotated[str | None, Query(min_length=1, max_length=512)]
+
+
+def _limit(limit: int, settings: SettingsDep) -> int:
+    return min(limit, settings.max_list_limit)
+
+
+@router.post("/tasks", response_model=TaskUpsertResponse)
+def upsert_tasks(body: TaskUpsertRequest, session: SessionDep, settings: SettingsDep) -> TaskUpsertResponse:
+    """Insert or update tasks by id."""
+    return service.upsert_tasks(session=session, request=body, settings=settings)
+
+
+@router.get("/tasks", response_model=TaskList)
+def list_tasks(
+    session: SessionDep,
+    settings: SettingsDep,
+    dataset: Text = None,
+    split: Text = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> TaskList:
+    """List tasks, filtered by dataset and split."""
+    return service.list_tasks(
+        session=session, dataset=dataset, split=split, limit=_limit(limit, settings), offset=offset
+    )
+
+
+@router.get("/tasks/{task_id:path}", response_model=TaskOut, responses={404: {"description": "No such task"}})
+def get_task(task_id: str, session: SessionDep) -> TaskOut:
+    """One task by id (ids may contain '/', percent-encoded or not)."""
+    return service.get_task(session=session, task_id=task_id)
+
+
+@router.post(
+    "/experiences",
+    response_model=ExperienceCreateResponse,
+    responses={413: {"description": "A program over the size limit"}, 422: {"description": "Bad item or unknown task"}},
+)
+def create_experiences(
+    body: ExperienceCreateRequest, session: SessionDep, settings: SettingsDep
+) -> ExperienceCreateResponse:
+    """Bulk insert, idempotent on (task_id, program, source); one transaction."""
+    return service.create_experiences(session=session, request=body, settings=settings)
+
+
+@router.get("/experiences", response_model=ExperienceList)
+def list_experiences(
+    session: SessionDep,
+    settings: SettingsDep,
+    task_id: Text = None,
+    source: Text = None,
+    round: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
+    judged: bool | None = None,
+    dataset: Text = None,
+    split: Text = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> ExperienceList:
+    """List experiences with filters."""
+    return service.list_experiences(
+        session=session,
+        task_id=task_id,
+        source=source,
+        round_=round,
+        judged=judged,
+        dataset=dataset,
+        split=split,
+        limit=_limit(limit, settings),
+        offset=offset,
+    )
+
+
+@router.get("/experiences/{experience_id}", response_model=ExperienceOut, responses={404: {"description": "No such experience"}})
+def get_experience(experience_id: ExperienceId, session: SessionDep) -> ExperienceOut:
+    """One experience by id."""
+    return service.get_experience(session=session, experience_id=experience_id)
+
+
+@router.patch("/experiences/{experience_id}", response_model=ExperienceOut, responses={404: {"description": "No such experience"}})
+def update_experience(experience_id: ExperienceId, body: ExperienceUpdate, session: SessionDep) -> ExperienceOut:
+    """Set the pass rate (and judge details) of one experience: the testing phase."""
+    return service.update_experience(session=session, experience_id=experience_id, update_=body)
+
+
+@router.post("/sample", response_model=SampleResponse)
+def sample(body: SampleRequest, session: SessionDep, index: IndexDep, settings: SettingsDep) -> SampleResponse:
+    """Prioritized minibatch with replacement (Eq. 6-8)."""
+    return replay.sample(session=session, index=index, request=body, settings=settings)
+
+
+@router.get("/stats", response_model=StatsResponse)
+def stats(session: SessionDep, index: IndexDep, settings: SettingsDep, dataset: Text = None) -> StatsResponse:
+    """Counts, pass-rate and P2Value distributions per dataset."""
+    return replay.stats(session=session, index=index, dataset=dataset, settings=settings)

@@ -1,0 +1,84 @@
+"""FastAPI dependencies of the buffer: the runtime (engine, sessions, index) and a per-request session."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from .db import make_engine, migrate
+from .index import PriorityIndex
+from .settings import Settings
+
+
+@dataclass
+class BufferRuntime:
+    """Long-lived objects of one app: built in the lifespan, closed at shutdown."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    index: PriorityIndex
+
+    @classmethod
+    def start(cls, settings: Settings) -> BufferRuntime:
+        """Connect, migrate (unless disabled) and build an empty index."""
+        engine = make_engine(
+            settings.resolved_database_url(), pool_size=settings.pool_size, max_overflow=settings.max_overflow
+        )
+        if settings.migrate_on_start:
+            migrate(engine)
+        sessions = sessionmaker(engine, expire_on_commit=False, autobegin=True)
+        return cls(settings, engine, sessions, PriorityIndex(settings.sample_cache_entries))
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.engine.dispose()
+
+
+_start_lock = threading.Lock()
+
+
+def get_runtime(request: Request) -> BufferRuntime:
+    """The app's runtime; started on first use when the lifespan did not run (TestClient without `with`)."""
+    state = request.app.state
+    runtime: BufferRuntime | None = getattr(state, "buffer", None)
+    if runtime is None:
+        with _start_lock:
+            runtime = getattr(state, "buffer", None)
+            if runtime is None:
+                runtime = BufferRuntime.start(state.buffer_settings)
+                state.buffer = runtime
+    return runtime
+
+
+RuntimeDep = Annotated[BufferRuntime, Depends(get_runtime)]
+
+
+def get_settings(runtime: RuntimeDep) -> Settings:
+    """The app's settings."""
+    return runtime.settings
+
+
+def get_index(runtime: RuntimeDep) -> PriorityIndex:
+    """The app's priority index."""
+    return runtime.index
+
+
+def get_session(runtime: RuntimeDep) -> Iterator[Session]:
+    """One session per request, closed afterwards."""
+    session = runtime.sessions()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+IndexDep = Annotated[PriorityIndex, Depends(get_index)]
+SessionDep = Annotated[Session, Depends(get_session)]

@@ -1,0 +1,133 @@
+"""Prioritized replay over the priority index: ``sample`` (Eq. 6-8) and ``stats``; no FastAPI import."""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy import bindparam, func, select, text
+from sqlalchemy.orm import Session
+
+from services.common.errors import ValidationError
+from services.common.schemas.buffer import (
+    DatasetStats,
+    Histogram,
+    SampledItem,
+    SampleRequest,
+    SampleResponse,
+    StatsResponse,
+)
+
+from .index import PriorityIndex
+from .models import Task
+from .service import CHUNK, check_text, histogram
+from .settings import Settings
+
+
+def _fetch(session: Session, ids: list[int]) -> dict[int, tuple[str, str, str]]:
+    """id -> (task_id, program, prompt) of the drawn experiences."""
+    out: dict[int, tuple[str, str, str]] = {}
+    sql = text(
+        "SELECT e.id, e.task_id, e.program, t.prompt FROM experiences e JOIN tasks t ON t.id = e.task_id "
+        "WHERE e.id IN :ids"
+    ).bindparams(bindparam("ids", expanding=True))
+    for start in range(0, len(ids), CHUNK):
+        for eid, task_id, program, prompt in session.execute(sql, {"ids": ids[start : start + CHUNK]}):
+            out[int(eid)] = (task_id, program, prompt)
+    return out
+
+
+def sample(*, session: Session, index: PriorityIndex, request: SampleRequest, settings: Settings) -> SampleResponse:
+    """Draw n experiences with replacement, P(i) per Eq. 7 (proportional) or Eq. 8 (rank), or uniform.
+
+    An empty population (nothing matches the filter) is a 200 with no items and ``population`` 0.
+    """
+    if request.n > settings.max_sample_n:
+        raise ValidationError(f"n must be between 1 and {settings.max_sample_n}", param="n")
+    for name in ("dataset", "split", "source"):
+        value = getattr(request, name)
+        if value is not None:
+            check_text(value, name)
+    with session.begin():
+        snap = index.current(session)
+        prepared = index.prepared(
+            snap,
+            scheme=request.scheme,
+            possibility=request.possibility,
+            alpha=request.alpha,
+            exponent=request.priority_exponent,
+            dataset=request.dataset,
+            split=request.split,
+            source=request.source,
+            include_unjudged=request.include_unjudged,
+        )
+        dist = prepared.distribution
+        if dist.size == 0:
+            return SampleResponse(items=[], population=0)
+        slots = dist.draw(request.n, np.random.default_rng(request.seed))
+        probs = dist.probability(slots)
+        local = dist.order[slots]  # positions within the population
+        rows = snap.rows[prepared.positions[local]]
+        ids = [int(i) for i in rows["id"]]
+        found = _fetch(session, sorted(set(ids)))
+    items = []
+    for j, eid in enumerate(ids):
+        task_id, program, prompt = found[eid]
+        pass_rate = float(rows["pass_rate"][j])
+        items.append(
+            SampledItem(
+                experience_id=eid,
+                task_id=task_id,
+                prompt=prompt,
+                program=program,
+                p2value=float(prepared.p2value[local[j]]),
+                sample_probability=float(probs[j]),
+                pass_rate=None if np.isnan(pass_rate) else pass_rate,
+                possibility=float(prepared.possibility[local[j]]),
+                token_count=int(rows["token_count"][j]),
+            )
+        )
+    return SampleResponse(items=items, population=dist.size)
+
+
+def stats(*, session: Session, index: PriorityIndex, dataset: str | None, settings: Settings) -> StatsResponse:
+    """Counts, pass-rate and P2Value (stats_alpha, stats_possibility) distributions per dataset."""
+    if dataset is not None:
+        check_text(dataset, "dataset")
+    with session.begin():
+        snap = index.current(session)
+        task_counts: dict[str, int] = {
+            str(d): int(c) for d, c in session.execute(select(Task.dataset, func.count()).group_by(Task.dataset))
+        }
+    pass_rate = snap.pass_rate
+    judged_mask = ~np.isnan(pass_rate)
+    p2 = np.asarray(
+        settings.stats_alpha * snap.possibility(settings.stats_possibility)
+        + (1.0 - settings.stats_alpha) * np.nan_to_num(pass_rate, nan=0.0)
+    )
+    codes = snap.dataset_codes()
+    datasets: dict[str, DatasetStats] = {}
+    names = sorted(set(task_counts) | set(snap.tasks.datasets))
+    for name in names:
+        if dataset is not None and name != dataset:
+            continue
+        sel = codes == snap.tasks.datasets.get(name, -2)
+        judged = sel & judged_mask
+        pr = pass_rate[judged]
+        edges, pcounts = histogram(pr)
+        p2_edges, p2_counts = histogram(p2[judged])
+        datasets[name] = DatasetStats(
+            tasks=task_counts.get(name, 0),
+            experiences=int(sel.sum()),
+            judged=int(judged.sum()),
+            mean_pass_rate=float(pr.mean()) if pr.size else None,
+            fully_passing=int((pr >= 1.0).sum()),
+            pass_rate_histogram=Histogram(edges=edges, counts=pcounts),
+            p2value_histogram=Histogram(edges=p2_edges, counts=p2_counts),
+        )
+    return StatsResponse(
+        tasks=sum(task_counts.values()),
+        experiences=int(snap.rows.size),
+        judged=int(judged_mask.sum()),
+        alpha=settings.stats_alpha,
+        possibility=settings.stats_possibility,
+        datasets=datasets,
+    )
