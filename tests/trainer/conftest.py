@@ -1,0 +1,58 @@
+"""Fixtures of the trainer tests: tiny models, a PostgreSQL database per session, Redis DB 5."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .helpers import build_tiny_gpt2, build_tiny_llama
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+REDIS_URL = os.environ.get("BTP_TEST_TRAINER_REDIS", "redis://127.0.0.1:6379/5")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer random Llama HF folder with its tokenizer."""
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GPT-2 HF folder (LoRA does not apply to it)."""
+    return build_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture()
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped after it."""
+    from sqlalchemy import create_engine, text
+
+    name = f"btp_trainer_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture()
+def redis_url() -> Iterator[str]:
+    """Redis DB 5, flushed before and after (only this DB)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    try:
+        yield REDIS_URL
+    finally:
+        client.flushdb()
+        client.close()

@@ -1,0 +1,78 @@
+"""Builders shared by the trainer tests: a tiny tokenizer and tiny random models saved as HF folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CODE_SAMPLES = [
+    "def add(a, b):\n    return a + b\n",
+    "def sub(a, b):\n    return a - b\n",
+    "def mul(a, b):\n    return a * b\n",
+    "def is_even(n):\n    return n % 2 == 0\n",
+    "def first(xs):\n    return xs[0] if xs else None\n",
+    '"""Return the sum of two numbers."""\n',
+    "for i in range(10):\n    print(i)\n",
+    "while x > 0:\n    x -= 1\n",
+    "class Stack:\n    def __init__(self):\n        self.items = []\n",
+]
+
+
+def build_tokenizer(folder: Path) -> None:
+    """A byte-level BPE tokenizer (about 400 tokens) trained on a few code lines, saved to ``folder``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(CODE_SAMPLES * 20, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>", pad_token="<|pad|>"
+    )
+    fast.save_pretrained(folder)
+
+
+def build_tiny_llama(folder: Path, *, seed: int = 0) -> Path:
+    """A 2-layer random Llama with the tiny tokenizer, saved as a HF folder."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder.mkdir(parents=True, exist_ok=True)
+    build_tokenizer(folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(folder)
+    return folder
+
+
+def build_tiny_gpt2(folder: Path) -> Path:
+    """A random 1-layer GPT-2 (Conv1D projections: no LoRA targets of ours)."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    build_tokenizer(folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    config = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=1, n_head=2, n_positions=256)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    return folder
