@@ -1,0 +1,422 @@
+"""The `btp` command line (typer + rich): run, serve, worker, stack up, import, model prepare, report, sweep.
+
+Settings come from the environment (``BTP_*``) and are built here, never at import time. Service URLs
+(``BTP_GENERATOR_URL`` ...) select a remote stack; unset, `btp run` embeds every service in-process.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from services.common.errors import BTPError
+
+from .config import RunConfig, TeacherConfig
+from .datasets import DATASETS
+from .settings import Settings
+
+app = typer.Typer(help="BTP: beam search sampling, testing, P2Value prioritized replay, fine-tuning.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
+stack_app = typer.Typer(help="The full stack as local processes.", no_args_is_help=True)
+model_app = typer.Typer(help="Offline models.", no_args_is_help=True)
+import_app = typer.Typer(help="Import a data set into the buffer (deterministic train/test split).", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+app.add_typer(model_app, name="model")
+app.add_typer(import_app, name="import")
+console = Console()
+SERVICE_NAMES = ("generator", "judge", "buffer", "trainer")
+
+
+class RichReporter:
+    """One rich progress bar per phase."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: Any = None
+
+    def phase(self, name: str, total: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, completed=self.progress.tasks[-1].total)
+        self.task = self.progress.add_task(name, total=max(total, 1) if total else 0)
+
+    def advance(self, n: int = 1) -> None:
+        if self.task is not None:
+            self.progress.advance(self.task, n)
+
+    def log(self, message: str) -> None:
+        self.progress.console.print(message)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console)  # fmt: skip
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+# --- serve / worker / model --------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    name: Annotated[str, typer.Argument(help="generator, judge, buffer or trainer")],
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help="Port (default: the service's: 8001-8004).")] = None,
+) -> None:
+    """Serve one service with uvicorn on its create_app factory."""
+    if name not in SERVICE_NAMES:
+        raise _fail(f"unknown service {name!r}; choose one of {', '.join(SERVICE_NAMES)}", 2)
+    import uvicorn
+
+    from .stack import DEFAULT_PORTS
+
+    uvicorn.run(f"services.{name}.app:create_app", factory=True, host=host, port=port or DEFAULT_PORTS[name])
+
+
+@app.command()
+def worker(
+    queue: Annotated[str | None, typer.Option(help="Celery queue (default BTP_TRAINER_QUEUE or btp-train).")] = None,
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+) -> None:
+    """Start the trainer's Celery worker (one job at a time)."""
+    queue = queue or os.environ.get("BTP_TRAINER_QUEUE", "btp-train")
+    cmd = [sys.executable, "-m", "celery", "-A", "services.trainer.worker", "worker", "--pool=solo",
+           "--concurrency=1", "-Q", queue, f"--loglevel={loglevel}"]  # fmt: skip
+    os.execv(sys.executable, cmd)
+
+
+@model_app.command("prepare")
+def model_prepare(
+    name: Annotated[str, typer.Argument(help="Known model name or local HF folder.")] = "SmolLM2-135M-Instruct",
+) -> None:
+    """Convert an offline model (e.g. the SmolLM2 GGUF wheel) into a cached HF folder."""
+    from services.generator.models import prepare_model
+
+    settings = Settings()
+    start = time.perf_counter()
+    path = prepare_model(name, settings.models_dir())
+    console.print(f"{name}: {path} ({time.perf_counter() - start:.1f}s)")
+
+
+# --- import ----------------------------------------------------------------------------------------
+
+
+def _buffer_client(settings: Settings, stack: Any) -> Any:
+    from services.common.client import BufferClient
+
+    from .connect import embedded_buffer
+
+    if settings.buffer_url:
+        return BufferClient(settings.buffer_url, token=settings.api_token, timeout=settings.service_timeout_s)
+    return embedded_buffer(stack, settings, settings.resolved_database_url())
+
+
+def do_import(name: str, path: Path | None, test_fraction: float, split: str | None) -> None:
+    """Load a data set and upsert its good records; report every bad record by name."""
+    from contextlib import ExitStack
+
+    from .datasets import load_dataset
+
+    settings = Settings()
+    if name == "mbpp" and path is None and settings.mbpp_path:
+        path = settings.mbpp_path
+    try:
+        result = load_dataset(name, path, test_fraction=test_fraction, split=split)
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    imported = 0
+    if result.tasks:
+        with ExitStack() as stack:
+            buffer = _buffer_client(settings, stack)
+            for i in range(0, len(result.tasks), 500):
+                try:
+                    imported += len(buffer.upsert_tasks(result.tasks[i : i + 500]).ids)
+                except BTPError as exc:
+                    raise _fail(f"the buffer refused the import: {exc.message}") from exc
+    splits = {s: sum(t.split == s for t in result.tasks) for s in ("train", "test")}
+    console.print(f"{name}: imported {imported} tasks (train {splits['train']}, test {splits['test']})")
+    for err in result.errors:
+        console.print(f"[red]bad record[/red] {err}")
+    if result.errors:
+        raise typer.Exit(1)
+
+
+def _import_command(name: str) -> None:
+    def command(
+        path: Annotated[Path | None, typer.Option(help="Source file (default: the offline copy, if any).")] = None,
+        test_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of tasks in the test split.")] = 0.5,
+        split: Annotated[str | None, typer.Option(help="Force every task into this split.")] = None,
+    ) -> None:
+        do_import(name, path, test_fraction, split)
+
+    command.__doc__ = f"Import {name} into the buffer."
+    import_app.command(name)(command)
+
+
+for _name in DATASETS:
+    _import_command(_name)
+
+try:  # the CodeIO importer is its own module (its own engineer); register it when present
+    from .codeio import codeio_command
+
+    import_app.command("codeio")(codeio_command)
+except ImportError:  # pragma: no cover - depends on the optional module
+    pass
+
+
+# --- run -------------------------------------------------------------------------------------------
+
+
+def _teacher(url: str | None, openai_url: str | None, openai_model: str | None, jsonl: Path | None) -> TeacherConfig | None:
+    given = [x for x in (url, openai_url, jsonl) if x]
+    if len(given) > 1:
+        raise _fail("give at most one of --teacher-url, --teacher-openai-url, --teacher-jsonl", 2)
+    if url:
+        return TeacherConfig(kind="generator", url=url)
+    if openai_url:
+        return TeacherConfig(kind="openai", url=openai_url, model=openai_model)
+    if jsonl:
+        return TeacherConfig(kind="jsonl", path=str(jsonl.resolve()))
+    return None
+
+
+def print_table(metrics: list[dict[str, Any]], title: str) -> None:
+    """The before/after table."""
+    from .report import table_rows
+
+    rows = table_rows(metrics)
+    table = Table(title=title)
+    for col in ("round", "tasks", "pass rate", "accuracy", "per data set (pass rate / accuracy)", "seconds"):
+        table.add_column(col, justify="right" if col != "per data set (pass rate / accuracy)" else "left")
+    for r in rows:
+        groups = {**r["by_dataset"], **r["by_difficulty"]}
+        per = ", ".join(f"{k} {v['pass_rate']:.3f}/{v['accuracy']:.3f}" for k, v in groups.items())
+        label = "before" if r["round"] == 0 else f"after {r['round']}"
+        table.add_row(label, str(r["tasks"]), f"{r['pass_rate']:.4f}", f"{r['accuracy']:.4f}", per, f"{r['seconds']:.0f}")
+    console.print(table)
+
+
+def execute(cfg: RunConfig | None, resume: str | None, settings: Settings, quiet: bool = False) -> list[dict[str, Any]]:
+    """Create or resume a run folder and drive Algorithm 1 to the end."""
+    from .connect import open_services
+    from .driver import Pipeline, SilentReporter
+    from .runs import RunFolder
+    from .teacher import GeneratorSampler, JsonlSampler, OpenAISampler, Sampler
+
+    runs = settings.runs_dir()
+    folder = RunFolder.open(runs, resume) if resume else RunFolder.create(runs, cfg)  # type: ignore[arg-type]
+    cfg = folder.config()
+    mbpp = str(settings.mbpp_path) if settings.mbpp_path else None
+    with open_services(settings, model=cfg.model, buffer_database_url=folder.buffer_database_url(),
+                       checkpoints=folder.path / "checkpoints") as services:  # fmt: skip
+        sampler: Sampler | None = None
+        t = cfg.teacher
+        if t is not None and t.kind == "generator":
+            from services.common.client import GeneratorClient
+
+            client = GeneratorClient(t.url, token=settings.api_token, timeout=settings.service_timeout_s)
+            sampler = GeneratorSampler(client, source=f"teacher:{t.url}", max_new_tokens=cfg.max_new_tokens,
+                                       stop=cfg.stops(), prompt_format=cfg.prompt_format, batch=cfg.gen_batch)  # fmt: skip
+        elif t is not None and t.kind == "openai":
+            sampler = OpenAISampler(t.url or "", t.model or "", max_new_tokens=cfg.max_new_tokens, stop=cfg.stops(),
+                                    prompt_format=cfg.prompt_format, api_key_env=t.api_key_env)  # fmt: skip
+        elif t is not None and t.kind == "jsonl":
+            sampler = JsonlSampler(Path(t.path or ""))
+        if quiet:
+            return Pipeline(cfg, folder, services, sampler=sampler, reporter=SilentReporter(), mbpp_path=mbpp).run()
+        console.print(f"run [bold]{folder.name}[/bold] in {folder.path} ({services.mode}); model {cfg.model}")
+        with _progress() as progress:
+            pipe = Pipeline(cfg, folder, services, sampler=sampler, reporter=RichReporter(progress), mbpp_path=mbpp)
+            console.print(f"{len(pipe.train_tasks)} train / {len(pipe.test_tasks)} held-out tasks "
+                          f"({', '.join(cfg.datasets)}); {cfg.rounds} rounds, k={cfg.k}")  # fmt: skip
+            return pipe.run()
+
+
+@app.command()
+def run(
+    resume: Annotated[str | None, typer.Option(help="Resume the run of this name (other options ignored).")] = None,
+    name: Annotated[str | None, typer.Option(help="Run name (default run-<date>-<time>).")] = None,
+    model: Annotated[str | None, typer.Option(help="Student model: known name or HF folder.")] = None,
+    dataset: Annotated[list[str] | None, typer.Option(help="Data set(s): humaneval, mbpp, apps, codecontests; repeat to mix.")] = None,
+    dataset_path: Annotated[list[str] | None, typer.Option(help="NAME=PATH source file of a data set (apps/codecontests need one).")] = None,
+    train_size: Annotated[int, typer.Option(min=1, help="Train tasks per data set.")] = 24,
+    test_size: Annotated[int, typer.Option(min=1, help="Held-out tasks per data set.")] = 24,
+    test_fraction: Annotated[float, typer.Option(min=0.01, max=0.99, help="Share of a data set in the test split.")] = 0.5,
+    rounds: Annotated[int, typer.Option(min=0, help="Rounds of Algorithm 1.")] = 2,
+    k: Annotated[int, typer.Option(min=1, max=16, help="Beams per task (top-k programs).")] = 3,
+    max_new_tokens: Annotated[int, typer.Option(min=8, help="Generated tokens per program at most.")] = 128,
+    prompt_format: Annotated[str, typer.Option(help="raw, chat or auto (the generator's prompt_format).")] = "raw",
+    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="P2Value weight of the possibility (Eq. 6).")] = 0.5,
+    priority_exponent: Annotated[float, typer.Option(min=0.0, max=10.0, help="Exponent of Eq. 7.")] = 1.0,
+    scheme: Annotated[str, typer.Option(help="rank, proportional or uniform.")] = "rank",
+    possibility: Annotated[str, typer.Option(help="sequence, token_mean or beam_softmax.")] = "token_mean",
+    n: Annotated[int, typer.Option(min=1, help="PPER minibatch size per step.")] = 8,
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per round.")] = 4,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 5e-5,
+    lora: Annotated[bool, typer.Option(help="LoRA instead of full fine-tuning.")] = False,
+    lora_r: Annotated[int, typer.Option(min=1, help="LoRA rank.")] = 16,
+    judge_time_s: Annotated[float, typer.Option(help="Judge wall time per case, seconds.")] = 2.0,
+    judge_memory_mb: Annotated[int, typer.Option(help="Judge memory limit, MiB.")] = 512,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the PPER draws and training.")] = 0,
+    teacher_url: Annotated[str | None, typer.Option(help="Sample with the generator at this URL (teacher).")] = None,
+    teacher_openai_url: Annotated[str | None, typer.Option(help="Sample with an OpenAI-compatible endpoint (…/v1).")] = None,
+    teacher_model: Annotated[str | None, typer.Option(help="Model name at the OpenAI-compatible endpoint.")] = None,
+    teacher_jsonl: Annotated[Path | None, typer.Option(help="Programs from a JSONL file (task_id, program, logprob).")] = None,
+) -> None:
+    """Algorithm 1: sample, judge, replay (PPER), fine-tune; evaluate before and after each round."""
+    settings = Settings()
+    cfg: RunConfig | None = None
+    if not resume:
+        paths: dict[str, str] = {}
+        for item in dataset_path or []:
+            key, _, value = item.partition("=")
+            if not value:
+                raise _fail(f"--dataset-path wants NAME=PATH, got {item!r}", 2)
+            paths[key] = str(Path(value).resolve())
+        try:
+            cfg = RunConfig.model_validate({
+                "name": name or time.strftime("run-%Y%m%d-%H%M%S"), "model": model or settings.default_model,
+                "datasets": dataset or ["mbpp"], "dataset_paths": paths, "train_size": train_size,
+                "test_size": test_size, "test_fraction": test_fraction, "rounds": rounds, "k": k,
+                "max_new_tokens": max_new_tokens, "prompt_format": prompt_format, "alpha": alpha,
+                "priority_exponent": priority_exponent, "scheme": scheme, "possibility": possibility, "n": n,
+                "steps": steps, "learning_rate": lr, "lora": lora, "lora_r": lora_r, "judge_time_s": judge_time_s,
+                "judge_memory_mb": judge_memory_mb, "seed": seed,
+                "teacher": _teacher(teacher_url, teacher_openai_url, teacher_model, teacher_jsonl),
+            })  # fmt: skip
+        except ValueError as exc:
+            raise _fail(f"bad option: {exc}", 2) from exc
+    start = time.perf_counter()
+    try:
+        metrics = execute(cfg, resume, settings)
+    except (FileExistsError, FileNotFoundError) as exc:
+        raise _fail(str(exc), 2) from exc
+    except BTPError as exc:
+        raise _fail(f"{type(exc).__name__}: {exc.message}") from exc
+    print_table(metrics, f"held-out split, greedy program per task ({time.perf_counter() - start:.0f}s)")
+
+
+# --- stack / report / sweep ------------------------------------------------------------------------
+
+
+@stack_app.command("up")
+def stack_up(
+    host: Annotated[str, typer.Option(help="Bind address of every service.")] = "127.0.0.1",
+    generator_port: Annotated[int, typer.Option(help="Generator port.")] = 8001,
+    judge_port: Annotated[int, typer.Option(help="Judge port.")] = 8002,
+    buffer_port: Annotated[int, typer.Option(help="Buffer port.")] = 8003,
+    trainer_port: Annotated[int, typer.Option(help="Trainer API port.")] = 8004,
+    model: Annotated[str | None, typer.Option(help="Model the generator serves (BTP_GENERATOR_MODEL).")] = None,
+    database_url: Annotated[str | None, typer.Option(help="PostgreSQL URL (default BTP_DATABASE_URL or local btp).")] = None,
+    queue: Annotated[str, typer.Option(help="Celery queue of the trainer.")] = "btp-train",
+    health_timeout: Annotated[float, typer.Option(help="Seconds to wait for every /health.")] = 600.0,
+) -> None:
+    """Start PostgreSQL, Redis, the four services and a Celery worker; stop them on Ctrl-C/SIGTERM."""
+    from .stack import DEFAULT_DATABASE_URL, Stack, StackConfig
+
+    settings = Settings()
+    cfg = StackConfig(host=host, ports={"generator": generator_port, "judge": judge_port, "buffer": buffer_port,
+                                        "trainer": trainer_port},
+                      database_url=database_url or settings.database_url or DEFAULT_DATABASE_URL,
+                      redis_url=settings.redis_url, data_dir=settings.data_dir, model=model,
+                      api_token=settings.api_token, queue=queue, health_timeout_s=health_timeout)  # fmt: skip
+    stack = Stack(cfg)
+    console.print(f"starting the stack (logs in {stack.logs})")
+    try:
+        stack.start()
+    except (BTPError, OSError) as exc:
+        raise _fail(str(exc)) from exc
+    for msg in stack.messages:
+        console.print(msg)
+    for name in SERVICE_NAMES:
+        console.print(f"  {name:<9} {cfg.url(name)}  (pid {stack.procs[name].pid})")
+    console.print(f"  worker    queue {queue}  (pid {stack.procs['worker'].pid})")
+    console.print("stack ready; Ctrl-C stops it", highlight=False)
+    reason = stack.watch()
+    console.print(f"stopping ({reason})")
+    stack.stop()
+    console.print("stopped")
+    if "exited" in reason:
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    run_name: Annotated[str, typer.Argument(metavar="RUN", help="Run name (under BTP_DATA_DIR/runs) or folder.")],
+    out: Annotated[Path | None, typer.Option(help="Output folder (default <run>/report).")] = None,
+) -> None:
+    """Write an HTML report with plots of a run."""
+    from .report import write_report
+    from .runs import RunFolder
+
+    try:
+        folder = RunFolder.open(Settings().runs_dir(), run_name)
+    except FileNotFoundError as exc:
+        raise _fail(str(exc), 2) from exc
+    path = write_report(folder, out)
+    print_table(folder.metrics(), f"run {folder.name}")
+    console.print(f"report: {path}")
+
+
+@app.command()
+def sweep(
+    alphas: Annotated[str, typer.Option(help="Comma-separated alpha values.")] = "0,0.25,0.5,0.75,1",
+    name: Annotated[str | None, typer.Option(help="Sweep name (runs are <name>-alpha<a>).")] = None,
+    model: Annotated[str | None, typer.Option(help="Student model.")] = None,
+    dataset: Annotated[list[str] | None, typer.Option(help="Data set(s).")] = None,
+    train_size: Annotated[int, typer.Option(min=1)] = 24,
+    test_size: Annotated[int, typer.Option(min=1)] = 24,
+    rounds: Annotated[int, typer.Option(min=1)] = 1,
+    k: Annotated[int, typer.Option(min=1, max=16)] = 3,
+    max_new_tokens: Annotated[int, typer.Option(min=8)] = 128,
+    n: Annotated[int, typer.Option(min=1)] = 8,
+    steps: Annotated[int, typer.Option(min=1)] = 4,
+    lr: Annotated[float, typer.Option()] = 5e-5,
+    scheme: Annotated[str, typer.Option()] = "rank",
+    possibility: Annotated[str, typer.Option()] = "token_mean",
+) -> None:
+    """Alpha sweep (the paper's Figure 1): one run per alpha, final held-out scores against alpha."""
+    from .report import write_sweep_report
+    from .sweep import run_sweep
+
+    settings = Settings()
+    try:
+        values = [float(a) for a in alphas.split(",") if a.strip()]
+        base = RunConfig.model_validate({
+            "name": name or time.strftime("sweep-%Y%m%d-%H%M%S"), "model": model or settings.default_model,
+            "datasets": dataset or ["mbpp"], "train_size": train_size, "test_size": test_size, "rounds": rounds,
+            "k": k, "max_new_tokens": max_new_tokens, "n": n, "steps": steps, "learning_rate": lr,
+            "scheme": scheme, "possibility": possibility,
+        })  # fmt: skip
+    except ValueError as exc:
+        raise _fail(f"bad option: {exc}", 2) from exc
+    try:
+        results = run_sweep(
+            base, values, settings, lambda cfg, resume: execute(None if resume else cfg, cfg.name if resume else None, settings)
+        )
+    except BTPError as exc:
+        raise _fail(f"{type(exc).__name__}: {exc.message}") from exc
+    path = write_sweep_report(results, settings.runs_dir() / base.name)
+    for r in results:
+        console.print(f"alpha {r['alpha']:<5} pass rate {r['pass_rate']:.4f} accuracy {r['accuracy']:.4f}")
+    console.print(f"sweep report: {path}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

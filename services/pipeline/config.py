@@ -1,0 +1,87 @@
+"""The configuration of one `btp run`: every knob of the paper, saved as the run folder's config.json.
+
+Defaults are the embedded main job: SmolLM2-135M-Instruct on a small MBPP slice, k = 3 beams, short
+programs and a few fine-tuning steps, so `btp run` with no flags finishes in minutes on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from services.common.schemas.buffer import DEFAULT_POSSIBILITY, Possibility, Scheme
+from services.common.schemas.generator import PromptFormat
+
+from .datasets import DATASETS
+
+RAW_STOP = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert "]
+"""Stops for raw completion of a function body: the next top-level statement ends the program."""
+
+
+class TeacherConfig(BaseModel):
+    """Where the programs come from when another model samples them (teacher → student)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["generator", "openai", "jsonl"]
+    url: str | None = Field(None, description="Generator URL or OpenAI-compatible base URL (…/v1).")
+    model: str | None = Field(None, description="Model name sent to the OpenAI-compatible endpoint.")
+    path: str | None = Field(None, description="JSONL file of programs (task_id, program, logprob?, token_count?).")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the endpoint's key.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TeacherConfig:
+        if self.kind in ("generator", "openai") and not self.url:
+            raise ValueError(f"a {self.kind} teacher needs a url")
+        if self.kind == "openai" and not self.model:
+            raise ValueError("an OpenAI-compatible teacher needs a model name")
+        if self.kind == "jsonl" and not self.path:
+            raise ValueError("a jsonl teacher needs a path")
+        return self
+
+
+class RunConfig(BaseModel):
+    """Algorithm 1's knobs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.\-]+$")
+    model: str = Field(description="Student model: local HF folder or known name.")
+    datasets: list[str] = Field(default_factory=lambda: ["mbpp"], min_length=1)
+    dataset_paths: dict[str, str] = Field(default_factory=dict)
+    train_size: int = Field(24, ge=1, description="Train tasks per data set (hash-ordered slice).")
+    test_size: int = Field(24, ge=1, description="Held-out tasks per data set.")
+    test_fraction: float = Field(0.5, gt=0.0, lt=1.0)
+    rounds: int = Field(2, ge=0, le=1000)
+    k: int = Field(3, ge=1, le=16, description="Beams per task (top-k programs).")
+    max_new_tokens: int = Field(128, ge=8, le=4096)
+    prompt_format: PromptFormat = "raw"
+    stop: list[str] | None = Field(None, description="Stop sequences; default RAW_STOP for raw, none for chat.")
+    gen_batch: int = Field(8, ge=1, le=256, description="Prompts per generate call.")
+    alpha: float = Field(0.5, ge=0.0, le=1.0)
+    priority_exponent: float = Field(1.0, ge=0.0, le=10.0)
+    scheme: Scheme = "rank"
+    possibility: Possibility = DEFAULT_POSSIBILITY
+    n: int = Field(8, ge=1, le=4096, description="PPER minibatch size per optimizer step.")
+    steps: int = Field(4, ge=1, le=1_000_000)
+    learning_rate: float = Field(5e-5, gt=0.0, le=1.0)
+    lora: bool = False
+    lora_r: int = Field(16, ge=1, le=1024)
+    max_seq_len: int = Field(512, ge=8, le=32768)
+    judge_time_s: float = Field(2.0, gt=0, le=600)
+    judge_memory_mb: int = Field(512, ge=16, le=65536)
+    seed: int = Field(0, ge=0)
+    teacher: TeacherConfig | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> RunConfig:
+        unknown = [d for d in self.datasets if d not in DATASETS]
+        if unknown:
+            raise ValueError(f"unknown data set(s) {unknown}; choose from {', '.join(DATASETS)}")
+        return self
+
+    def stops(self) -> list[str]:
+        """The stop sequences used for generation."""
+        if self.stop is not None:
+            return self.stop
+        return list(RAW_STOP) if self.prompt_format == "raw" else []

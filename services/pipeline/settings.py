@@ -1,0 +1,40 @@
+"""Settings of the driver (`btp`): the shared `BTP_*` names plus `BTP_PIPELINE_*` defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import CommonSettings
+
+
+class Settings(CommonSettings):
+    """Where runs live and which services to drive (unset URLs = embedded, in-process)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BTP_PIPELINE_", extra="ignore", populate_by_name=True, validate_default=True
+    )
+
+    default_model: str = Field(
+        default="SmolLM2-135M-Instruct",
+        description="Model fine-tuned by `btp run` when --model is not given: a local HF folder or a known name.",
+    )
+    mbpp_path: Path | None = Field(
+        default=None, description="MBPP (MultiPL-E reworded) JSON file; unset = ../shared/data next to the repo."
+    )
+    poll_interval_s: float = Field(
+        default=1.0, gt=0, description="How often a remote trainer job is polled, seconds."
+    )
+    service_timeout_s: float = Field(
+        default=1800.0, gt=0, description="HTTP timeout of one call to a remote service, seconds."
+    )
+
+    def runs_dir(self) -> Path:
+        """``BTP_DATA_DIR/runs``."""
+        return self.data_dir / "runs"
+
+    def models_dir(self) -> Path:
+        """``BTP_DATA_DIR/models``: converted offline models."""
+        return self.data_dir / "models"
