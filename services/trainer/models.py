@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common.errors import ValidationError
+from services.common.settings import default_data_dir
 
 KNOWN_MODELS = frozenset({"SmolLM2-135M-Instruct"})
 """Names that resolve through ``services.generator.models.prepare_model`` (offline, no model hub)."""
@@ -23,9 +24,14 @@ def is_local_model(name: str) -> bool:
         return False
 
 
+def is_known_model(name: str) -> bool:
+    """One of :data:`KNOWN_MODELS` (case-insensitive)."""
+    return name.strip().lower() in {m.lower() for m in KNOWN_MODELS}
+
+
 def check_model_name(name: str) -> None:
     """Raise a 422 unless ``name`` is a known model or a local HF folder."""
-    if name in KNOWN_MODELS or is_local_model(name):
+    if is_known_model(name) or is_local_model(name):
         return
     known = ", ".join(sorted(KNOWN_MODELS))
     raise ValidationError(
@@ -38,15 +44,12 @@ def resolve_model(name: str, *, data_dir: Path | None = None) -> Path:
     """The local folder of ``name``; known names are prepared (once, then cached) by the generator's code."""
     if is_local_model(name):
         return Path(name).expanduser().resolve()
-    if name in KNOWN_MODELS:
+    if is_known_model(name):
         import importlib
 
-        # Lazy: the generator's code imports torch and transformers.
+        # Lazy: the generator's code imports torch and transformers. Same cache as the generator's default.
         prepare: Any = importlib.import_module("services.generator.models").prepare_model
-        try:
-            path = prepare(name, data_dir=data_dir) if data_dir is not None else prepare(name)
-        except TypeError:
-            path = prepare(name)
-        return Path(path).resolve()
+        cache = (data_dir or default_data_dir()) / "models"
+        return Path(prepare(name, cache)).resolve()
     check_model_name(name)
     raise AssertionError("unreachable")  # pragma: no cover

@@ -76,3 +76,40 @@ def build_tiny_gpt2(folder: Path) -> Path:
     torch.manual_seed(0)
     GPT2LMHeadModel(config).save_pretrained(folder)
     return folder
+
+
+PROGRAMS = [
+    ("# add two numbers\n", "def add(a, b):\n    return a + b\n", 1.0),
+    ("# subtract\n", "def sub(a, b):\n    return a - b\n", 0.5),
+    ("# even?\n", "def is_even(n):\n    return n % 2 == 0\n", 1.0),
+    ("# a stack\n", "class Stack:\n    def __init__(self):\n        self.items = []\n", 0.0),
+]
+
+
+def fill_buffer(buffer: object, dataset: str = "toy") -> None:
+    """Four tasks with one judged experience each, through the buffer's own API."""
+    from services.common.client import BufferClient
+    from services.common.schemas.buffer import ExperienceIn, TaskIn
+
+    assert isinstance(buffer, BufferClient)
+    tasks = [
+        TaskIn.model_validate(
+            {
+                "id": f"{dataset}/{i}",
+                "dataset": dataset,
+                "split": "train",
+                "prompt": prompt,
+                "tests": {"kind": "check", "entry_point": "f", "code": "def check(candidate):\n    assert True\n"},
+            }
+        )
+        for i, (prompt, _, _) in enumerate(PROGRAMS)
+    ]
+    buffer.upsert_tasks(tasks)
+    items = [
+        ExperienceIn(
+            task_id=f"{dataset}/{i}", program=program, logprob=-5.0 - i, token_count=10, source="test@0",
+            pass_rate=rate,
+        )
+        for i, (_, program, rate) in enumerate(PROGRAMS)
+    ]
+    buffer.add_experiences(items)
