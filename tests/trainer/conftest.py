@@ -56,3 +56,24 @@ def redis_url() -> Iterator[str]:
     finally:
         client.flushdb()
         client.close()
+
+
+@pytest.fixture()
+def api_settings(tmp_path: Path, redis_url: str) -> object:
+    """Trainer settings on a SQLite file and Redis DB 5."""
+    from services.trainer.settings import Settings
+
+    return Settings(
+        database_url=f"sqlite:///{tmp_path / 'trainer.sqlite3'}", redis_url=redis_url, data_dir=tmp_path
+    )
+
+
+@pytest.fixture()
+def api(api_settings: object) -> Iterator[object]:
+    """A TestClient on the trainer app."""
+    from fastapi.testclient import TestClient
+
+    from services.trainer.app import create_app
+
+    with TestClient(create_app(api_settings)) as client:  # type: ignore[arg-type]
+        yield client
