@@ -1,0 +1,89 @@
+"""Judge service (port 8002): unit tests of untrusted programs in bubblewrap sandbox containers.
+
+``uvicorn services.judge.app:create_app --factory --port 8002``. The lifespan probes bubblewrap and
+starts ``workers`` warm containers (see :mod:`.sandbox` for the isolation model and :mod:`.engine` for
+verdicts). If bubblewrap is missing or cannot create namespaces the service refuses to start with a
+message saying why; ``BTP_JUDGE_BACKEND=process`` runs programs WITHOUT isolation and logs a warning on
+every start.
+
+Docker: bubblewrap needs to create mount/pid/net/ipc/uts namespaces and, running as root without a user
+namespace, to mount tmpfs and drop to per-container uids. The judge container therefore needs exactly::
+
+    cap_add: [SYS_ADMIN]             # mount namespaces, tmpfs, pivot_root inside bwrap
+    security_opt:
+      - seccomp=unconfined           # Docker's default seccomp profile blocks unshare/mount/pivot_root
+      - apparmor=unconfined          # docker-default AppArmor denies mount
+      - systempaths=unconfined       # Docker masks /proc paths, which blocks mounting a fresh /proc
+
+(no ``privileged: true``, no host network, no extra devices). The image needs the ``bubblewrap`` package
+and a ``python3`` under ``/usr``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+
+from services.common.http import build_app
+
+from .api import router
+from .engine import Judge
+from .sandbox import SandboxPool, SandboxUnavailable
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _health(request: Request) -> dict[str, Any]:
+    judge: Judge | None = getattr(request.app.state, "judge", None)
+    if judge is None:
+        return {"sandbox": "down"}
+    return {
+        "backend": judge.settings.backend,
+        "privileged": judge.pool.privileged,
+        "workers": judge.pool.size,
+        "healthy": judge.pool.healthy(),
+        "queued": judge.queued,
+        "programs_judged": judge.programs_judged,
+        "container_restarts": judge.pool.restarts,
+    }
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the judge app; the sandbox pool starts in the lifespan."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.backend == "process":
+            log.warning(
+                "BTP_JUDGE_BACKEND=process: programs run WITHOUT any sandbox (no namespaces, host files and "
+                "network visible). Never judge untrusted code this way."
+            )
+        pool = SandboxPool(settings)
+        try:
+            pool.start()
+        except SandboxUnavailable as e:
+            log.error("judge cannot start: %s", e)
+            raise RuntimeError(f"judge cannot start: {e}") from e
+        judge = Judge(settings, pool)
+        app.state.judge = judge
+        try:
+            yield
+        finally:
+            app.state.judge = None
+            judge.close()
+
+    return build_app(
+        service="judge",
+        title="BTP judge",
+        routers=[router],
+        api_token=settings.api_token,
+        max_body_bytes=settings.max_body_bytes,
+        lifespan=lifespan,
+        health_details=_health,
+    )

@@ -1,0 +1,775 @@
+# ruff: noqa: SIM105, UP031
+# mypy: ignore-errors
+# (runs inside the sandbox under whatever python3 it has: plain, unannotated, standard library only)
+"""The in-container harness ("zygote"): runs inside each bubblewrap sandbox, standard library only.
+
+This file is executed by the sandbox's own interpreter (``python3 -I -S -c <this source>``); it is never
+imported by the service except to read its source. It is the trusted side of the sandbox: it never
+executes the untrusted program in its own process.
+
+Protocol: the service writes frames (4-byte big-endian length + JSON) on the harness's fd 0 and reads one
+reply frame per request on fd 1. One request is one program (``kind`` = ``call`` | ``check`` | ``stdio`` |
+``script``). For each program the harness:
+
+1. creates a per-program secret and forks a child ("runner") that drops to the box's own uid (when the
+   container runs privileged), sets rlimits (address space, CPU, file size = output limit, processes,
+   open files, no core), closes every descriptor but 0/1/2 and the result pipe, and chdirs to ``/work``;
+2. ``call``/``check``: the runner executes the program once and then runs the cases in-process, each under
+   its own interval timer and CPU limit, and writes one result line per case (prefixed with the secret) on
+   the result pipe. The harness watches a per-case deadline; a runner that hangs, dies or exits before
+   reporting a case is killed, that case gets its verdict (timeout, memory_exceeded, output_exceeded,
+   runtime_error), and a fresh runner continues with the next case;
+   ``stdio``/``script``: one forked runner per case executes the program as ``__main__`` with the case's
+   input on fd 0 and fd 1/2 on size-limited files;
+3. kills every process left in the container (``kill(-1, SIGKILL)`` inside the pid namespace), empties
+   ``/work``, ``/tmp`` and ``/dev/shm`` and reports ``dirty`` if anything (a process, a System V IPC
+   object) could not be removed, in which case the service throws the container away.
+"""
+
+import builtins
+import gc
+import json
+import os
+import resource
+import select
+import shutil
+import signal
+import struct
+import sys
+import time
+import traceback
+
+CTL_IN = 0
+CTL_OUT = 1
+RESULT_FD = 3
+PATHS = {"work": "/work", "private": "/run/judge"}
+WIPE_DIRS = ["/work", "/tmp", "/dev/shm"]
+GRACE_S = 0.3
+
+
+# ---------------------------------------------------------------- framing
+
+
+def read_exact(fd, n):
+    chunks = []
+    while n > 0:
+        b = os.read(fd, min(n, 1 << 20))
+        if not b:
+            return None
+        chunks.append(b)
+        n -= len(b)
+    return b"".join(chunks)
+
+
+def read_frame(fd):
+    head = read_exact(fd, 4)
+    if head is None:
+        return None
+    (n,) = struct.unpack(">I", head)
+    body = read_exact(fd, n)
+    if body is None:
+        return None
+    return json.loads(body.decode("utf-8"))
+
+
+def write_frame(fd, obj):
+    data = json.dumps(obj).encode("utf-8")
+    data = struct.pack(">I", len(data)) + data
+    while data:
+        n = os.write(fd, data)
+        data = data[n:]
+
+
+# ---------------------------------------------------------------- runner (child) set-up
+
+
+def child_setup(cfg, limits, stdin_fd, out_fd, err_fd, result_fd):
+    """In the forked child: descriptors, rlimits, identity. Runs before any untrusted code."""
+    os.setsid()
+    os.dup2(stdin_fd, 0)
+    os.dup2(out_fd, 1)
+    os.dup2(err_fd, 2)
+    keep = 3
+    if result_fd is not None:
+        os.dup2(result_fd, RESULT_FD)
+        keep = RESULT_FD + 1
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd >= keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    mem = int(limits["memory_mb"]) * 1024 * 1024
+    out = int(limits["output_kb"]) * 1024 + 1
+    cpu_hard = int(limits["cpu_total_s"]) + 1
+    for res, val in (
+        (resource.RLIMIT_AS, mem),
+        (resource.RLIMIT_FSIZE, out),
+        (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_NOFILE, 64),
+        (resource.RLIMIT_CPU, cpu_hard),
+        (resource.RLIMIT_NPROC, int(limits["processes"])),
+    ):
+        resource.setrlimit(res, (val, val))
+    if cfg.get("drop_uid"):
+        uid = int(cfg["uid"])
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    os.chdir(PATHS["work"])
+    os.umask(0o022)
+
+
+class CaseTimeout(BaseException):
+    """Raised in the runner by the per-case interval timer or the CPU-limit signal."""
+
+
+class NotPlain(Exception):
+    """A candidate returned an object that is not a built-in value."""
+
+
+def make_runner_tools(secret):
+    """Closures over saved references, created before the untrusted program runs."""
+    _write = os.write
+    _dumps = json.dumps
+    _type = type
+    _issub = issubclass
+    _int_add, _float_add, _str_add = int.__add__, float.__add__, str.__add__
+    _dict_items, _list_iter, _tuple_iter = dict.items, list.__iter__, tuple.__iter__
+    _complex_add, _bytes_add = complex.__add__, bytes.__add__
+    none_t = _type(None)
+    exact = (none_t, bool, int, float, str, bytes, complex)
+
+    def emit(obj):
+        line = (secret + "\t" + _dumps(obj) + "\n").encode("utf-8")
+        while line:
+            n = _write(RESULT_FD, line)
+            line = line[n:]
+
+    def plain(x, depth=0):
+        """Copy of ``x`` made of built-in types only (subclasses are converted at C level)."""
+        if depth > 200:
+            raise NotPlain("value nested too deeply")
+        t = _type(x)
+        if t in exact:
+            return x
+        if t is list or _issub(t, list):
+            return [plain(e, depth + 1) for e in _list_iter(x)]
+        if t is tuple or _issub(t, tuple):
+            return tuple(plain(e, depth + 1) for e in _tuple_iter(x))
+        if t is dict or _issub(t, dict):
+            return {plain(k, depth + 1): plain(v, depth + 1) for k, v in _dict_items(x)}
+        if _issub(t, frozenset):
+            return frozenset(plain(e, depth + 1) for e in frozenset.__iter__(x))
+        if _issub(t, set):
+            return {plain(e, depth + 1) for e in set.__iter__(x)}
+        if _issub(t, bool):
+            return bool(_int_add(x, 0))
+        if _issub(t, int):
+            return _int_add(x, 0)
+        if _issub(t, float):
+            return _float_add(x, 0.0)
+        if _issub(t, str):
+            return _str_add(x, "")
+        if _issub(t, bytes):
+            return _bytes_add(x, b"")
+        if _issub(t, complex):
+            return _complex_add(x, 0j)
+        raise NotPlain("returned a %s, not a built-in value" % getattr(t, "__name__", "?"))
+
+    def to_json(x, depth=0):
+        """JSON form of a plain value: tuples and sets become lists, non-str dict keys become str."""
+        t = _type(x)
+        if t is float and x != x:
+            return {"__float__": "nan"}
+        if t is float and x in (float("inf"), float("-inf")):
+            return {"__float__": "inf" if x > 0 else "-inf"}
+        if t in (none_t, bool, int, float, str):
+            return x
+        if t in (list, tuple):
+            return [to_json(e, depth + 1) for e in x]
+        if t in (set, frozenset):
+            items = [to_json(e, depth + 1) for e in x]
+            try:
+                items.sort(key=_dumps)
+            except Exception:
+                pass
+            return items
+        if t is dict:
+            return {(k if _type(k) is str else _dumps(to_json(k))): to_json(v, depth + 1) for k, v in x.items()}
+        if t is bytes:
+            return x.decode("latin-1")
+        if t is complex:
+            return [x.real, x.imag]
+        raise NotPlain("unsupported type")
+
+    return emit, plain, to_json
+
+
+def classify_exception(e):
+    """(status, detail) for an exception raised by untrusted code in a case."""
+    if isinstance(e, CaseTimeout):
+        return "timeout", "time limit exceeded"
+    if isinstance(e, MemoryError):
+        return "memory_exceeded", "MemoryError"
+    if isinstance(e, OSError) and getattr(e, "errno", None) == 27:  # EFBIG: RLIMIT_FSIZE
+        return "output_exceeded", "output limit exceeded"
+    if isinstance(e, AssertionError):
+        return "wrong_answer", "assertion failed" + (": " + str(e)[:200] if str(e) else "")
+    if isinstance(e, NotPlain):
+        return "wrong_answer", str(e)[:300]
+    if isinstance(e, SystemExit):
+        return "runtime_error", "exited (SystemExit %r) during the case" % (e.code,)
+    return "runtime_error", ("%s: %s" % (type(e).__name__, e))[:500]
+
+
+def run_inprocess(job, start, pristine_builtins, secret):
+    """Runner body for ``call``/``check``: load the program once, run cases ``start..`` in-process."""
+    emit, plain, to_json = make_runner_tools(secret)
+    limits = job["limits"]
+    time_s = float(limits["time_s"])
+    cpu_s = float(limits["cpu_s"])
+    _perf = time.perf_counter
+    _setitimer = signal.setitimer
+    _getrusage = resource.getrusage
+    _setrlimit = resource.setrlimit
+    cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+
+    def on_alarm(signum, frame):
+        raise CaseTimeout()
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGXCPU, on_alarm)
+
+    def arm():
+        ru = _getrusage(resource.RUSAGE_SELF)
+        used = ru.ru_utime + ru.ru_stime
+        soft = min(cpu_hard, int(used + cpu_s) + 1)
+        _setrlimit(resource.RLIMIT_CPU, (soft, cpu_hard))
+        _setitimer(signal.ITIMER_REAL, time_s)
+
+    def disarm():
+        _setitimer(signal.ITIMER_REAL, 0)
+
+    kind = job["kind"]
+    n = len(job["cases"])
+    check_ns = None
+    case_fns = []
+    if kind == "check":
+        # the checker's namespace gets builtins copied before the program ran
+        check_ns = {"__name__": "__btp_check__", "__builtins__": pristine_builtins}
+        try:
+            exec(compile(job["check_prelude"], "<check>", "exec"), check_ns)
+            for i, src in enumerate(job["cases"]):
+                ns_name = "__btp_case_%d" % i
+                exec(compile(src, "<check case %d>" % i, "exec"), check_ns)
+                case_fns.append(check_ns[ns_name])
+        except BaseException as e:  # the check itself is broken
+            for i in range(start, n):
+                emit({"i": i, "status": "runtime_error", "detail": "check failed to load: %r" % (e,), "t": 0})
+            return
+    prog_ns = {"__name__": "__btp_solution__", "__builtins__": builtins}
+    t0 = _perf()
+    try:
+        arm()
+        code = compile(job["program"], "<program>", "exec")
+        exec(code, prog_ns)
+        disarm()
+    except BaseException as e:
+        disarm()
+        if isinstance(e, SystemExit):
+            status, detail = "runtime_error", "program exited (SystemExit %r) while loading" % (e.code,)
+        elif isinstance(e, SyntaxError):
+            status, detail = "syntax_error", "%s: %s" % (type(e).__name__, e)
+        else:
+            status, detail = classify_exception(e)
+            detail = "while loading: " + detail
+        t = (_perf() - t0) * 1000.0
+        for i in range(start, n):
+            emit({"i": i, "status": status, "detail": detail, "t": t if i == start else 0.0})
+        return
+    try:
+        if kind == "check":
+            fn = prog_ns[job["entry_point"]]
+        else:
+            fn = resolve_callable(prog_ns, job["fn_name"])
+    except BaseException as e:
+        for i in range(start, n):
+            emit({"i": i, "status": "runtime_error", "detail": "entry point not found: %s" % (e,), "t": 0})
+        return
+
+    def candidate(*args, **kwargs):
+        return plain(fn(*args, **kwargs))
+
+    if check_ns is not None:
+        # HumanEval's checks may call helpers of the program (poly, encode_cyclic): the checker sees the
+        # program's globals where its own prelude defines nothing of that name
+        for k in list(prog_ns):
+            if k not in check_ns:
+                check_ns[k] = prog_ns[k]
+
+    if check_ns is not None:
+        # HumanEval's checks may call helpers of the program (poly, encode_cyclic): the checker sees the
+        # program's globals where its own prelude defines nothing of that name
+        for k in list(prog_ns):
+            if k not in check_ns:
+                check_ns[k] = prog_ns[k]
+
+    _ftruncate, _lseek = os.ftruncate, os.lseek
+    for i in range(start, n):
+        try:  # the output limit is per case
+            _ftruncate(1, 0)
+            _lseek(1, 0, 0)
+        except OSError:
+            pass
+        t0 = _perf()
+        try:
+            arm()
+            if kind == "check":
+                case_fns[i](candidate)
+                disarm()
+                msg = {"i": i, "status": "passed", "detail": ""}
+            else:
+                case = job["cases"][i]
+                value = candidate(*case.get("args", []), **case.get("kwargs", {}))
+                disarm()
+                msg = {"i": i, "status": "value", "value": to_json(value), "detail": ""}
+        except BaseException as e:
+            disarm()
+            status, detail = classify_exception(e)
+            msg = {"i": i, "status": status, "detail": detail}
+        msg["t"] = (_perf() - t0) * 1000.0
+        try:
+            emit(msg)
+        except BaseException as e:
+            emit({"i": i, "status": "runtime_error", "detail": "result not serialisable: %r" % (e,), "t": 0})
+
+
+def resolve_callable(ns, name):
+    """``fn``, ``Class.method`` (on a fresh instance) or, as APPS does, ``Solution().fn``."""
+    parts = name.split(".")
+    if len(parts) == 2:
+        owner = ns[parts[0]]
+        if isinstance(owner, type):
+            owner = owner()
+        return getattr(owner, parts[1])
+    if name in ns:
+        return ns[name]
+    if "Solution" in ns and isinstance(ns["Solution"], type):
+        return getattr(ns["Solution"](), name)
+    raise NameError("name %r is not defined" % name)
+
+
+def run_script_child(job, stdin_text_path):
+    """Runner body for ``stdio``/``script``: execute the program as ``__main__``."""
+    import io
+
+    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8", errors="replace")
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="replace")
+    sys.stderr = io.TextIOWrapper(
+        io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="replace", line_buffering=True
+    )
+    sys.argv = ["main.py"]
+    code = 0
+    ns = {"__name__": "__main__", "__builtins__": builtins}
+    try:
+        exec(compile(job["program"], "main.py", "exec"), ns)
+    except SystemExit as e:
+        c = e.code
+        code = c if isinstance(c, int) else (0 if c is None else 1)
+        if not isinstance(c, (int, type(None))):
+            try:
+                sys.stderr.write(str(c) + "\n")
+            except BaseException:
+                pass
+    except MemoryError:
+        code = 137
+        _report_flag("memory")
+    except OSError as e:
+        if e.errno == 27:
+            _report_flag("output")
+            code = 153
+        else:
+            traceback.print_exc()
+            code = 1
+    except BaseException:
+        try:
+            traceback.print_exc()
+        except BaseException:
+            pass
+        code = 1
+    try:
+        sys.stdout.flush()
+    except OSError as e:
+        if e.errno == 27:
+            _report_flag("output")
+            code = code or 153
+    except BaseException:
+        pass
+    try:
+        sys.stderr.flush()
+    except BaseException:
+        pass
+    os._exit(code & 0xFF)
+
+
+_FLAG_SECRET = [""]
+
+
+def _report_flag(flag):
+    try:
+        os.write(RESULT_FD, (_FLAG_SECRET[0] + "\t" + json.dumps({"flag": flag}) + "\n").encode())
+    except BaseException:
+        pass
+
+
+# ---------------------------------------------------------------- harness side
+
+
+class Harness:
+    """The trusted loop: one request frame in, one reply frame out."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.pristine = dict(builtins.__dict__)
+        self.me = os.getpid()
+
+    def fork_runner(self, limits, stdin_fd, out_fd, err_fd, body):
+        r, w = os.pipe()
+        secret = os.urandom(16).hex()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(r)
+                child_setup(self.cfg, limits, stdin_fd, out_fd, err_fd, w)
+                body(secret)
+            except BaseException:
+                os._exit(120)
+            os._exit(0)
+        os.close(w)
+        return pid, r, secret
+
+    def kill_all(self):
+        """SIGKILL every process of the container except init and us; reap our children."""
+        for _ in range(200):
+            others = [p for p in self.pids() if p not in (1, self.me)]
+            if not others:
+                return True
+            if self.cfg.get("pidns"):
+                try:
+                    os.kill(-1, signal.SIGKILL)
+                except OSError:
+                    pass
+            else:
+                for p in others:
+                    try:
+                        os.kill(p, signal.SIGKILL)
+                    except OSError:
+                        pass
+            self.reap()
+            time.sleep(0.001)
+        return False
+
+    def pids(self):
+        if self.cfg.get("pidns"):
+            return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+        return [self.me, *self.descendants()]
+
+    def descendants(self):
+        """Without a pid namespace: our descendants (we are a subreaper, so orphans come back to us)."""
+        parent = {}
+        for p in os.listdir("/proc"):
+            if p.isdigit():
+                try:
+                    with open("/proc/%s/stat" % p) as f:
+                        stat = f.read()
+                    parent[int(p)] = int(stat.rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    pass
+        out, frontier = [], [self.me]
+        while frontier:
+            nxt = [p for p, pp in parent.items() if pp in frontier]
+            out.extend(nxt)
+            frontier = nxt
+        return out
+
+    def reap(self):
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+
+    def wipe(self):
+        ok = True
+        for d in WIPE_DIRS:
+            if not os.path.isdir(d):
+                continue
+            for name in os.listdir(d):
+                path = os.path.join(d, name)
+                try:
+                    if os.path.isdir(path) and not os.path.islink(path):
+                        shutil.rmtree(path)
+                    else:
+                        os.unlink(path)
+                except OSError:
+                    ok = False
+        if self.cfg.get("drop_uid"):
+            os.chown(PATHS["work"], int(self.cfg["uid"]), int(self.cfg["uid"]))
+        for name in ("shm", "sem", "msg"):
+            try:
+                with open("/proc/sysvipc/" + name) as f:
+                    if len(f.read().strip().splitlines()) > 1:
+                        ok = False
+            except OSError:
+                pass
+        return ok
+
+    def collect(self, pid, fd, secret, deadline_fn, on_msg):
+        """Read secret-prefixed result lines until the runner exits or a deadline passes.
+
+        Returns ``(wait_status, maxrss_kb, killed)``; at a deadline every process but us is killed.
+        Lines without the secret (anything a program could print) are ignored.
+        """
+        buf = b""
+        prefix = (secret + "\t").encode()
+        eof = False
+
+        def feed(chunk):
+            nonlocal buf
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                if line.startswith(prefix):
+                    try:
+                        on_msg(json.loads(line[len(prefix):].decode("utf-8")))
+                    except ValueError:
+                        pass
+
+        while True:
+            remaining = deadline_fn() - time.monotonic()
+            if remaining <= 0:
+                self.kill_all()
+                status, rss = self.wait_status(pid)
+                return status, rss, True
+            if not eof:
+                ready, _, _ = select.select([fd], [], [], min(remaining, 0.05))
+                if ready:
+                    chunk = os.read(fd, 1 << 20)
+                    if chunk:
+                        feed(chunk)
+                        continue
+                    eof = True
+            else:
+                time.sleep(0.0002)
+            wpid, status, ru = os.wait4(pid, os.WNOHANG)
+            if wpid:
+                # drain what is already in the pipe (a daemon may hold it open: do not wait for EOF)
+                while not eof and select.select([fd], [], [], 0)[0]:
+                    chunk = os.read(fd, 1 << 20)
+                    if not chunk:
+                        break
+                    feed(chunk)
+                return status, ru.ru_maxrss, False
+
+    def wait_status(self, pid):
+        try:
+            _, status, ru = os.wait4(pid, 0)
+        except ChildProcessError:
+            return None, 0
+        return status, ru.ru_maxrss
+
+    def death_verdict(self, status, maxrss_kb, killed, limits, what):
+        if killed:
+            return "timeout", "time limit exceeded"
+        if status is None:
+            return "runtime_error", "runner vanished"
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            if sig == signal.SIGXCPU:
+                return "timeout", "CPU time limit exceeded"
+            if sig == signal.SIGXFSZ:
+                return "output_exceeded", "output limit exceeded"
+            if sig == signal.SIGKILL and maxrss_kb * 1024 >= 0.85 * limits["memory_mb"] * 1024 * 1024:
+                return "memory_exceeded", "killed near the memory limit"
+            return "runtime_error", "killed by signal %d %s" % (sig, what)
+        code = os.WEXITSTATUS(status)
+        return "runtime_error", "exited with code %d %s" % (code, what)
+
+    def judge_inprocess(self, job):
+        limits = job["limits"]
+        n = len(job["cases"])
+        results = [None] * n
+        time_s = float(limits["time_s"])
+        start = 0
+        devnull = os.open("/dev/null", os.O_RDWR)
+        try:
+            while start < n:
+                state = {"next": start, "deadline": time.monotonic() + 2 * time_s + GRACE_S}
+
+                def on_msg(msg, state=state):
+                    i = msg.get("i")
+                    if not isinstance(i, int) or not (state["next"] <= i < n) or results[i] is not None:
+                        return
+                    results[i] = msg
+                    state["next"] = i + 1
+                    state["deadline"] = time.monotonic() + time_s + GRACE_S
+
+                def body(secret, start=start):
+                    run_inprocess(job, start, self.pristine, secret)
+
+                out = os.open(PATHS["private"] + "/out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                pid, r, secret = self.fork_runner(limits, devnull, out, out, body)
+                os.close(out)
+                status, rss, killed = self.collect(pid, r, secret, lambda state=state: state["deadline"], on_msg)
+                os.close(r)
+                self.kill_all()
+                nxt = state["next"]
+                if nxt < n and results[nxt] is None:
+                    st, detail = self.death_verdict(status, rss, killed, limits, "before the case finished")
+                    results[nxt] = {"i": nxt, "status": st, "detail": detail, "t": time_s * 1000.0 if killed else 0.0}
+                    nxt += 1
+                start = nxt
+        finally:
+            os.close(devnull)
+        return {"cases": results}
+
+    def judge_script(self, job):
+        limits = job["limits"]
+        inputs = job["cases"]
+        time_s = float(limits["time_s"])
+        cases = []
+        for idx, text in enumerate(inputs):
+            in_path = PATHS["private"] + "/in"
+            with open(in_path, "wb") as f:
+                f.write(text.encode("utf-8"))
+            in_fd = os.open(in_path, os.O_RDONLY)
+            out_fd = os.open(PATHS["private"] + "/out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            err_fd = os.open(PATHS["private"] + "/err", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            flags = set()
+
+            def body(secret):
+                _FLAG_SECRET[0] = secret
+                run_script_child(job, None)
+
+            t0 = time.monotonic()
+            pid, r, secret = self.fork_runner(limits, in_fd, out_fd, err_fd, body)
+            for fd in (in_fd, out_fd, err_fd):
+                os.close(fd)
+            status, rss, killed = self.collect(
+                pid, r, secret, lambda t0=t0: t0 + time_s + GRACE_S, lambda m, flags=flags: flags.add(m.get("flag"))
+            )
+            wall_ms = (time.monotonic() - t0) * 1000.0
+            os.close(r)
+            self.kill_all()
+            limit = int(limits["output_kb"]) * 1024
+            stdout = read_capped(PATHS["private"] + "/out", limit)
+            stderr = read_capped(PATHS["private"] + "/err", min(limit, 65536))
+            out_size = os.path.getsize(PATHS["private"] + "/out") + os.path.getsize(PATHS["private"] + "/err")
+            exit_code = None
+            if status is not None and os.WIFEXITED(status):
+                exit_code = os.WEXITSTATUS(status)
+            elif status is not None and os.WIFSIGNALED(status):
+                exit_code = -os.WTERMSIG(status)
+            mem = "memory" in flags or (
+                status is not None
+                and os.WIFSIGNALED(status)
+                and os.WTERMSIG(status) == signal.SIGKILL
+                and not killed
+                and rss * 1024 >= 0.85 * limits["memory_mb"] * 1024 * 1024
+            )
+            out_exc = "output" in flags or out_size > limit or (
+                status is not None and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXFSZ
+            )
+            cpu = status is not None and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXCPU
+            cases.append(
+                {
+                    "i": idx,
+                    "exit_code": exit_code,
+                    "stdout": stdout,
+                    "stderr": stderr,
+                    "timed_out": killed or cpu,
+                    "memory_exceeded": bool(mem),
+                    "output_exceeded": bool(out_exc),
+                    "t": wall_ms,
+                }
+            )
+        return {"cases": cases}
+
+    def serve(self):
+        while True:
+            try:
+                req = read_frame(CTL_IN)
+            except (OSError, ValueError):
+                return
+            if req is None:
+                return
+            try:
+                if req.get("op") == "ping":
+                    reply = {"pong": True, "uid": os.getuid(), "pid": os.getpid()}
+                elif req["kind"] in ("call", "check"):
+                    reply = self.judge_inprocess(req)
+                else:
+                    reply = self.judge_script(req)
+            except BaseException as e:
+                reply = {"error": "harness: %s" % traceback.format_exception_only(type(e), e)[-1].strip()}
+            clean = self.kill_all()
+            reply["dirty"] = not (self.wipe() and clean)
+            write_frame(CTL_OUT, reply)
+
+
+def read_capped(path, limit):
+    with open(path, "rb") as f:
+        data = f.read(limit)
+    return data.decode("utf-8", errors="replace")
+
+
+def setup_container(cfg):
+    PATHS.update(cfg.get("paths", {}))
+    WIPE_DIRS[:] = cfg.get("wipe", WIPE_DIRS)
+    os.makedirs(PATHS["private"], mode=0o700, exist_ok=True)
+    os.chmod(PATHS["private"], 0o700)
+    for d in ("/tmp", "/dev/shm") if cfg.get("pidns") else ():
+        if os.path.isdir(d):
+            try:
+                os.chmod(d, 0o1777)
+            except OSError:
+                pass
+    os.makedirs(PATHS["work"], exist_ok=True)
+    if cfg.get("drop_uid"):
+        os.chown(PATHS["work"], int(cfg["uid"]), int(cfg["uid"]))
+    if not cfg.get("pidns"):
+        try:  # become a subreaper so that orphaned daemons come back to us and get killed
+            import ctypes
+
+            ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)
+        except Exception:
+            pass
+
+
+def main():
+    cfg = json.loads(sys.argv[1])
+    # move the control channel off fds 0/1 so runners never inherit it by accident
+    global CTL_IN, CTL_OUT
+    CTL_IN = os.dup(0)
+    CTL_OUT = os.dup(1)
+    null = os.open("/dev/null", os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
+    setup_container(cfg)
+    harness = Harness(cfg)
+    # keep the harness's own objects out of every collection in the forked runners (fewer copy-on-write
+    # page faults per fork)
+    gc.collect()
+    gc.freeze()
+    harness.serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,392 @@
+"""Sandbox containers: bubblewrap command line, warm container pool, ``run_in_sandbox``.
+
+Isolation model (what each container is):
+
+- ``bwrap`` with new mount, pid, network, ipc and uts namespaces (and cgroup where possible): no network
+  interface but loopback-less ``lo``; only the directories in ``ro_binds`` (``/usr`` and the ``/lib*``,
+  ``/bin`` links) are visible, read-only; ``/proc`` of the new pid namespace, a minimal ``/dev``; fresh
+  size-limited tmpfs at ``/work`` (the program's cwd), ``/tmp`` and ``/dev/shm``; the environment is
+  cleared. No file of the service (``/work/main``, ``/etc``, ``/root``, ...) exists inside.
+- Privileged mode (the service runs as root, as in the Docker image): no user namespace; the harness keeps
+  only CAP_SETUID/SETGID/KILL/DAC_OVERRIDE/FOWNER/CHOWN and every program runs as its container's own uid
+  (``uid_base + i``) with no capabilities, so it can neither signal the harness nor touch its files, and
+  RLIMIT_NPROC bounds its processes. Unprivileged mode (non-root service): a user namespace, programs run
+  as the harness's uid; a program that kills the harness only fails itself (the container is replaced).
+- Per program the harness forks runners with rlimits (address space, CPU, file size = output limit,
+  processes, 64 open files, no core) and kills every process of the container afterwards.
+- Warm pool: ``workers`` containers stay up; between two programs the harness wipes the box the way
+  isolate does (no process left, ``/work``, ``/tmp``, ``/dev/shm`` emptied) and the container is replaced
+  whenever that fails (``dirty``), when a System V IPC object survives, or when the harness dies.
+
+``run_in_sandbox`` runs one script with the same isolation and returns a :class:`RunResult`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import select
+import shutil
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+HARNESS_SOURCE = (Path(__file__).with_name("harness.py")).read_text()
+_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_CHOWN")
+
+
+class SandboxUnavailable(RuntimeError):
+    """bubblewrap is missing, cannot create namespaces, or a container cannot be (re)started."""
+
+
+class BoxDied(RuntimeError):
+    """The container stopped answering (its harness was killed, or a reply deadline passed)."""
+
+
+@dataclass
+class RunResult:
+    """Outcome of :func:`run_in_sandbox`."""
+
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    timed_out: bool
+    memory_exceeded: bool
+    output_exceeded: bool
+    wall_ms: float
+
+
+def resolve_python(settings: Settings) -> str:
+    """The interpreter used inside the sandbox."""
+    if settings.python:
+        return settings.python
+    for cand in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.path.exists(cand):
+            return cand
+    raise SandboxUnavailable("no python3 under /usr for the sandbox; set BTP_JUDGE_PYTHON")
+
+
+def privileged_mode() -> bool:
+    """Root on the host: containers without a user namespace, programs under per-box uids."""
+    return os.geteuid() == 0
+
+
+def bwrap_command(settings: Settings, *, privileged: bool) -> list[str]:
+    """The bubblewrap command line up to (not including) the command to run."""
+    bwrap = shutil.which(settings.bwrap_path) or settings.bwrap_path
+    cmd = [
+        bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+        "--die-with-parent", "--new-session", "--hostname", "sandbox",
+    ]
+    if not privileged:
+        cmd += ["--unshare-user", "--disable-userns"]
+    for path in settings.ro_binds:
+        if os.path.islink(path):
+            cmd += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            cmd += ["--ro-bind", path, path]
+    tmp = str(settings.tmpfs_mb * 1024 * 1024)
+    cmd += [
+        "--proc", "/proc", "--dev", "/dev",
+        "--size", tmp, "--tmpfs", "/tmp",
+        "--size", tmp, "--tmpfs", "/work",
+        "--size", str(settings.shm_mb * 1024 * 1024), "--tmpfs", "/dev/shm",
+        "--size", str(4 * settings.max_output_kb * 1024 + 64 * 1024 * 1024), "--tmpfs", "/run/judge",
+        "--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/work",
+        "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONHASHSEED", "0", "--chdir", "/",
+    ]
+    if privileged:
+        cmd += ["--cap-drop", "ALL"]
+        for cap in _CAPS:
+            cmd += ["--cap-add", cap]
+    return cmd
+
+
+def probe_sandbox(settings: Settings) -> bool:
+    """Check that bubblewrap can build a container here; returns the privileged flag to use.
+
+    Raises :class:`SandboxUnavailable` with a message saying what to do otherwise.
+    """
+    bwrap = shutil.which(settings.bwrap_path)
+    if bwrap is None:
+        raise SandboxUnavailable(
+            f"bubblewrap ({settings.bwrap_path!r}) is not installed: install the Debian package `bubblewrap`, "
+            "or set BTP_JUDGE_BACKEND=process to run programs WITHOUT isolation (never for untrusted code)"
+        )
+    python = resolve_python(settings)
+    errors = []
+    for privileged in ([True, False] if privileged_mode() else [False]):
+        cmd = [*bwrap_command(settings, privileged=privileged), python, "-S", "-c", "print('ok')"]
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            errors.append(str(e))
+            continue
+        if r.returncode == 0 and r.stdout.strip() == "ok":
+            return privileged
+        errors.append(f"{'privileged' if privileged else 'user-namespace'} mode: {r.stderr.strip()[:300]}")
+    raise SandboxUnavailable(
+        "bubblewrap cannot create its namespaces on this host (" + "; ".join(errors) + "). In Docker the "
+        "judge container needs cap_add SYS_ADMIN and security_opt seccomp=unconfined, apparmor=unconfined, "
+        "systempaths=unconfined; or set BTP_JUDGE_BACKEND=process to run WITHOUT isolation"
+    )
+
+
+def _frame(obj: Any) -> bytes:
+    data = json.dumps(obj).encode("utf-8")
+    return struct.pack(">I", len(data)) + data
+
+
+class Box:
+    """One warm container: a harness process talking frames over its stdin/stdout.
+
+    Containers are spawned by one long-lived thread (``spawner``): bwrap's ``--die-with-parent`` is a
+    parent-*thread* death signal, so a container started from a short-lived worker thread would be killed
+    when that thread exits.
+    """
+
+    def __init__(
+        self, index: int, settings: Settings, *, privileged: bool, spawner: ThreadPoolExecutor | None = None
+    ) -> None:
+        self.spawner = spawner
+        self.index = index
+        self.settings = settings
+        self.privileged = privileged
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._scratch: str | None = None
+        self.programs = 0
+
+    def _command(self) -> list[str]:
+        python = resolve_python(self.settings)
+        if self.settings.backend == "process":
+            self._scratch = tempfile.mkdtemp(prefix=f"btp-judge-box{self.index}-")
+            work = os.path.join(self._scratch, "work")
+            cfg = {
+                "pidns": False, "drop_uid": False,
+                "paths": {"work": work, "private": os.path.join(self._scratch, "private")}, "wipe": [work],
+            }
+            return [python, "-s", "-S", "-B", "-c", HARNESS_SOURCE, json.dumps(cfg)]
+        cfg = {"pidns": True, "drop_uid": self.privileged, "uid": self.settings.uid_base + self.index}
+        return [
+            *bwrap_command(self.settings, privileged=self.privileged),
+            python, "-s", "-S", "-B", "-c", HARNESS_SOURCE, json.dumps(cfg),
+        ]
+
+    def start(self) -> None:
+        """Start the container and wait for its harness to answer."""
+        cmd = self._command()
+
+        def spawn() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                start_new_session=True, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            )
+
+        self.proc = self.spawner.submit(spawn).result() if self.spawner else spawn()
+        try:
+            reply = self.request({"op": "ping"}, timeout=30)
+        except BoxDied as e:
+            self.close()
+            raise SandboxUnavailable(f"sandbox container {self.index} did not start: {e}") from e
+        if not reply.get("pong"):
+            self.close()
+            raise SandboxUnavailable(f"sandbox container {self.index} answered {reply!r}")
+
+    def request(self, obj: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Send one frame and wait for the reply; :class:`BoxDied` if none comes in time."""
+        proc = self.proc
+        if proc is None or proc.stdin is None or proc.stdout is None:
+            raise BoxDied("container not running")
+        try:
+            proc.stdin.write(_frame(obj))
+            proc.stdin.flush()
+        except (BrokenPipeError, OSError) as e:
+            raise BoxDied(f"harness gone: {e}") from e
+        fd = proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        head = self._read(fd, 4, deadline)
+        (n,) = struct.unpack(">I", head)
+        body = self._read(fd, n, deadline)
+        reply: dict[str, Any] = json.loads(body)
+        return reply
+
+    @staticmethod
+    def _read(fd: int, n: int, deadline: float) -> bytes:
+        chunks: list[bytes] = []
+        while n > 0:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BoxDied("no reply before the deadline")
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if not ready:
+                continue
+            b = os.read(fd, min(n, 1 << 20))
+            if not b:
+                raise BoxDied("harness exited")
+            chunks.append(b)
+            n -= len(b)
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        """Kill the container (its whole pid namespace dies with it)."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, 9)
+            with contextlib.suppress(OSError):
+                proc.kill()
+            proc.wait(timeout=10)
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
+        if self._scratch:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+    def restart(self) -> None:
+        """Replace the container with a fresh one."""
+        self.close()
+        self.start()
+
+    @property
+    def pid(self) -> int | None:
+        """Host pid of the container's outer process (bwrap or the harness)."""
+        return self.proc.pid if self.proc else None
+
+
+class SandboxPool:
+    """A fixed set of warm containers; ``run`` takes a free one (waiting if needed) for one program."""
+
+    def __init__(self, settings: Settings, size: int | None = None) -> None:
+        self.settings = settings
+        self.size = size or settings.workers
+        self.privileged = False
+        self.boxes: list[Box] = []
+        self._free: queue.Queue[Box] = queue.Queue()
+        self._lock = threading.Lock()
+        self._spawner = ThreadPoolExecutor(1, thread_name_prefix="btp-judge-spawner")
+        self.restarts = 0
+
+    def start(self) -> None:
+        """Probe the sandbox, then start every container (raises :class:`SandboxUnavailable`)."""
+        if self.settings.backend == "bwrap":
+            self.privileged = probe_sandbox(self.settings)
+        else:
+            resolve_python(self.settings)
+        boxes = [
+            Box(i, self.settings, privileged=self.privileged, spawner=self._spawner) for i in range(self.size)
+        ]
+        errors: list[BaseException] = []
+
+        def start_one(b: Box) -> None:
+            try:
+                b.start()
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=start_one, args=(b,)) for b in boxes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            for b in boxes:
+                b.close()
+            raise SandboxUnavailable(str(errors[0]))
+        self.boxes = boxes
+        for b in boxes:
+            self._free.put(b)
+
+    def run(self, job: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Run one job in a free container. A dead container is replaced and the job gets ``box_died``."""
+        box = self._free.get()
+        try:
+            try:
+                reply = box.request(job, timeout)
+            except BoxDied as e:
+                reply = {"box_died": str(e)}
+                self._replace(box)
+                return reply
+            box.programs += 1
+            if reply.get("dirty"):
+                self._replace(box)
+            return reply
+        finally:
+            self._free.put(box)
+
+    def _replace(self, box: Box) -> None:
+        with self._lock:
+            self.restarts += 1
+        try:
+            box.restart()
+        except SandboxUnavailable:
+            log.exception("sandbox container %d could not be restarted", box.index)
+            box.close()
+
+    def healthy(self) -> bool:
+        """All containers running."""
+        return bool(self.boxes) and all(b.proc is not None and b.proc.poll() is None for b in self.boxes)
+
+    def close(self) -> None:
+        """Stop every container."""
+        for b in self.boxes:
+            b.close()
+        self.boxes = []
+        self._spawner.shutdown(wait=False)
+
+
+def script_limits(time_s: float, memory_mb: int, output_kb: int, processes: int) -> dict[str, Any]:
+    """The harness's limit dict for one script run."""
+    return {
+        "time_s": time_s, "cpu_s": time_s, "cpu_total_s": time_s + 1, "memory_mb": memory_mb,
+        "output_kb": output_kb, "processes": processes,
+    }
+
+
+def run_in_sandbox(
+    code: str,
+    *,
+    stdin: str = "",
+    time_s: float = 10.0,
+    memory_mb: int = 1024,
+    output_kb: int = 16384,
+    settings: Settings | None = None,
+    pool: SandboxPool | None = None,
+) -> RunResult:
+    """Run a Python script in the same isolation as judged programs (a warm ``pool`` if given, else a
+    fresh one-container pool) and return its exit code, output and limit flags."""
+    settings = settings or Settings()
+    own = pool is None
+    if pool is None:
+        pool = SandboxPool(settings, size=1)
+        pool.start()
+    try:
+        job = {
+            "kind": "script", "program": code, "cases": [stdin],
+            "limits": script_limits(time_s, memory_mb, output_kb, settings.processes),
+        }
+        reply = pool.run(job, timeout=time_s + 30)
+    finally:
+        if own:
+            pool.close()
+    if "box_died" in reply or "error" in reply:
+        return RunResult(None, "", str(reply.get("box_died") or reply.get("error")), False, False, False, 0.0)
+    c = reply["cases"][0]
+    return RunResult(
+        exit_code=c["exit_code"], stdout=c["stdout"], stderr=c["stderr"], timed_out=c["timed_out"],
+        memory_exceeded=c["memory_exceeded"], output_exceeded=c["output_exceeded"], wall_ms=c["t"],
+    )
