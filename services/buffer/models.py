@@ -14,7 +14,7 @@ a newer ``row_version``: several buffer processes stay correct without any messa
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -29,14 +29,33 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 BigId = BigInteger().with_variant(Integer, "sqlite")
 """64-bit ids on PostgreSQL; SQLite autoincrements only INTEGER PRIMARY KEY (which is 64-bit there)."""
 JsonType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both stores (SQLite hands back naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
 
 
 def program_digest(program: str) -> bytes:
@@ -69,8 +88,8 @@ class Task(Base):
     prompt: Mapped[str] = mapped_column(Text, nullable=False)
     tests: Mapped[dict[str, Any]] = mapped_column(JsonType, nullable=False)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JsonType, nullable=False, default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
     __table_args__ = (
         UniqueConstraint("id", name="uq_tasks_id"),
@@ -96,8 +115,8 @@ class Experience(Base):
     judge: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     round: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     generation: Mapped[str | None] = mapped_column(String(128))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    judged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    judged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     row_version: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
     __table_args__ = (
