@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -57,6 +57,7 @@ class ImportSummary:
     elapsed_s: float = 0.0
     sandbox_ms: list[float] = field(default_factory=list)
     examples: dict[str, list[str]] = field(default_factory=dict)
+    test_fraction: float = 0.1
 
     def add_skip(self, reason: str, detail: str, limit: int = 3) -> None:
         """Count one skipped record, keeping a few details per reason for the report."""
@@ -140,7 +141,6 @@ def _outcomes(
     workers: int,
     sandbox: SandboxRun,
     equal: Equal,
-    sandbox_settings: Any,
 ) -> Iterator[tuple[CodeIORecord, RecordOutcome]]:
     """Sandbox runs, ``workers`` in flight, yielded as they finish (bounded queue, no big backlog)."""
     from .codeio_runner import RecordOutcome, run_record
@@ -152,8 +152,7 @@ def _outcomes(
         def submit() -> None:
             record = next(todo, None)
             if record is not None:
-                fut = pool.submit(run_record, record, config, sandbox=sandbox, equal=equal,
-                                  sandbox_settings=sandbox_settings)  # fmt: skip
+                fut = pool.submit(run_record, record, config, sandbox=sandbox, equal=equal)
                 running[fut] = record
 
         for _ in range(workers * 2):
@@ -183,20 +182,19 @@ def import_codeio(
     batch_size: int = 50,
     sandbox: SandboxRun | None = None,
     equal: Equal | None = None,
-    sandbox_settings: Any = None,
     progress: Callable[[ImportSummary], None] | None = None,
+    on_outcome: Callable[[CodeIORecord, RecordOutcome], None] | None = None,
 ) -> ImportSummary:
     """Run every record in the sandbox and hand complete tasks to ``sink`` in batches.
 
     ``sink(tasks) -> (created, updated)``; None is a dry run. Malformed records (exceptions in
     ``records``) are counted as ``malformed_record``.
     """
-    from .codeio_records import MalformedRecord, build_prompt
-    from .codeio_runner import default_equal, default_sandbox
+    from .codeio_records import precheck
+    from .codeio_runner import default_equal, judge_sandbox
 
-    sandbox = sandbox or default_sandbox()
     equal = equal or default_equal()
-    summary = ImportSummary()
+    summary = ImportSummary(test_fraction=test_fraction)
     started = time.monotonic()
     good: list[CodeIORecord] = []
     for item in records:
@@ -204,10 +202,11 @@ def import_codeio(
         if isinstance(item, Exception):
             summary.add_skip("malformed_record", str(item))
             continue
-        try:
-            build_prompt(item)
-        except MalformedRecord as exc:
-            summary.add_skip("malformed_record", str(exc))
+        reason = precheck(item)
+        if reason is not None:
+            summary.add_skip(
+                reason, f"record {item.index}: the reference does not parse or defines no main_solution"
+            )
             continue
         good.append(item)
 
@@ -220,26 +219,36 @@ def import_codeio(
             summary.updated += updated
         pending.clear()
 
-    for record, outcome in _outcomes(good, config, max(1, workers), sandbox, equal, sandbox_settings):
-        summary.sandbox_ms.append(outcome.wall_ms)
-        summary.dropped_cases.update(outcome.dropped)
-        if not outcome.ok:
-            summary.add_skip(outcome.skip_reason or "crashed", f"record {record.index}: {outcome.detail}")
-        else:
-            task = build_task(record, outcome, dataset=dataset, test_fraction=test_fraction)
-            pending.append(task)
-            summary.imported += 1
-            summary.tests_per_task[len(outcome.cases)] += 1
-            summary.splits[task.split] += 1
-            summary.difficulties[task.difficulty or "none"] += 1
-            if len(pending) >= batch_size:
-                flush()
-        summary.elapsed_s = time.monotonic() - started
-        if progress is not None:
-            progress(summary)
+    with ExitStack() as stack:
+        run = sandbox if sandbox is not None else stack.enter_context(judge_sandbox(workers))
+        for record, outcome in _outcomes(good, config, max(1, workers), run, equal):
+            _record_outcome(summary, record, outcome)
+            if on_outcome is not None:
+                on_outcome(record, outcome)
+            if outcome.ok:
+                pending.append(build_task(record, outcome, dataset=dataset, test_fraction=test_fraction))
+                if len(pending) >= batch_size:
+                    flush()
+            summary.elapsed_s = time.monotonic() - started
+            if progress is not None:
+                progress(summary)
     flush()
     summary.elapsed_s = time.monotonic() - started
     return summary
+
+
+def _record_outcome(summary: ImportSummary, record: CodeIORecord, outcome: RecordOutcome) -> None:
+    from .codeio_records import difficulty_bucket, split_for
+
+    summary.sandbox_ms.append(outcome.wall_ms)
+    summary.dropped_cases.update(outcome.dropped)
+    if not outcome.ok:
+        summary.add_skip(outcome.skip_reason or "crashed", f"record {record.index}: {outcome.detail}")
+        return
+    summary.imported += 1
+    summary.tests_per_task[len(outcome.cases)] += 1
+    summary.splits[split_for(record, summary.test_fraction)] += 1
+    summary.difficulties[difficulty_bucket(record.difficulty) or "none"] += 1
 
 
 def load_records(path: Path | None, cache_dir: Path) -> list[CodeIORecord | Exception]:
@@ -315,8 +324,13 @@ def codeio_command(
         str | None, typer.Option(help="Comma-separated record indices (overrides --start/--limit).")
     ] = None,
     case_time: Annotated[
-        float, typer.Option(min=0.01, max=60, help="Seconds per reference (or generator) call.")
-    ] = 2.0,
+        float,
+        typer.Option(
+            min=0.01,
+            max=60,
+            help="Seconds per reference (or generator) call; slower cases are dropped (the judge allows 2 s).",
+        ),
+    ] = 1.0,
     task_time: Annotated[
         float, typer.Option(min=1, max=600, help="Seconds for one record's whole sandbox run.")
     ] = 60.0,
@@ -329,6 +343,9 @@ def codeio_command(
         bool, typer.Option("--dry-run", help="Run everything but write nothing to the buffer.")
     ] = False,
     summary_json: Annotated[Path | None, typer.Option(help="Also write the summary as JSON here.")] = None,
+    outcomes_jsonl: Annotated[
+        Path | None, typer.Option(help="Write one JSON line per record (index, skip reason, detail, tests).")
+    ] = None,
 ) -> None:
     """Import CodeIO: run each record's generator and reference in the judge's sandbox, store call tasks."""
     from .codeio_records import CodeIODataError
@@ -346,22 +363,39 @@ def codeio_command(
     last = [time.monotonic()]
 
     def progress(s: ImportSummary) -> None:
-        if time.monotonic() - last[0] >= 10 or s.records == len(records):
+        done = s.imported + sum(s.skipped.values())
+        if time.monotonic() - last[0] >= 10 or done == len(records):
             last[0] = time.monotonic()
-            done = s.imported + sum(s.skipped.values())
             print(
                 f"[codeio] {done}/{len(records)} done, {s.imported} imported, {s.elapsed_s:.0f}s",
                 file=sys.stderr,
             )
 
-    if dry_run:
-        summary = import_codeio(records, config=config, sink=None, dataset=dataset, test_fraction=test_fraction,
-                                workers=workers, progress=progress)  # fmt: skip
-    else:
-        with open_buffer(settings.buffer_url, settings.api_token, settings.service_timeout_s,
-                         database_url=settings.database_url, data_dir=settings.data_dir) as client:  # fmt: skip
-            summary = import_codeio(records, config=config, sink=buffer_sink(client), dataset=dataset,
-                                    test_fraction=test_fraction, workers=workers, progress=progress)  # fmt: skip
+    with ExitStack() as stack:
+        on_outcome = None
+        if outcomes_jsonl is not None:
+            outcomes_jsonl.parent.mkdir(parents=True, exist_ok=True)
+            stream = stack.enter_context(outcomes_jsonl.open("w", encoding="utf-8"))
+
+            def on_outcome(record: CodeIORecord, outcome: RecordOutcome) -> None:
+                line = {"index": record.index, "skip_reason": outcome.skip_reason, "detail": outcome.detail[:500],
+                        "tests": len(outcome.cases), "dropped": outcome.dropped, "wall_ms": round(outcome.wall_ms, 1)}  # fmt: skip
+                stream.write(json.dumps(line) + "\n")
+
+        sink = None
+        if not dry_run:
+            client = stack.enter_context(
+                open_buffer(
+                    settings.buffer_url,
+                    settings.api_token,
+                    settings.service_timeout_s,
+                    database_url=settings.database_url,
+                    data_dir=settings.data_dir,
+                )
+            )
+            sink = buffer_sink(client)
+        summary = import_codeio(records, config=config, sink=sink, dataset=dataset, test_fraction=test_fraction,
+                                workers=workers, progress=progress, on_outcome=on_outcome)  # fmt: skip
     typer.echo(summary.render())
     if summary_json is not None:
         summary_json.parent.mkdir(parents=True, exist_ok=True)

@@ -201,9 +201,19 @@ def main_solution_signature(code: str) -> str | None:
     return None
 
 
+def precheck(record: CodeIORecord) -> str | None:
+    """Skip reason found without running anything: ``syntax_error`` or ``malformed_record``, else None."""
+    for code in (record.code_sample, record.input_generator):
+        try:
+            ast.parse(code)
+        except (SyntaxError, ValueError):
+            return "syntax_error"
+    return None if main_solution_signature(record.code_sample) is not None else "malformed_record"
+
+
 def _docstring_body(text: str) -> str:
-    # Backslashes doubled and triple quotes broken so the prompt always parses as Python.
-    text = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+    # Backslashes doubled, triple quotes broken and NULs spelled out so the prompt always parses.
+    text = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"').replace("\0", "\\x00")
     return "\n".join(f"    {line}".rstrip() for line in text.splitlines())
 
 

@@ -12,9 +12,11 @@ No FastAPI, no HTTP; the sandbox and comparison functions are passed in (the rea
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -69,7 +71,7 @@ class RunnerConfig:
     tests: int = 10
     seed: int = 0
     max_attempts: int | None = None
-    case_time_s: float = 2.0
+    case_time_s: float = 1.0
     load_time_s: float = 20.0
     task_time_s: float = 60.0
     memory_mb: int = 1024
@@ -220,11 +222,19 @@ def evaluate(index: int, run: RunResultLike, config: RunnerConfig, equal: Equal)
     return out
 
 
-def default_sandbox() -> SandboxRun:
-    """The judge's sandbox runner (imported lazily: the judge package is only needed to run records)."""
-    from services.judge.sandbox import run_in_sandbox
+@contextmanager
+def judge_sandbox(workers: int) -> Iterator[SandboxRun]:
+    """The judge's ``run_in_sandbox`` over a warm pool of ``workers`` containers (judge settings from env)."""
+    from services.judge.sandbox import SandboxPool, run_in_sandbox
+    from services.judge.settings import Settings as JudgeSettings
 
-    return run_in_sandbox  # type: ignore[return-value]
+    settings = JudgeSettings()
+    pool = SandboxPool(settings, size=max(1, workers))
+    pool.start()
+    try:
+        yield functools.partial(run_in_sandbox, settings=settings, pool=pool)  # type: ignore[misc]
+    finally:
+        pool.close()
 
 
 def default_equal() -> Equal:
@@ -234,22 +244,18 @@ def default_equal() -> Equal:
     return values_equal
 
 
+def _infrastructure_failure(run: RunResultLike) -> bool:
+    """No exit code, no output, no limit hit: the container died under us, not the record's fault."""
+    return run.exit_code is None and not run.stdout and not (run.timed_out or run.memory_exceeded)
+
+
 def run_record(
-    record: CodeIORecord,
-    config: RunnerConfig,
-    *,
-    sandbox: SandboxRun,
-    equal: Equal,
-    sandbox_settings: Any = None,
+    record: CodeIORecord, config: RunnerConfig, *, sandbox: SandboxRun, equal: Equal
 ) -> RecordOutcome:
-    """Run one record in the sandbox and evaluate it."""
+    """Run one record in the sandbox (one retry if the container itself died) and evaluate it."""
     script = build_script(record, config)
-    run = sandbox(
-        script,
-        stdin="",
-        time_s=config.task_time_s,
-        memory_mb=config.memory_mb,
-        output_kb=config.output_kb,
-        settings=sandbox_settings,
-    )
+    limits = {"time_s": config.task_time_s, "memory_mb": config.memory_mb, "output_kb": config.output_kb}
+    run = sandbox(script, stdin="", **limits)
+    if _infrastructure_failure(run):
+        run = sandbox(script, stdin="", **limits)
     return evaluate(record.index, run, config, equal)

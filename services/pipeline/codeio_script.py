@@ -46,7 +46,7 @@ def _on_alarm(signum: int, frame: Any) -> None:
     raise _Timeout()
 
 
-def _limited(seconds: float, fn: Any, *args: Any, **kwargs: Any) -> Any:
+def _limited(seconds: float, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
     signal.signal(signal.SIGALRM, _on_alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
@@ -74,7 +74,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def _plain(value: Any, depth: int = 0) -> bool:
-    """True when ``value`` survives a JSON round trip unchanged (up to tuple -> list)."""
+    """True when ``value`` survives a JSON round trip (up to tuple -> list and int dict keys -> str)."""
     if depth > 200:
         return False
     if value is None or isinstance(value, bool | str):
@@ -86,8 +86,30 @@ def _plain(value: Any, depth: int = 0) -> bool:
     if isinstance(value, list | tuple):
         return all(_plain(v, depth + 1) for v in value)
     if isinstance(value, dict):
-        return all(isinstance(k, str) and _plain(v, depth + 1) for k, v in value.items())
+        # int keys become JSON strings; the judge compares dict keys as strings, so they still match.
+        keys = [
+            k if isinstance(k, str) else str(k)
+            for k in value
+            if isinstance(k, str | int) and not isinstance(k, bool)
+        ]
+        if len(keys) != len(value) or len(set(keys)) != len(keys):
+            return False
+        return all(_plain(v, depth + 1) for v in value.values())
     return False
+
+
+def _shape(value: Any, depth: int = 0) -> str:
+    """Short type sketch for skip details: ``dict[float -> int]``, ``list[ndarray]``."""
+    if depth > 2:
+        return "..."
+    if isinstance(value, dict):
+        if not value:
+            return "dict"
+        k, v = next(iter(value.items()))
+        return f"dict[{type(k).__name__} -> {_shape(v, depth + 1)}]"
+    if isinstance(value, list | tuple) and value:
+        return f"{type(value).__name__}[{_shape(value[0], depth + 1)}]"
+    return type(value).__name__
 
 
 def _to_json(value: Any, *, canonical: bool = False) -> str | None:
@@ -149,6 +171,15 @@ def _rerun(namespace: dict[str, Any], inputs: list[str], case_s: float) -> list[
     return results
 
 
+def _interpreter_flags() -> list[str]:
+    """This interpreter's flags (-S, -s, -I, ...), so the child sees the same packages as the parent."""
+    try:
+        flags: list[str] = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):
+        return []
+    return flags
+
+
 def _child_rerun(p: dict[str, Any], source: str, inputs: list[str], seconds: float) -> dict[str, Any]:
     seed = (
         CHILD_HASH_SEEDS[0]
@@ -160,7 +191,7 @@ def _child_rerun(p: dict[str, Any], source: str, inputs: list[str], seconds: flo
                           "load_time_s": p["load_time_s"]})  # fmt: skip
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", source + "\n_btp_codeio_child()\n"],
+            [sys.executable, *_interpreter_flags(), "-c", source + "\n_btp_codeio_child()\n"],
             input=payload, capture_output=True, text=True, timeout=max(seconds, 1.0), env=env,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
@@ -193,10 +224,11 @@ def _btp_codeio_main(payload: str, source: str) -> None:
     out_fd = _quiet()
     result: dict[str, Any] = {"status": "ok", "cases": [], "dropped": {}, "attempts": 0}
 
-    def drop(reason: str, exc: BaseException | None = None) -> None:
+    def drop(reason: str, exc: BaseException | str | None = None) -> None:
         result["dropped"][reason] = result["dropped"].get(reason, 0) + 1
         if exc is not None:
-            result.setdefault("details", {}).setdefault(reason, _describe(exc))
+            text = exc if isinstance(exc, str) else _describe(exc)
+            result.setdefault("details", {}).setdefault(reason, text)
 
     try:
         namespace = _load(p["code"], p["load_time_s"])
@@ -227,11 +259,11 @@ def _btp_codeio_main(payload: str, source: str) -> None:
             drop(_classify(exc, "generator_failed"), exc)
             continue
         if not isinstance(inputs, dict):
-            drop("inputs_not_dict")
+            drop("inputs_not_dict", f"generate_inputs returned {type(inputs).__name__}")
             continue
         key = _to_json(inputs, canonical=True)
         if key is None:
-            drop("inputs_not_json")
+            drop("inputs_not_json", f"inputs are not plain JSON: {_shape(inputs)}")
             continue
         if key in seen:
             drop("duplicate_input")
@@ -246,10 +278,10 @@ def _btp_codeio_main(payload: str, source: str) -> None:
         elapsed_ms = (time.perf_counter() - tick) * 1000.0
         text = _to_json(out)
         if text is None:
-            drop("output_not_json")
+            drop("output_not_json", f"output is not plain JSON: {_shape(out)}")
             continue
         if len(key) + len(text) > p["max_case_bytes"]:
-            drop("too_large")
+            drop("too_large", f"{len(key) + len(text)} bytes of JSON > {p['max_case_bytes']}")
             continue
         cases.append({"input": key, "output": text, "ms": round(elapsed_ms, 3)})
 

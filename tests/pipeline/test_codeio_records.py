@@ -10,7 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from services.pipeline import codeio_script
 from services.pipeline.codeio import ImportSummary, build_task
 from services.pipeline.codeio_records import (
     WHEEL_MEMBER,
@@ -23,6 +26,7 @@ from services.pipeline.codeio_records import (
     iter_records,
     main_solution_signature,
     parse_record,
+    precheck,
     read_raw_lines,
     split_for,
     task_id,
@@ -68,10 +72,10 @@ def _eq(a: object, b: object) -> bool:
 
 def test_sample_file_parses_and_has_both_generator_forms() -> None:
     records = list(iter_records(read_raw_lines(DATA)))
-    assert len(records) == 7
+    assert len(records) == 8
     assert all(isinstance(r, CodeIORecord) for r in records)
     good = [r for r in records if isinstance(r, CodeIORecord)]
-    assert [r.index for r in good] == list(range(7))
+    assert [r.index for r in good] == list(range(8))
     assert good[3].difficulty is None and "random: Random" in good[3].input_generator
     assert good[0].difficulty == 8
 
@@ -86,7 +90,7 @@ def test_reads_wheel_member_gzip_and_json_array(tmp_path: Path) -> None:
     arr = tmp_path / "codeio.json"
     arr.write_text(json.dumps([json.loads(line) for line in lines]))
     for path in (wheel, gz, arr, DATA):
-        assert len(read_raw_lines(path)) == 7, path
+        assert len(read_raw_lines(path)) == 8, path
 
 
 def test_unreadable_sources_raise_data_error(tmp_path: Path) -> None:
@@ -172,6 +176,10 @@ def test_signature_and_prompt_parse_as_python() -> None:
     assert main_solution_signature("def (:") is None
     with pytest.raises(MalformedRecord):
         build_prompt(_record(code_sample="def other():\n    pass\n"))
+    assert precheck(_record(code_sample="def other():\n    pass\n")) == "malformed_record"
+    assert precheck(_record(code_sample="def main_solution(:\n")) == "syntax_error"
+    assert precheck(_record(input_generator="def generate_inputs(rng)\n")) == "syntax_error"
+    assert precheck(_record()) is None
 
 
 def test_input_key_is_canonical() -> None:
@@ -271,3 +279,54 @@ def test_build_task_and_summary() -> None:
     d = summary.to_dict()
     assert d["skipped"] == {"timeout": 2} and d["tests_per_task"] == {"1": 1} and d["records_per_s"] == 1.5
     assert "skipped timeout: 2" in summary.render()
+
+
+# --- property tests (hypothesis): the prompt always parses; the JSON filter is exact ----------------
+
+_json_scalars = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
+)
+_json_values = st.recursive(
+    _json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(description=st.text(min_size=1), spec=st.text(min_size=1))
+def test_prompt_parses_for_any_text(description: str, spec: str) -> None:
+    rec = _record(task_description=description + "x", input_output_spec=spec + "y")
+    tree = ast.parse(build_prompt(rec) + "    pass\n")
+    fn = tree.body[0]
+    assert isinstance(fn, ast.FunctionDef) and fn.name == "main_solution"
+    doc = ast.get_docstring(fn, clean=False) or ""
+    assert rec.task_description.split()[0] in doc if rec.task_description.split() else True
+
+
+@settings(max_examples=80, deadline=None)
+@given(value=_json_values)
+def test_plain_json_values_round_trip(value: object) -> None:
+    text = codeio_script._to_json(value)
+    assert text is not None and json.loads(text) == value
+    assert codeio_script._to_json({"k": value}, canonical=True) == json.dumps(
+        {"k": value}, sort_keys=True, separators=(",", ":")
+    )
+
+
+def test_non_json_values_are_refused() -> None:
+    for bad in (
+        {1, 2},
+        {1.5: "float key"},
+        {True: 1},
+        {1: "a", "1": "b"},
+        float("nan"),
+        [float("inf")],
+        object(),
+        b"bytes",
+        1j,
+        {"a": (1, {2})},
+    ):
+        assert codeio_script._to_json(bad) is None, bad
+    assert codeio_script._to_json((1, [2, (3,)])) == "[1, [2, [3]]]"
+    assert codeio_script._to_json({1: "int key"}) == '{"1": "int key"}'

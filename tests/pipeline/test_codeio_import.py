@@ -1,0 +1,298 @@
+"""CodeIO import end to end: the judge's real bubblewrap sandbox, the real buffer on PostgreSQL, the judge app.
+
+Real CodeIO records (tests/pipeline/data/codeio/sample.jsonl) are imported, then their references are
+judged through the judge's own app (pass rate 1.0) next to a broken variant (graded below 1.0). Small
+synthetic records exercise every skip path.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import typer
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from services.common.client import BufferClient, JudgeClient
+from services.common.errors import NotFoundError
+from services.common.schemas.buffer import TaskOut
+from services.common.schemas.judge import JudgeRequest
+from services.pipeline.codeio import (
+    ImportSummary,
+    buffer_sink,
+    codeio_command,
+    import_codeio,
+    open_buffer,
+)
+from services.pipeline.codeio_records import CodeIORecord, iter_records, parse_record, read_raw_lines
+from services.pipeline.codeio_runner import RunnerConfig, judge_sandbox
+
+DATA = Path(__file__).parent / "data" / "codeio" / "sample.jsonl"
+PG = "postgresql://postgres@127.0.0.1:5432"
+TESTS = 8
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this module, dropped afterwards."""
+    name = f"btp_codeio_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG}/{name}"
+    finally:
+        with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def sample_records() -> list[CodeIORecord | Exception]:
+    return list(iter_records(read_raw_lines(DATA)))
+
+
+@pytest.fixture(scope="module")
+def imported(
+    sample_records: list[CodeIORecord | Exception], pg_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ImportSummary, dict[str, TaskOut], BufferClient]]:
+    data_dir = tmp_path_factory.mktemp("btp")
+    with open_buffer(None, None, 60.0, database_url=pg_url, data_dir=data_dir) as client:
+        summary = import_codeio(
+            sample_records,
+            config=RunnerConfig(tests=TESTS),
+            sink=buffer_sink(client),
+            workers=2,
+            batch_size=2,
+        )
+        tasks = {t.id: t for t in client.list_tasks(dataset="codeio").items}
+        yield summary, tasks, client
+
+
+@pytest.fixture(scope="module")
+def judge() -> Iterator[JudgeClient]:
+    from services.judge.app import create_app
+    from services.judge.settings import Settings as JudgeSettings
+
+    http: Any = TestClient(create_app(JudgeSettings(workers=2)), raise_server_exceptions=False)
+    with http:
+        yield JudgeClient(client=http)
+
+
+def test_real_records_import_with_expected_skips(
+    imported: tuple[ImportSummary, dict[str, TaskOut], BufferClient],
+) -> None:
+    summary, tasks, client = imported
+    d = summary.to_dict()
+    assert d["records"] == 8
+    # Line 0 imports numpy, which the judge's sandbox (system python, -S) does not have.
+    assert d["skipped"] == {
+        "missing_package": 1,
+        "nondeterministic": 1,
+        "reference_failed": 1,
+        "output_not_json": 1,
+    }, d
+    assert sorted(tasks) == ["codeio/0001", "codeio/0002", "codeio/0003", "codeio/0007"]
+    assert summary.imported == 4 and summary.created == 4 and summary.updated == 0
+    for task in tasks.values():
+        assert task.tests.kind == "call" and task.tests.fn_name == "main_solution"
+        assert len(task.tests.cases) == TESTS  # both generators have far more than 8 distinct inputs
+        keys = [json.dumps(c.kwargs, sort_keys=True) for c in task.tests.cases]
+        assert len(set(keys)) == TESTS and all(c.args == [] for c in task.tests.cases)
+        assert task.metadata["reference"].startswith(("# import", "def main_solution"))
+    assert tasks["codeio/0002"].difficulty == "interview"  # CodeIO difficulty 8
+    assert tasks["codeio/0003"].difficulty is None  # the older record form has no difficulty
+    assert "output is not plain JSON: dict[float" in summary.examples["output_not_json"][0]
+    for skipped in ("codeio/0000", "codeio/0004", "codeio/0005", "codeio/0006"):
+        with pytest.raises(NotFoundError):
+            client.get_task(skipped)
+
+
+def test_reimport_is_an_idempotent_upsert(
+    imported: tuple[ImportSummary, dict[str, TaskOut], BufferClient], sample_records: list[Any]
+) -> None:
+    _, tasks, client = imported
+    again = import_codeio(sample_records, config=RunnerConfig(tests=TESTS), sink=buffer_sink(client))
+    assert (again.imported, again.created, again.updated) == (4, 0, 4)
+    after = {t.id: t for t in client.list_tasks(dataset="codeio").items}
+    assert {k: v.tests for k, v in after.items()} == {k: v.tests for k, v in tasks.items()}  # fixed seed
+
+
+def _reference_body(code: str) -> str:
+    tree = ast.parse(code)
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main_solution")
+    lines = code.splitlines()
+    return "\n".join(lines[fn.body[0].lineno - 1 : fn.end_lineno]) + "\n"
+
+
+def test_references_pass_and_a_broken_variant_is_graded(
+    imported: tuple[ImportSummary, dict[str, TaskOut], BufferClient], judge: JudgeClient
+) -> None:
+    _, tasks, _ = imported
+    for task in tasks.values():
+        result = judge.judge(JudgeRequest(program=task.metadata["reference"], tests=task.tests))
+        assert result.pass_rate == 1.0, (task.id, result.cases)
+    # prompt + completion is a program too (the record at line 3 needs no import).
+    task = tasks["codeio/0003"]
+    program = task.prompt + _reference_body(task.metadata["reference"])
+    assert judge.judge(JudgeRequest(program=program, tests=task.tests)).pass_rate == 1.0
+
+    task = tasks["codeio/0002"]
+    broken = (
+        task.metadata["reference"] + "\n\n_reference = main_solution\n\n"
+        "def main_solution(d):\n    if d % 3 == 0:\n        return {'result': 'impossible'}\n"
+        "    return _reference(d)\n"
+    )
+    cases = task.tests.cases
+    right = sum(1 for c in cases if c.kwargs["d"] % 3 != 0 or c.expected == {"result": "impossible"})
+    assert 0 < right < len(cases), "the fixed seed's inputs must mix both kinds"
+    result = judge.judge(JudgeRequest(program=broken, tests=task.tests))
+    assert result.pass_rate == pytest.approx(right / len(cases)) and 0.0 < result.pass_rate < 1.0
+    statuses = {c.status for c in result.cases}
+    assert statuses == {"passed", "wrong_answer"}
+
+
+# --- skip paths, on small synthetic records ---------------------------------------------------------
+
+GEN = "def generate_inputs(rng: Random) -> dict:\n    return {'a': rng.randint(0, 10**6)}\n"
+
+
+def _synthetic(index: int, code: str, generator: str = GEN) -> CodeIORecord:
+    return parse_record(
+        index,
+        {
+            "task_description": f"Synthetic record {index}.",
+            "input_output_spec": "Input: a (int)\nOutput: anything",
+            "code_sample": code,
+            "input_generator": generator,
+            "difficulty": 7,
+        },
+    )
+
+
+SYNTHETIC: dict[str, tuple[str, str]] = {
+    "missing_package": ("import not_a_package_btp_xyz\n\ndef main_solution(a):\n    return a\n", GEN),
+    "reference_failed": ("def main_solution(a):\n    raise ValueError('always')\n", GEN),
+    "timeout": ("def main_solution(a):\n    while True:\n        pass\n", GEN),
+    "nondeterministic": ("import random\n\ndef main_solution(a):\n    return random.random()\n", GEN),
+    "output_not_json": ("def main_solution(a):\n    return {a, a + 1}\n", GEN),
+    "generator_failed": (
+        "def main_solution(a):\n    return a\n",
+        "def generate_inputs(rng):\n    return 1 / 0\n",
+    ),
+    "syntax_error": ("def main_solution(a:\n    return a\n", GEN),
+    "inputs_not_json": (
+        "def main_solution(a):\n    return 1\n",
+        "def generate_inputs(rng):\n    return {'a': {1, 2}}\n",
+    ),
+}
+NONDETERMINISTIC_ORDER = (
+    "def main_solution(a):\n"
+    "    words = {'apple', 'banana', 'cherry', 'date', 'elderberry', 'fig', 'grape', 'honeydew'}\n"
+    "    return [w for w in words]\n"
+)
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Any]:
+    with judge_sandbox(2) as run:
+        yield run
+
+
+def test_skip_paths(sandbox: Any) -> None:
+    records = [_synthetic(i, code, gen) for i, (code, gen) in enumerate(SYNTHETIC.values())]
+    records.append(_synthetic(len(records), NONDETERMINISTIC_ORDER))
+    sunk: list[Any] = []
+    summary = import_codeio(
+        records,
+        config=RunnerConfig(tests=4, case_time_s=0.3, task_time_s=20),
+        sink=lambda tasks: (sunk.extend(tasks), (len(tasks), 0))[1],
+        sandbox=sandbox,
+    )
+    expected = {reason: 1 for reason in SYNTHETIC}
+    expected["nondeterministic"] = 2  # random.random() and set-iteration order (another hash seed)
+    assert dict(summary.skipped) == expected, summary.examples
+    assert summary.imported == 0 and sunk == []
+    assert "not_a_package_btp_xyz" in summary.examples["missing_package"][0]
+
+
+def test_uninterruptible_reference_hits_the_sandbox_limit(sandbox: Any) -> None:
+    # Catastrophic backtracking runs inside C: the per-call timer cannot fire, the sandbox's limit does.
+    code = "import re\n\ndef main_solution(a):\n    return bool(re.match('(a*)*b', 'a' * 40))\n"
+    summary = import_codeio(
+        [_synthetic(0, code)], config=RunnerConfig(tests=2, task_time_s=3), sink=None, sandbox=sandbox
+    )
+    assert dict(summary.skipped) == {"timeout": 1}
+
+
+def test_partial_failures_duplicates_noise_and_tuples(sandbox: Any) -> None:
+    partial = _synthetic(
+        0,
+        "import os\n\ndef main_solution(a):\n    print('noise', a)\n    os.write(1, b'raw noise\\n')\n"
+        "    if a % 2:\n        raise ValueError('odd')\n    return (a, [a // 2])\n",
+        "def generate_inputs(rng):\n    return {'a': rng.randint(0, 9)}\n",
+    )
+    outcomes: list[Any] = []
+    summary = import_codeio(
+        [partial],
+        config=RunnerConfig(tests=10, max_attempts=40),
+        sink=lambda tasks: (outcomes.extend(tasks), (len(tasks), 0))[1],
+        sandbox=sandbox,
+    )
+    assert summary.imported == 1, summary.examples
+    (task,) = outcomes
+    values = sorted(c.kwargs["a"] for c in task.tests.cases)
+    assert values == sorted(set(values)) and all(v % 2 == 0 for v in values)
+    assert 1 <= len(values) <= 5
+    assert all(c.expected == [c.kwargs["a"], [c.kwargs["a"] // 2]] for c in task.tests.cases)
+    assert summary.dropped_cases["duplicate_input"] > 0 and summary.dropped_cases["reference_failed"] > 0
+
+
+def test_min_tests_skips_tasks_with_too_few_distinct_inputs(sandbox: Any) -> None:
+    rec = _synthetic(
+        0, "def main_solution(a):\n    return a\n", "def generate_inputs(rng):\n    return {'a': 1}\n"
+    )
+    summary = import_codeio([rec], config=RunnerConfig(tests=5, min_tests=2), sink=None, sandbox=sandbox)
+    assert dict(summary.skipped) == {"too_few_tests": 1}
+
+
+def test_cli_imports_into_the_configured_buffer(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = typer.Typer()
+    app.command()(codeio_command)
+    monkeypatch.setenv("BTP_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BTP_DATABASE_URL", pg_url)
+    monkeypatch.delenv("BTP_BUFFER_URL", raising=False)
+    out = tmp_path / "summary.json"
+    args = ["--path", str(DATA), "--only", "2,3,5", "--tests", "3", "--dataset", "codeio_cli"]
+    result = CliRunner().invoke(app, [*args, "--summary-json", str(out), "--test-fraction", "1.0"])
+    assert result.exit_code == 0, result.output
+    assert "2 of 3 records imported" in result.output
+    summary = json.loads(out.read_text())
+    assert summary["tests_per_task"] == {"3": 2} and summary["splits"] == {"test": 2}
+    assert summary["skipped"] == {"reference_failed": 1}
+    with open_buffer(None, None, 60.0, database_url=pg_url, data_dir=tmp_path) as client:
+        listed = client.list_tasks(dataset="codeio_cli", split="test")
+    assert sorted(t.id for t in listed.items) == ["codeio_cli/0002", "codeio_cli/0003"]
+
+    missing = CliRunner().invoke(app, ["--path", str(tmp_path / "nope.jsonl"), "--dry-run"])
+    assert missing.exit_code == 2 and "no such file" in missing.output
+
+
+def test_cli_dry_run_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = typer.Typer()
+    app.command()(codeio_command)
+    monkeypatch.setenv("BTP_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BTP_DATABASE_URL", f"sqlite:///{tmp_path / 'buffer.sqlite3'}")
+    result = CliRunner().invoke(app, ["--path", str(DATA), "--only", "3", "--tests", "2", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "1 of 1 records imported" in result.output
+    assert not (tmp_path / "buffer.sqlite3").exists()
+    assert os.environ["BTP_DATA_DIR"] == str(tmp_path)
