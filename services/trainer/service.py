@@ -42,7 +42,12 @@ def submit_job(*, session: Session, celery: Celery, settings: Settings, job: Job
         raise OverloadedError(f"{settings.max_active_jobs} jobs are already queued or running; retry later")
     out = jobs.create_job(session=session, job=job)
     try:
-        celery.send_task(TRAIN_TASK, args=[out.id], task_id=out.id, queue=settings.queue)
+        # Job state lives in the database, so the API never waits on Celery's result store; a broker that
+        # is down answers 503 within a second instead of after Celery's long reconnect loop.
+        celery.send_task(
+            TRAIN_TASK, args=[out.id], task_id=out.id, queue=settings.queue, ignore_result=True,
+            retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
+        )
     except Exception as exc:
         log.error("cannot enqueue job %s: %s", out.id, exc)
         jobs.delete_job(session=session, job_id=out.id)

@@ -15,6 +15,14 @@ PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = os.environ.get("BTP_TEST_TRAINER_REDIS", "redis://127.0.0.1:6379/5")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> None:
+    """Tiny models on a shared 2-core machine: one intra-op thread avoids oversubscription (50x here)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer random Llama HF folder with its tokenizer."""
