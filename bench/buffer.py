@@ -153,7 +153,6 @@ def fill(conn: psycopg.Connection[Any], start: int, stop: int) -> None:
                         f"{lp!r}\t{int(tcs[k])}\t{float(np.exp(lp))!r}\t{pr}\t0\t{gen}\t2026-01-01 00:00:00+00\t{version}\n"
                     )
                 copy.write(buf.getvalue())
-    conn.execute("ANALYZE experiences")
 
 
 def time_http_sample(http: httpx.Client, body: dict[str, Any], reps: int) -> tuple[float, list[float]]:
@@ -201,9 +200,22 @@ def main() -> None:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
     tmp = Path(f"/tmp/{db}")
     tmp.mkdir()
-    proc, url = start_server(db, tmp)
+    # the insert benchmark runs on its own database and server, the sampling one on a clean one
+    db_ins = db + "_ins"
+    with psycopg.connect(f"{PG} dbname=postgres", autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db_ins)))
+    proc, url = start_server(db_ins, tmp)
     try:
         ins = bench_insert(url, args.batches, args.singles)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        with psycopg.connect(f"{PG} dbname=postgres", autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db_ins)))
+    proc, url = start_server(db, tmp)
+    try:
+        with httpx.Client(base_url=url, timeout=600) as http:
+            http.post("/v1/tasks", json={"tasks": [task_body(i) for i in range(N_TASKS)]}).raise_for_status()
         print("\n## Bulk insert over HTTP into PostgreSQL (one client, real uvicorn)")
         print("| method | experiences/s | vs baseline |")
         print("|---|---:|---:|")
@@ -221,6 +233,7 @@ def main() -> None:
                 fill(conn, filled, filled + size - have)
                 filled += size - have
                 have = size
+                conn.execute("VACUUM ANALYZE experiences")
                 fill_s = time.perf_counter() - t
                 for scheme in ("rank", "proportional"):
                     for n in (64, 256):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Response
 
 from services.common.schemas.buffer import (
     ExperienceCreateRequest,
@@ -116,9 +116,11 @@ def update_experience(experience_id: ExperienceId, body: ExperienceUpdate, sessi
 
 
 @router.post("/sample", response_model=SampleResponse)
-def sample(body: SampleRequest, session: SessionDep, index: IndexDep, settings: SettingsDep) -> SampleResponse:
+def sample(body: SampleRequest, session: SessionDep, index: IndexDep, settings: SettingsDep) -> Response:
     """Prioritized minibatch with replacement (Eq. 6-8)."""
-    return replay.sample(session=session, index=index, request=body, settings=settings)
+    result = replay.sample(session=session, index=index, request=body, settings=settings)
+    # already a validated SampleResponse: serialise once instead of re-validating n items
+    return Response(result.model_dump_json(), media_type="application/json")
 
 
 @router.get("/stats", response_model=StatsResponse)

@@ -25,10 +25,11 @@ from .settings import Settings
 def _fetch(session: Session, ids: list[int]) -> dict[int, tuple[str, str, str]]:
     """id -> (task_id, program, prompt) of the drawn experiences."""
     out: dict[int, tuple[str, str, str]] = {}
-    sql = text(
-        "SELECT e.id, e.task_id, e.program, t.prompt FROM experiences e JOIN tasks t ON t.id = e.task_id "
-        "WHERE e.id IN :ids"
-    ).bindparams(bindparam("ids", expanding=True))
+    head = "SELECT e.id, e.task_id, e.program, t.prompt FROM experiences e JOIN tasks t ON t.id = e.task_id "
+    if session.get_bind().dialect.name == "postgresql":
+        sql = text(head + "WHERE e.id = ANY(:ids)")  # one array parameter: a short, cacheable statement
+    else:
+        sql = text(head + "WHERE e.id IN :ids").bindparams(bindparam("ids", expanding=True))
     for start in range(0, len(ids), CHUNK):
         for eid, task_id, program, prompt in session.execute(sql, {"ids": ids[start : start + CHUNK]}):
             out[int(eid)] = (task_id, program, prompt)
