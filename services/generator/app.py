@@ -1,0 +1,72 @@
+"""Generator service app: ``uvicorn services.generator.app:create_app --factory`` (port 8001)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from services.common.http import build_app
+from services.common.logging import configure_logging
+
+from .api import router
+from .engine import Engine
+from .settings import Settings
+
+
+class _EngineCollector(Collector):
+    """Exposes the engine's counters on /metrics."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Any]:
+        engine: Engine | None = getattr(self.app.state, "engine", None)
+        if engine is None:
+            return
+        for key, value in engine.stats.items():
+            c = CounterMetricFamily(f"btp_generator_{key}", f"generator {key.replace('_', ' ')}")
+            c.add_metric([], float(value))
+            yield c
+        g = GaugeMetricFamily("btp_generator_queue_depth", "requests waiting or running")
+        g.add_metric([], float(engine.health()["queue"]))
+        yield g
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the generator app; the model loads in the lifespan, not at import."""
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = Engine(settings)
+        await engine.start()
+        app.state.engine = engine
+        try:
+            yield
+        finally:
+            app.state.engine = None
+            await engine.stop()
+
+    def health(request: Request) -> dict[str, Any]:
+        engine: Engine | None = getattr(request.app.state, "engine", None)
+        return engine.health() if engine is not None else {}
+
+    app = build_app(
+        service="generator",
+        title="BTP generator",
+        routers=[router],
+        api_token=settings.api_token,
+        max_body_bytes=settings.max_body_bytes,
+        lifespan=lifespan,
+        health_details=health,
+    )
+    app.state.settings = settings
+    app.state.engine = None
+    app.state.metrics_registry.register(_EngineCollector(app))
+    return app

@@ -1,0 +1,350 @@
+"""The generation engine: the served weights, request planning, dynamic batching and weight swaps.
+
+Pure core (no FastAPI). One worker thread runs the model; an asyncio batcher in front of it takes
+requests from a bounded queue (``max_queue``; :class:`OverloadedError`, 429, when full) and merges
+requests that arrive within ``batch_wait_ms`` of each other and decode alike (same mode, beams,
+length, stops, format, sampling knobs, weights) into one batch of up to ``max_batch_prompts``
+prompts, so they share forward passes.
+
+Weights: every request takes the weights that are current when it is *accepted* (a reference to an
+immutable :class:`LoadedModel`); :meth:`Engine.swap_weights` loads and checks the new checkpoint
+beside the old one and then replaces the reference, so requests already accepted finish on the old
+weights and later ones use the new. A checkpoint that fails to load or to run a forward pass is a
+422 and the old weights keep serving.
+
+Beam search runs ``services.generator.cuda_beam.cuda_beam_search`` on CUDA devices when that module
+imports, else the reference :func:`services.generator.beam.beam_search`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.common.errors import OverloadedError, UnavailableError, ValidationError
+from services.common.schemas.generator import (
+    GeneratedCandidate,
+    GenerateRequest,
+    GenerateResponse,
+    GenerationResult,
+    WeightsResponse,
+)
+
+from . import models
+from .beam import Beam
+from .prompts import encode_prompt, resolve_format, stop_sequences, trim
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+BeamFn = Callable[..., list[list[Beam]]]
+
+
+@dataclass
+class Plan:
+    """A validated request: encoded prompts and how to decode them."""
+
+    request: GenerateRequest
+    fmt: str
+    prompt_ids: list[list[int]]
+    stop: list[str]
+    returns: int
+    seeds: list[int] | None
+
+    def key(self, handle: models.LoadedModel) -> tuple[Any, ...]:
+        """Requests with equal keys can share a batch."""
+        r = self.request
+        sampling = (r.temperature, r.top_p) if r.mode == "sample" else ()
+        width = r.num_beams if r.mode == "beam" else self.returns
+        return (id(handle), r.mode, width, r.max_new_tokens, tuple(self.stop), sampling)
+
+
+@dataclass
+class _Job:
+    plan: Plan
+    handle: models.LoadedModel
+    future: asyncio.Future[list[list[Beam]]]
+    key: tuple[Any, ...] = field(default=())
+
+
+def pick_beam_fn(device: str, use_cuda: bool) -> BeamFn:
+    """The CUDA fast path on CUDA devices when it imports, else the reference beam search."""
+    from .beam import beam_search
+
+    if use_cuda and device.startswith("cuda"):
+        try:
+            from .cuda_beam import cuda_beam_search  # type: ignore[import-not-found,unused-ignore]
+        except Exception as exc:  # the fast path is optional; fall back to the reference
+            log.info("cuda_beam unavailable (%s); using the reference beam search", exc)
+        else:
+            return cuda_beam_search  # type: ignore[no-any-return]
+    return beam_search
+
+
+class Engine:
+    """Serves one set of weights at a time; see the module docstring."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.current: models.LoadedModel | None = None
+        self._base: models.LoadedModel | None = None  # last full model (base for LoRA adapters)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="btp-generator")
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._swap_lock: asyncio.Lock | None = None
+        self._pending = 0
+        self.device = ""
+        self.dtype: Any = None
+        self.stats = {"requests": 0, "prompts": 0, "batches": 0, "generated_tokens": 0, "swaps": 0}
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def load(self) -> models.LoadedModel:
+        """Resolve (converting once if needed) and load the configured model; blocking."""
+        import torch
+
+        threads = self.settings.torch_threads or max(1, (os.cpu_count() or 2) // 2)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        self.device = models.pick_device(self.settings.device)
+        self.dtype = models.pick_dtype(self.settings.dtype, self.device)
+        folder = models.resolve_model(self.settings.model, self.settings.resolved_model_cache_dir())
+        loaded = models.load_folder(folder, device=self.device, dtype=self.dtype, name=self._name(self.settings.model, folder))
+        self.current = self._base = loaded
+        log.info("serving %s from %s on %s", loaded.name, loaded.checkpoint, self.device)
+        return loaded
+
+    async def start(self) -> None:
+        """Load the model (off the event loop) and start the batcher."""
+        self._queue = asyncio.Queue()
+        self._swap_lock = asyncio.Lock()
+        if self.current is None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self.load)
+        self._worker = asyncio.create_task(self._batcher(), name="btp-generator-batcher")
+
+    async def stop(self) -> None:
+        """Stop the batcher and release the worker thread."""
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @staticmethod
+    def _name(requested: str, folder: Path) -> str:
+        known = models.known_model(requested)
+        return known.name if known is not None else folder.name
+
+    # -- planning --------------------------------------------------------------------------
+    def plan(self, req: GenerateRequest, handle: models.LoadedModel) -> Plan:
+        """Validate limits and encode the prompts; raises ValidationError (422)."""
+        s = self.settings
+        if req.mode == "greedy" and req.returns() != 1:
+            raise ValidationError("greedy mode returns exactly one candidate per prompt", param="num_return_sequences")
+        returns = req.returns()
+        width = req.num_beams if req.mode == "beam" else returns
+        work = len(req.prompts) * width * req.max_new_tokens
+        if work > s.max_work_tokens:
+            raise ValidationError(
+                f"request asks for {len(req.prompts)} prompts x {width} beams/samples x {req.max_new_tokens} "
+                f"new tokens = {work}, over the limit of {s.max_work_tokens}; split it or ask for less",
+                param="max_new_tokens",
+            )
+        fmt = resolve_format(req.prompt_format, instruct=handle.instruct, tokenizer=handle.tokenizer)
+        if fmt == "chat" and not getattr(handle.tokenizer, "chat_template", None):
+            raise ValidationError("prompt_format 'chat' needs a model with a chat template", param="prompt_format")
+        prompt_ids: list[list[int]] = []
+        for i, prompt in enumerate(req.prompts):
+            ids = encode_prompt(handle.tokenizer, prompt, fmt)
+            if not ids:
+                raise ValidationError(f"prompt {i} encodes to no tokens", param=f"prompts.{i}")
+            if len(ids) > s.max_prompt_tokens:
+                raise ValidationError(
+                    f"prompt {i} has {len(ids)} tokens, over the limit of {s.max_prompt_tokens}", param=f"prompts.{i}"
+                )
+            prompt_ids.append(ids)
+        limit = getattr(handle.model.config, "max_position_embeddings", None)
+        longest = max(len(p) for p in prompt_ids) + req.max_new_tokens
+        if isinstance(limit, int) and longest > limit:
+            raise ValidationError(
+                f"prompt plus max_new_tokens is {longest} tokens, over the model's {limit}", param="max_new_tokens"
+            )
+        stop = stop_sequences(fmt, req.stop, raw_default=s.raw_stop, chat_default=s.chat_stop)
+        seeds = None
+        if req.mode == "sample":
+            base = req.seed if req.seed is not None else random.randrange(2**32)
+            seeds = [(base * 1_000_033 + i) % (2**62) for i in range(len(prompt_ids))]
+        return Plan(req, fmt, prompt_ids, stop, returns, seeds)
+
+    # -- decoding (worker thread) ------------------------------------------------------------
+    def decode(self, handle: models.LoadedModel, plans: Sequence[Plan]) -> list[list[list[Beam]]]:
+        """Decode several compatible plans together, in chunks of ``max_batch_prompts``; blocking."""
+        first = plans[0]
+        req = first.request
+        prompts = [p for plan in plans for p in plan.prompt_ids]
+        seeds = [x for plan in plans for x in (plan.seeds or [])] or None
+        chunk = self.settings.max_batch_prompts
+        beams: list[list[Beam]] = []
+        for lo in range(0, len(prompts), chunk):
+            part = prompts[lo:lo + chunk]
+            common: dict[str, Any] = {
+                "max_new_tokens": req.max_new_tokens, "eos_token_ids": handle.eos_token_ids,
+                "pad_token_id": handle.pad_token_id, "stop": first.stop, "tokenizer": handle.tokenizer,
+            }
+            if req.mode == "sample":
+                from .sampling import sample
+
+                beams += sample(
+                    handle.model, part, num_return_sequences=first.returns, temperature=req.temperature,
+                    top_p=req.top_p, seeds=seeds[lo:lo + chunk] if seeds else None, **common,
+                )
+            else:
+                fn = pick_beam_fn(handle.device, self.settings.use_cuda_beam)
+                width = req.num_beams if req.mode == "beam" else 1
+                beams += fn(handle.model, part, num_beams=width, **common)
+        self.stats["batches"] += 1
+        self.stats["prompts"] += len(prompts)
+        self.stats["generated_tokens"] += sum(len(b.token_ids) for group in beams for b in group)
+        out: list[list[list[Beam]]] = []
+        at = 0
+        for plan in plans:
+            out.append(beams[at:at + len(plan.prompt_ids)])
+            at += len(plan.prompt_ids)
+        return out
+
+    def respond(self, plan: Plan, handle: models.LoadedModel, beams: list[list[Beam]]) -> GenerateResponse:
+        """Trim every beam and build the wire response (candidates best first)."""
+        results = []
+        for i, group in enumerate(beams):
+            cands = []
+            for beam in group:
+                t = trim(handle.tokenizer, beam.token_ids, beam.token_logprobs, finished=beam.finished,
+                         eos_token_ids=handle.eos_token_ids, stop=plan.stop)
+                lp = min(0.0, math.fsum(t.token_logprobs))
+                cands.append(GeneratedCandidate(
+                    text=t.text, token_count=len(t.token_ids), logprob=lp, probability=math.exp(lp),
+                    finish_reason="stop" if t.finish_reason == "stop" else "length", token_ids=t.token_ids,
+                ))
+            cands.sort(key=lambda c: -c.logprob)
+            results.append(GenerationResult(prompt_index=i, prompt_token_ids=plan.prompt_ids[i],
+                                            candidates=cands[:plan.returns]))
+        return GenerateResponse(model=handle.name, checkpoint=handle.checkpoint, results=results)
+
+    def generate_sync(self, req: GenerateRequest) -> GenerateResponse:
+        """Plan, decode and respond in the calling thread (no queue); for scripts and benchmarks."""
+        handle = self._handle()
+        plan = self.plan(req, handle)
+        return self.respond(plan, handle, self.decode(handle, [plan])[0])
+
+    # -- async API -------------------------------------------------------------------------
+    def _handle(self) -> models.LoadedModel:
+        if self.current is None:
+            raise UnavailableError("the model is not loaded yet")
+        return self.current
+
+    async def generate(self, req: GenerateRequest) -> GenerateResponse:
+        """Queue a request for the batcher; 429 when the queue is full."""
+        if self._queue is None:
+            raise UnavailableError("the generator is not started")
+        handle = self._handle()
+        plan = self.plan(req, handle)
+        if self._pending >= self.settings.max_queue:
+            raise OverloadedError(f"generation queue is full ({self.settings.max_queue} requests); retry later")
+        future: asyncio.Future[list[list[Beam]]] = asyncio.get_running_loop().create_future()
+        job = _Job(plan, handle, future, plan.key(handle))
+        self._pending += 1
+        self.stats["requests"] += 1
+        try:
+            self._queue.put_nowait(job)
+            beams = await future
+        finally:
+            self._pending -= 1
+        return self.respond(plan, handle, beams)
+
+    async def _batcher(self) -> None:
+        assert self._queue is not None
+        held: deque[_Job] = deque()
+        loop = asyncio.get_running_loop()
+        while True:
+            job = held.popleft() if held else await self._queue.get()
+            batch = [job]
+            size = len(job.plan.prompt_ids)
+            deadline = time.monotonic() + self.settings.batch_wait_ms / 1000.0
+            # Jobs set aside earlier that fit this batch go first (oldest first).
+            for other in list(held):
+                if other.key == job.key and size + len(other.plan.prompt_ids) <= self.settings.max_batch_prompts:
+                    held.remove(other)
+                    batch.append(other)
+                    size += len(other.plan.prompt_ids)
+            while size < self.settings.max_batch_prompts:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    break
+                try:
+                    other = await asyncio.wait_for(self._queue.get(), timeout)
+                except TimeoutError:
+                    break
+                if other.key == job.key and size + len(other.plan.prompt_ids) <= self.settings.max_batch_prompts:
+                    batch.append(other)
+                    size += len(other.plan.prompt_ids)
+                else:
+                    held.append(other)
+            live = [j for j in batch if not j.future.done()]
+            if not live:
+                continue
+            try:
+                results = await loop.run_in_executor(self._executor, self.decode, job.handle, [j.plan for j in live])
+            except Exception as exc:  # hand the failure to every waiting request
+                log.exception("generation failed")
+                for j in live:
+                    if not j.future.done():
+                        j.future.set_exception(exc)
+                continue
+            for j, res in zip(live, results, strict=True):
+                if not j.future.done():
+                    j.future.set_result(res)
+
+    async def swap_weights(self, checkpoint: str) -> WeightsResponse:
+        """Load ``checkpoint`` beside the served weights, check it, then swap; 4xx leaves the old ones."""
+        if self._swap_lock is None:
+            raise UnavailableError("the generator is not started")
+        async with self._swap_lock:
+            previous = self.current.checkpoint if self.current is not None else None
+
+            def load() -> models.LoadedModel:
+                folder = models.resolve_model(checkpoint, self.settings.resolved_model_cache_dir())
+                return models.load_folder(folder, device=self.device, dtype=self.dtype,
+                                          name=self._name(checkpoint, folder), base=self._base)
+
+            loaded = await asyncio.to_thread(load)
+            if loaded.kind == "full":
+                self._base = loaded
+            self.current = loaded
+            self.stats["swaps"] += 1
+        log.info("now serving %s (%s) from %s", loaded.name, loaded.kind, loaded.checkpoint)
+        return WeightsResponse(model=loaded.name, checkpoint=loaded.checkpoint, kind=loaded.kind,  # type: ignore[arg-type]
+                               previous=previous)
+
+    def health(self) -> dict[str, Any]:
+        """What /health reports beyond ``status``."""
+        cur = self.current
+        return {
+            "model": cur.name if cur else None,
+            "checkpoint": cur.checkpoint if cur else None,
+            "kind": cur.kind if cur else None,
+            "device": self.device,
+            "dtype": str(self.dtype).replace("torch.", "") if self.dtype is not None else None,
+            "queue": self._pending,
+            "max_queue": self.settings.max_queue,
+        }
