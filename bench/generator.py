@@ -144,6 +144,30 @@ def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def profile(args: argparse.Namespace) -> None:
+    """Kernel-time breakdown of eager decoding steps (no graph) for the first model and batch."""
+    from services.generator import cuda_beam
+
+    model = build(args.models[0], "cuda", torch.bfloat16)
+    b = args.batches[-1]
+    plist = torch.randint(1, model.config.vocab_size, (b, args.prompt_len)).tolist()
+    cuda_beam_search(model, plist, num_beams=args.k, max_new_tokens=args.new, eos_token_ids=set(), pad_token_id=0)
+    session = cuda_beam._DECODERS[model].session
+    assert session is not None
+    with torch.inference_mode():
+        session.search.reset()
+        session.kv.reset()
+        for _ in range(3):
+            session.body()
+        torch.cuda.synchronize()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                session.body()
+            torch.cuda.synchronize()
+    print(f"# {args.models[0]} batch {b}: 5 eager steps")
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=22, max_name_column_width=70))
+
+
 def table(rows: list[dict[str, Any]], device: str) -> str:
     out = []
     if device == "cuda":
@@ -183,6 +207,7 @@ def main() -> None:
     p.add_argument("--hf-short", type=int, default=32)
     p.add_argument("--reference", action="store_true", help="also time services.generator.beam.beam_search")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--profile", action="store_true", help="kernel breakdown of eager steps (first model, last batch)")
     args = p.parse_args()
     cpu = args.device == "cpu"
     args.models = args.models or (["smollm2-135m"] if cpu else list(SHAPES))
@@ -193,6 +218,9 @@ def main() -> None:
         args.reps = min(args.reps, 1)
     if args.device == "cuda":
         print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}", flush=True)
+    if args.profile:
+        profile(args)
+        return
     rows = bench(args)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -59,6 +59,7 @@ except ImportError:  # pragma: no cover - CPU-only installs
 
 _NEG = -1.0e9  # transformers' "never chosen" offset (finite, so sums stay ordered)
 _CHECK_EVERY = 8
+_BLOCK_N = 64  # keys per attention block
 _ARCHS = ("llama", "qwen2")
 
 if _HAS_TRITON:
@@ -79,11 +80,13 @@ if _HAS_TRITON:
 
     @triton.jit
     def _rope_cache_kernel(qkv_ptr, cos_ptr, sin_ptr, pad_ptr, t_ptr, q_ptr, k_ptr, v_ptr, T,
-                           H: tl.constexpr, KVH: tl.constexpr, D: tl.constexpr):
+                           H: tl.constexpr, KVH: tl.constexpr, D: tl.constexpr, NHP: tl.constexpr,
+                           KVP: tl.constexpr):
         r = tl.program_id(0).to(tl.int64)
-        hh = tl.program_id(1)
         HALF: tl.constexpr = D // 2
-        i = tl.arange(0, HALF)
+        i = tl.arange(0, HALF)[None, :]
+        hh = tl.arange(0, NHP)[:, None]  # q heads then k heads
+        live = hh < H + KVH
         t = tl.load(t_ptr)
         pos = t - tl.load(pad_ptr + r)
         c1 = tl.load(cos_ptr + pos * D + i)
@@ -91,20 +94,22 @@ if _HAS_TRITON:
         s1 = tl.load(sin_ptr + pos * D + i)
         s2 = tl.load(sin_ptr + pos * D + HALF + i)
         src = qkv_ptr + r * ((H + 2 * KVH) * D) + hh * D
-        x1 = tl.load(src + i).to(tl.float32)
-        x2 = tl.load(src + HALF + i).to(tl.float32)
-        y1 = x1 * c1 - x2 * s1
-        y2 = x2 * c2 + x1 * s2
-        if hh < H:
-            dst = q_ptr + (r * H + hh) * D
-        else:
-            kh = hh - H
-            dst = k_ptr + (r * T + t) * (KVH * D) + kh * D
-            vsrc = qkv_ptr + r * ((H + 2 * KVH) * D) + (H + KVH + kh) * D
-            dv = tl.arange(0, D)
-            tl.store(v_ptr + (r * T + t) * (KVH * D) + kh * D + dv, tl.load(vsrc + dv))
-        tl.store(dst + i, y1.to(q_ptr.dtype.element_ty))
-        tl.store(dst + HALF + i, y2.to(q_ptr.dtype.element_ty))
+        x1 = tl.load(src + i, mask=live, other=0.0).to(tl.float32)
+        x2 = tl.load(src + HALF + i, mask=live, other=0.0).to(tl.float32)
+        y1 = (x1 * c1 - x2 * s1).to(q_ptr.dtype.element_ty)
+        y2 = (x2 * c2 + x1 * s2).to(q_ptr.dtype.element_ty)
+        is_q = hh < H
+        tl.store(q_ptr + (r * H + hh) * D + i, y1, mask=is_q)
+        tl.store(q_ptr + (r * H + hh) * D + HALF + i, y2, mask=is_q)
+        kdst = k_ptr + (r * T + t) * (KVH * D) + (hh - H) * D
+        is_k = (hh >= H) & live
+        tl.store(kdst + i, y1, mask=is_k)
+        tl.store(kdst + HALF + i, y2, mask=is_k)
+        kv = tl.arange(0, KVP)[:, None]
+        dv = tl.arange(0, D)[None, :]
+        vm = kv < KVH
+        vsrc = qkv_ptr + r * ((H + 2 * KVH) * D) + (H + KVH + kv) * D + dv
+        tl.store(v_ptr + (r * T + t) * (KVH * D) + kv * D + dv, tl.load(vsrc, mask=vm, other=0.0), mask=vm)
 
     @triton.jit
     def _decode_attn_kernel(q_ptr, k_ptr, v_ptr, anc_ptr, pad_ptr, t_ptr, o_ptr, m_ptr, l_ptr, scale, T, SPLIT_LEN,
@@ -174,19 +179,22 @@ if _HAS_TRITON:
         tl.store(out_ptr + r * N + cols, (g / (1.0 + tl.exp(-g)) * u).to(out_ptr.dtype.element_ty), mask=m)
 
     @triton.jit
-    def _row_lse_kernel(x_ptr, out_ptr, V, BLOCK: tl.constexpr):
+    def _chunk_topk_kernel(x_ptr, val_ptr, idx_ptr, m_ptr, s_ptr, V, NCHUNK, C: tl.constexpr, BLOCK: tl.constexpr):
+        """Per (row, chunk of the vocabulary): the chunk's best C logits and its (max, sum exp) for logsumexp."""
         r = tl.program_id(0).to(tl.int64)
-        m_v = tl.full([BLOCK], float("-inf"), tl.float32)
-        s_v = tl.zeros([BLOCK], tl.float32)
-        for start in range(0, V, BLOCK):
-            cols = start + tl.arange(0, BLOCK)
-            x = tl.load(x_ptr + r * V + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
-            m_new = tl.maximum(m_v, x)
-            live = m_new > float("-inf")
-            s_v = tl.where(live, s_v * tl.exp(m_v - m_new) + tl.exp(x - m_new), 0.0)
-            m_v = m_new
-        mx = tl.max(m_v, 0)
-        tl.store(out_ptr + r, mx + tl.log(tl.sum(s_v * tl.exp(m_v - mx), 0)))
+        ch = tl.program_id(1)
+        cols = ch * BLOCK + tl.arange(0, BLOCK)
+        x = tl.load(x_ptr + r * V + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
+        mx = tl.max(x, 0)
+        out = (r * NCHUNK + ch) * C
+        tl.store(m_ptr + r * NCHUNK + ch, mx)
+        tl.store(s_ptr + r * NCHUNK + ch, tl.sum(tl.exp(x - mx), 0))
+        for c in tl.static_range(C):
+            best = tl.max(x, 0)
+            at = tl.min(tl.where(x == best, cols, 2147483647), 0)
+            tl.store(val_ptr + out + c, best)
+            tl.store(idx_ptr + out + c, at)
+            x = tl.where(cols == at, float("-inf"), x)
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -219,10 +227,10 @@ class _KV:
         cos, sin = dec.rotary(torch.zeros(1, dtype=torch.float32, device=device), pos)
         self.cos, self.sin = cos[0].float().contiguous(), sin[0].float().contiguous()
         programs = rows * dec.n_kv
-        self.nsplit = 1
-        while programs * self.nsplit < 512 and self.nsplit < 16 and length // (self.nsplit * 2) >= 32:
+        self.nsplit = 1  # split the sequence until the grid has ~2k programs, each doing >= 2 key blocks
+        while programs * self.nsplit < 2048 and self.nsplit < 16 and length // (self.nsplit * 2) >= 2 * _BLOCK_N:
             self.nsplit *= 2
-        self.split_len = -(-length // self.nsplit)
+        self.split_len = -(-length // (self.nsplit * _BLOCK_N)) * _BLOCK_N
 
     def reset(self) -> None:
         self.anc.copy_(self.anc0)
@@ -375,8 +383,9 @@ class _CompactDecoder:
         rows, h_, kvh, d = qkv.shape[0], self.n_heads, self.n_kv, self.head_dim
         if fast:
             q = torch.empty((rows, h_, d), dtype=qkv.dtype, device=qkv.device)
-            _rope_cache_kernel[(rows, h_ + kvh)](qkv, kv.cos, kv.sin, kv.pad, kv.t, q, kv.k[li], kv.v[li], kv.length,
-                                                 H=h_, KVH=kvh, D=d)
+            _rope_cache_kernel[(rows,)](qkv, kv.cos, kv.sin, kv.pad, kv.t, q, kv.k[li], kv.v[li], kv.length, H=h_,
+                                        KVH=kvh, D=d, NHP=triton.next_power_of_2(h_ + kvh),
+                                        KVP=triton.next_power_of_2(kvh))
             return q
         qkv = qkv.view(rows, h_ + 2 * kvh, d)
         pos = kv.t - kv.pad
@@ -403,13 +412,13 @@ class _CompactDecoder:
         grid = (rows * kvh, ns)
         if ns == 1:
             _decode_attn_kernel[grid](q, kv.k[li], kv.v[li], kv.anc, kv.pad, kv.t, out, out, out, self.scale, kv.length,
-                                      kv.split_len, KVH=kvh, G=g, GP=gp, D=d, BLOCK_N=32, NSPLIT=1, PREC=prec)
+                                      kv.split_len, KVH=kvh, G=g, GP=gp, D=d, BLOCK_N=_BLOCK_N, NSPLIT=1, PREC=prec)
         else:
             part = torch.empty((rows * kvh, ns, gp, d), dtype=torch.float32, device=q.device)
             mx = torch.empty((rows * kvh, ns, gp), dtype=torch.float32, device=q.device)
             ls = torch.empty_like(mx)
             _decode_attn_kernel[grid](q, kv.k[li], kv.v[li], kv.anc, kv.pad, kv.t, part, mx, ls, self.scale, kv.length,
-                                      kv.split_len, KVH=kvh, G=g, GP=gp, D=d, BLOCK_N=32, NSPLIT=ns, PREC=prec)
+                                      kv.split_len, KVH=kvh, G=g, GP=gp, D=d, BLOCK_N=_BLOCK_N, NSPLIT=ns, PREC=prec)
             _attn_combine_kernel[(rows * h_,)](part, mx, ls, out, G=g, GP=gp, D=d, NSPLIT=ns)
         return out.view(rows, h_ * d)
 
@@ -530,12 +539,22 @@ class _Search:
     def select(self, logits: torch.Tensor, fast: bool) -> None:
         """One beam step from next-token logits (rows, V): pick, finish, re-order; no host sync."""
         b, k, keep = self.b, self.k, self.keep
-        if fast:
-            lse = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
-            _row_lse_kernel[(logits.shape[0],)](logits, lse, logits.shape[1], BLOCK=2048)
+        rows, vocab = logits.shape
+        c = min(keep, vocab)  # a row's best c are all that its prompt can use
+        if fast and vocab > 4096:  # one pass over the logits: chunk top-c and logsumexp partials, then tiny top-k
+            nch = triton.cdiv(vocab, 4096)
+            pv = torch.empty((rows, nch * c), dtype=torch.float32, device=logits.device)
+            pi = torch.empty((rows, nch * c), dtype=torch.int32, device=logits.device)
+            pm = torch.empty((rows, nch), dtype=torch.float32, device=logits.device)
+            ps = torch.empty_like(pm)
+            _chunk_topk_kernel[(rows, nch)](logits, pv, pi, pm, ps, vocab, nch, C=c, BLOCK=4096, num_warps=8)
+            mx = pm.max(1, keepdim=True).values
+            lse = (mx + (ps * (pm - mx).exp()).sum(1, keepdim=True).log()).view(rows)
+            vals, sel = torch.topk(pv, c, dim=-1)
+            idx = pi.gather(1, sel).long()
         else:
             lse = torch.logsumexp(logits.float(), dim=-1)
-        vals, idx = torch.topk(logits, min(keep, logits.shape[1]), dim=-1)  # a row's best are all a prompt can use
+            vals, idx = torch.topk(logits, c, dim=-1)
         lp_all = (vals.float() - lse[:, None]).view(b, -1)
         cand = lp_all + self.run_scores.view(b, k, 1).expand(b, k, vals.shape[1]).reshape(b, -1)
         top_scores, top_pos = torch.topk(cand, keep, dim=-1)
