@@ -14,6 +14,7 @@ Each case is sent to the sandbox as the source of ``def __btp_case_<i>(<param>):
 from __future__ import annotations
 
 import ast
+import builtins
 import textwrap
 from dataclasses import dataclass
 
@@ -22,11 +23,24 @@ from services.common.errors import ValidationError
 
 @dataclass(frozen=True)
 class CheckPlan:
-    """What the harness runs: the prelude once, then one function per case."""
+    """What the harness runs: the prelude, one function per case, and the program names the check uses."""
 
     prelude: str
     cases: list[str]
     split: bool
+    program_names: list[str]
+
+
+def _bound_names(nodes: list[ast.stmt]) -> set[str]:
+    out: set[str] = set()
+    for node in nodes:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            out.update((a.asname or a.name).split(".")[0] for a in node.names)
+        else:
+            out.update(n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store))
+    return out
 
 
 def _is_main_guard(node: ast.stmt) -> bool:
@@ -56,6 +70,9 @@ def plan_check(code: str) -> CheckPlan:
         prelude = ast.unparse(ast.Module(body=prelude_nodes, type_ignores=[]))
     except (RecursionError, ValueError) as e:
         raise ValidationError(f"tests.code cannot be processed: {e}", param="tests.code") from None
+    loads = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    # names the check uses but defines nowhere: the program's (HumanEval's poly, the entry point itself)
+    program_names = sorted(loads - _bound_names(prelude_nodes) - set(dir(builtins)) - {arg})
     body = list(check.body)
     if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
         body = body[1:]
@@ -66,5 +83,6 @@ def plan_check(code: str) -> CheckPlan:
                 f"def __btp_case_{i}({arg}):\n" + textwrap.indent(ast.unparse(s), "    ") + "\n"
                 for i, s in enumerate(asserts)
             ]
-            return CheckPlan(prelude=prelude, cases=cases, split=True)
-    return CheckPlan(prelude=prelude, cases=[f"def __btp_case_0({arg}):\n    check({arg})\n"], split=False)
+            return CheckPlan(prelude=prelude, cases=cases, split=True, program_names=program_names)
+    cases = [f"def __btp_case_0({arg}):\n    check({arg})\n"]
+    return CheckPlan(prelude=prelude, cases=cases, split=False, program_names=program_names)

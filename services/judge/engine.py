@@ -111,6 +111,7 @@ def build_job(req: JudgeRequest, limits: dict[str, Any]) -> dict[str, Any]:
         plan = plan_check(tests.code)
         job["entry_point"] = tests.entry_point
         job["check_prelude"] = plan.prelude
+        job["program_names"] = plan.program_names
         job["cases"] = plan.cases
         n = len(plan.cases) + 1
     job["limits"]["cpu_total_s"] = math.ceil(limits["cpu_s"] * n + 1)
@@ -164,8 +165,9 @@ def to_response(req: JudgeRequest, reply: dict[str, Any], n_cases: int) -> Judge
                     detail = f"expected {_short(expected)}, got {_short(value)}"
                     cases.append(CaseResult(index=i, status="wrong_answer", time_ms=t, detail=detail))
                 continue
-            if status == "value":
-                status = "runtime_error"
+            if status == "value" or (status == "passed" and isinstance(tests, CallTests)):
+                # a call case passes only by the comparison above; anything else is not a verdict
+                status, detail = "runtime_error", detail or "no value returned"
             cases.append(CaseResult(index=i, status=status, time_ms=t, detail=detail))
     passed = sum(1 for c in cases if c.status == "passed")
     total = len(cases)

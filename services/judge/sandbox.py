@@ -44,7 +44,8 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-HARNESS_SOURCE = (Path(__file__).with_name("harness.py")).read_text()
+# checker.py first: harness.py ends by calling main()
+HARNESS_SOURCE = Path(__file__).with_name("checker.py").read_text() + "\n" + Path(__file__).with_name("harness.py").read_text()
 _CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_CHOWN")
 
 
@@ -106,7 +107,9 @@ def bwrap_command(settings: Settings, *, privileged: bool) -> list[str]:
         "--size", str(settings.shm_mb * 1024 * 1024), "--tmpfs", "/dev/shm",
         "--size", str(4 * settings.max_output_kb * 1024 + 64 * 1024 * 1024), "--tmpfs", "/run/judge",
         "--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/work",
-        "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONHASHSEED", "0", "--chdir", "/",
+        "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONHASHSEED", "0",
+        # one malloc arena: per-thread 64 MiB arenas would eat the address-space limit of threaded programs
+        "--setenv", "MALLOC_ARENA_MAX", "1", "--chdir", "/",
     ]
     if privileged:
         cmd += ["--cap-drop", "ALL"]
@@ -192,7 +195,8 @@ class Box:
         def spawn() -> subprocess.Popen[bytes]:
             return subprocess.Popen(
                 cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                start_new_session=True, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                start_new_session=True,
+                env={"PATH": "/usr/local/bin:/usr/bin:/bin", "MALLOC_ARENA_MAX": "1", "PYTHONHASHSEED": "0"},
             )
 
         self.proc = self.spawner.submit(spawn).result() if self.spawner else spawn()
