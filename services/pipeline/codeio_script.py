@@ -14,7 +14,9 @@ What one run does:
    the reference is called as ``main_solution(**kwargs)`` on the decoded copy: exactly what the judge
    will do with the stored case. Every call runs under an interval-timer limit.
 3. Re-runs the reference on every kept input in a child interpreter with a different ``PYTHONHASHSEED``
-   (catches unseeded randomness, clocks and set/dict-order dependence); the importer compares the two.
+   and every input dict in the reverse key order (catches unseeded randomness, clocks, set-order
+   dependence and dependence on the key order of input dicts, which the buffer's storage need not
+   keep); the importer compares the two.
 4. Writes one line ``MARKER + json`` to the saved real stdout.
 
 Cases are dropped for a reason (generator or reference raised, timed out, input/output not plain JSON,
@@ -157,12 +159,23 @@ def _load_error(exc: BaseException) -> str:
     return _classify(exc, "load_failed")
 
 
+def _reversed_dicts(value: Any) -> Any:
+    """The same value with every dict's key order reversed (lists keep their order)."""
+    if isinstance(value, dict):
+        return {k: _reversed_dicts(value[k]) for k in reversed(list(value))}
+    if isinstance(value, list):
+        return [_reversed_dicts(v) for v in value]
+    return value
+
+
 def _rerun(namespace: dict[str, Any], inputs: list[str], case_s: float) -> list[dict[str, Any]]:
+    """Second run. Input dicts come in the reverse key order: the stored JSON may come back from the
+    buffer in another order (PostgreSQL's JSONB sorts keys), so an answer must not depend on it."""
     fn = namespace["main_solution"]
     results: list[dict[str, Any]] = []
     for key in inputs:
         try:
-            out = _limited(case_s, fn, **json.loads(key))
+            out = _limited(case_s, fn, **_reversed_dicts(json.loads(key)))
         except BaseException as exc:
             results.append({"error": _classify(exc, "reference_failed"), "detail": _describe(exc)})
             continue

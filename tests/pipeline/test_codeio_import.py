@@ -198,6 +198,11 @@ NONDETERMINISTIC_ORDER = (
     "    return [w for w in words]\n"
 )
 
+KEY_ORDER = (
+    "def main_solution(d):\n    return list(d)\n",
+    "def generate_inputs(rng):\n    return {'d': {'x': 1, 'y': 2, 'z': rng.randint(0, 10**6)}}\n",
+)
+
 
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[Any]:
@@ -208,6 +213,7 @@ def sandbox() -> Iterator[Any]:
 def test_skip_paths(sandbox: Any) -> None:
     records = [_synthetic(i, code, gen) for i, (code, gen) in enumerate(SYNTHETIC.values())]
     records.append(_synthetic(len(records), NONDETERMINISTIC_ORDER))
+    records.append(_synthetic(len(records), *KEY_ORDER))
     sunk: list[Any] = []
     summary = import_codeio(
         records,
@@ -216,7 +222,7 @@ def test_skip_paths(sandbox: Any) -> None:
         sandbox=sandbox,
     )
     expected = {reason: 1 for reason in SYNTHETIC}
-    expected["nondeterministic"] = 2  # random.random() and set-iteration order (another hash seed)
+    expected["nondeterministic"] = 3  # random.random(), set order (another hash seed), input-dict key order
     assert dict(summary.skipped) == expected, summary.examples
     assert summary.imported == 0 and sunk == []
     assert "not_a_package_btp_xyz" in summary.examples["missing_package"][0]

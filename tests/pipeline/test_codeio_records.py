@@ -22,6 +22,7 @@ from services.pipeline.codeio_records import (
     MalformedRecord,
     build_prompt,
     difficulty_bucket,
+    find_or_download_wheel,
     input_key,
     iter_records,
     main_solution_signature,
@@ -330,3 +331,19 @@ def test_non_json_values_are_refused() -> None:
         assert codeio_script._to_json(bad) is None, bad
     assert codeio_script._to_json((1, [2, (3,)])) == "[1, [2, [3]]]"
     assert codeio_script._to_json({1: "int key"}) == '{"1": "int key"}'
+
+
+def test_wheel_is_taken_from_the_cache_or_the_failure_is_explained(tmp_path: Path) -> None:
+    cached = tmp_path / "reasoning_gym-0.1.25-py3-none-any.whl"
+    cached.write_bytes(b"")
+    assert find_or_download_wheel(tmp_path) == cached
+    with pytest.raises(CodeIODataError, match="pass --path"):
+        find_or_download_wheel(tmp_path / "empty", version="0.0.0.dev999")
+
+
+def test_second_run_sees_input_dicts_in_reverse_key_order() -> None:
+    value = {"a": 1, "b": [{"x": 1, "y": {"p": 0, "q": 1}}], "c": None}
+    flipped = codeio_script._reversed_dicts(value)
+    assert flipped == value
+    assert list(flipped) == ["c", "b", "a"] and list(flipped["b"][0]) == ["y", "x"]
+    assert list(flipped["b"][0]["y"]) == ["q", "p"]
