@@ -11,8 +11,8 @@ from typing import Any
 from services.common.errors import ValidationError
 from services.common.settings import default_data_dir
 
-KNOWN_MODELS = frozenset({"SmolLM2-135M-Instruct"})
-"""Names that resolve through ``services.generator.models.prepare_model`` (offline, no model hub)."""
+KNOWN_MODELS = frozenset({"SmolLM2-135M-Instruct", "gemma-3-270m"})
+"""Fallback list of names that resolve through ``services.generator.models.prepare_model`` (offline, no model hub)."""
 
 
 def is_local_model(name: str) -> bool:
@@ -25,8 +25,15 @@ def is_local_model(name: str) -> bool:
 
 
 def is_known_model(name: str) -> bool:
-    """One of :data:`KNOWN_MODELS` (case-insensitive)."""
-    return name.strip().lower() in {m.lower() for m in KNOWN_MODELS}
+    """A name the generator's model registry knows (its aliases too), else one of :data:`KNOWN_MODELS`."""
+    import importlib
+
+    try:
+        # services.generator.models imports torch only inside functions, so this stays torch-free.
+        registry: Any = importlib.import_module("services.generator.models")
+        return registry.known_model(name) is not None
+    except (ImportError, AttributeError):
+        return name.strip().lower() in {m.lower() for m in KNOWN_MODELS}
 
 
 def check_model_name(name: str) -> None:

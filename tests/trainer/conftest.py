@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import build_tiny_gpt2, build_tiny_llama
+from .helpers import build_tiny_gpt2, build_tiny_llama, fill_buffer
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = os.environ.get("BTP_TEST_TRAINER_REDIS", "redis://127.0.0.1:6379/5")
@@ -85,3 +85,21 @@ def api(api_settings: object) -> Iterator[object]:
 
     with TestClient(create_app(api_settings)) as client:  # type: ignore[arg-type]
         yield client
+
+
+@pytest.fixture()
+def buffer(tmp_path: Path) -> Iterator[object]:
+    """The real buffer app on a SQLite file, with four judged experiences."""
+    from fastapi.testclient import TestClient
+
+    from services.buffer.app import create_app
+    from services.buffer.settings import Settings
+    from services.common.client import BufferClient
+
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'buffer.sqlite3'}", data_dir=tmp_path))
+    with TestClient(app) as http:
+        client = BufferClient(client=http)  # type: ignore[arg-type]
+        fill_buffer(client)
+        yield client
+
+

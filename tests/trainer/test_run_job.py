@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,23 +12,6 @@ from services.common.schemas.buffer import SampleRequest
 from services.common.schemas.trainer import JobCreate, LossPoint
 from services.trainer import checkpoint as ckpt
 from services.trainer.training import JobConfigError, run_job
-
-from .helpers import fill_buffer
-
-
-@pytest.fixture()
-def buffer(tmp_path: Path) -> Iterator[BufferClient]:
-    """The real buffer app on a SQLite file, with four judged experiences."""
-    from fastapi.testclient import TestClient
-
-    from services.buffer.app import create_app
-    from services.buffer.settings import Settings
-
-    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'buffer.sqlite3'}", data_dir=tmp_path))
-    with TestClient(app) as http:
-        client = BufferClient(client=http)  # type: ignore[arg-type]
-        fill_buffer(client)
-        yield client
 
 
 def _job(model: Path, **kw: object) -> JobCreate:
