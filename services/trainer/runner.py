@@ -54,17 +54,25 @@ def buffer_client(job: JobCreate, settings: Settings) -> Iterator[BufferClient]:
         yield BufferClient(client=http)  # type: ignore[arg-type]
 
 
-def publish(job: JobCreate, settings: Settings, checkpoint: Path) -> tuple[bool, str | None]:
+def publish(checkpoint: Path, *, generator: GeneratorClient) -> tuple[bool, str | None]:
     """Ask the generator to serve ``checkpoint``; returns (published, error message)."""
+    try:
+        generator.set_weights(str(checkpoint))
+    except Exception as exc:  # any failure is reported on the job, which still succeeded
+        return False, f"training succeeded but publishing to the generator failed: {exc}"
+    return True, None
+
+
+def publish_for_job(job: JobCreate, settings: Settings, checkpoint: Path) -> tuple[bool, str | None]:
+    """Publish to the generator the job (or the settings) names."""
     url = job.generator_url or settings.generator_url
     if not url:
-        return False, "publish_to_generator is set but no generator URL is known (job.generator_url or BTP_GENERATOR_URL)"
-    try:
-        with GeneratorClient(url, token=settings.api_token, timeout=settings.publish_timeout_s) as gen:
-            gen.set_weights(str(checkpoint))
-    except Exception as exc:  # any failure is reported on the job
-        return False, f"publishing to the generator failed: {exc}"
-    return True, None
+        return False, (
+            "training succeeded but publish_to_generator is set and no generator URL is known "
+            "(job.generator_url or BTP_GENERATOR_URL)"
+        )
+    with GeneratorClient(url, token=settings.api_token, timeout=settings.publish_timeout_s) as gen:
+        return publish(checkpoint, generator=gen)
 
 
 def job_dir(settings: Settings, job_id: str) -> Path:
@@ -132,7 +140,7 @@ def execute_job(job_id: str, settings: Settings, *, session_factory: sessionmake
         published: bool | None = None
         error: str | None = None
         if job.publish_to_generator and result.checkpoint is not None:
-            published, error = publish(job, settings, result.checkpoint)
+            published, error = publish_for_job(job, settings, result.checkpoint)
         jobs.finish(
             session=session, job_id=job_id, status="succeeded", checkpoint=checkpoint,
             published=published, error=error,

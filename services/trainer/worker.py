@@ -10,8 +10,18 @@ services/trainer/README.md for ``torchrun``); or run one worker per GPU with ``C
 
 from __future__ import annotations
 
+from typing import Any
+
+from celery.signals import worker_init
+
 from .celery_app import make_celery
 from .settings import Settings
 
 app = make_celery(Settings())
 celery = app
+
+
+@worker_init.connect
+def _warm_imports(**_: Any) -> None:
+    """Import torch and the training code before the first job rather than during it."""
+    from . import training  # noqa: F401

@@ -51,6 +51,15 @@ def test_lora_adapter_and_full_checkpoint_load_in_the_generator(
         assert r.status_code == 200, r.text
         assert r.json()["kind"] == "full"
         full_out = _generate(gen)
+        # What the worker does on success when publish_to_generator is set.
+        from services.common.client import GeneratorClient
+        from services.trainer.runner import publish
+
+        assert publish(adapter, generator=GeneratorClient(client=gen)) == (True, None)  # type: ignore[arg-type]
+        assert gen.get("/health").json()["checkpoint"] == str(adapter)
+        ok, error = publish(tmp_path / "nope", generator=GeneratorClient(client=gen))  # type: ignore[arg-type]
+        assert not ok and error is not None and "publishing to the generator failed" in error
+        assert gen.get("/health").json()["checkpoint"] == str(adapter)
     assert lora_out != base_out and full_out != base_out
     # Trained on "def add(a, b): ..." after this prompt, the model now puts more mass on what it emits.
     assert lora_out[1] > base_out[1] and full_out[1] > base_out[1]
