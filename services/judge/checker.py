@@ -310,7 +310,8 @@ def run_checker(job, start, pristine_builtins, secret_fd, cfg):
         msg["t"] = (time.perf_counter() - t0) * 1000.0
         emit(msg)
         if stop:
-            return
+            return "restart"
+    return None
 
 
 STATUSES = ("wrong_answer", "runtime_error", "timeout", "memory_exceeded", "output_exceeded", "syntax_error")

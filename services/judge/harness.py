@@ -46,6 +46,7 @@ RESULT_FD = 3
 PATHS = {"work": "/work", "private": "/run/judge"}
 WIPE_DIRS = ["/work", "/tmp", "/dev/shm"]
 GRACE_S = 0.3
+RESTART_EXIT = 99  # the checker decided a case and wants a fresh checker/program pair for the next one
 # imported once by the harness so that forked runners do not pay for them (``from typing import List``
 # alone costs ~4 ms of CPU in every fresh process); runners get their own copy-on-write view
 PRELOAD = (
@@ -440,10 +441,10 @@ class Harness:
                 if late_secret:
                     os.close(sw)
                 child_setup(self.cfg, limits, stdin_fd, out_fd, err_fd, w, sr)
-                body(4 if late_secret else secret)
+                code = body(4 if late_secret else secret)
             except BaseException:
                 os._exit(120)
-            os._exit(0)
+            os._exit(RESTART_EXIT if code == "restart" else 0)
         os.close(w)
         if late_secret:
             os.close(sr)
@@ -624,9 +625,8 @@ class Harness:
 
                 def body(secret, start=start):
                     if job["kind"] == "check":
-                        run_checker(job, start, self.pristine, secret, self.cfg)
-                    else:
-                        run_inprocess(job, start, self.pristine, secret)
+                        return run_checker(job, start, self.pristine, secret, self.cfg)
+                    return run_inprocess(job, start, self.pristine, secret)
 
                 out = os.open(PATHS["private"] + "/out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 pid, r, secret = self.fork_runner(limits, devnull, out, out, body, late_secret=job["kind"] == "check")
@@ -635,7 +635,11 @@ class Harness:
                 os.close(r)
                 self.kill_all()
                 nxt = state["next"]
-                if nxt < n and results[nxt] is None:
+                restart = (
+                    job["kind"] == "check" and not killed and status is not None
+                    and os.WIFEXITED(status) and os.WEXITSTATUS(status) == RESTART_EXIT
+                )
+                if nxt < n and results[nxt] is None and not restart:
                     st, detail = self.death_verdict(status, rss, killed, limits, "before the case finished")
                     results[nxt] = {"i": nxt, "status": st, "detail": detail, "t": time_s * 1000.0 if killed else 0.0}
                     nxt += 1
