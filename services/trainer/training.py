@@ -41,9 +41,15 @@ from services.common.schemas.buffer import SampledItem
 from services.common.schemas.trainer import JobCreate, LossPoint
 
 from . import checkpoint as ckpt
+from .data import Example, MicroBatch, bucket, collate, make_example, tokenize
 from .models import resolve_model
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "Example", "JobConfigError", "MicroBatch", "ProgramLoss", "StepRunner", "TrainResult", "bucket", "collate",
+    "load_model", "make_example", "make_optimizer", "run_job", "tokenize",
+]
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 DEFAULT_MICRO_BATCH = 8
@@ -51,90 +57,6 @@ DEFAULT_MICRO_BATCH = 8
 
 class JobConfigError(ValidationError):
     """The job cannot run as configured (unknown model, LoRA not applicable, nothing to sample...)."""
-
-
-# --- data ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Example:
-    """Token ids of prompt + program; positions ``n_prompt-1 .. len-2`` predict program tokens."""
-
-    input_ids: tuple[int, ...]
-    n_prompt: int
-
-    def loss_positions(self) -> range:
-        """Positions whose logits are scored (each predicts the token after it)."""
-        return range(self.n_prompt - 1, len(self.input_ids) - 1)
-
-
-def make_example(prompt_ids: Sequence[int], program_ids: Sequence[int], max_seq_len: int) -> Example:
-    """Join prompt and program, cutting the prompt from the left (then the program's end) to fit."""
-    program = list(program_ids)[: max_seq_len - 1]
-    if not program:
-        raise ValueError("empty program")
-    room = max_seq_len - len(program)
-    prompt = list(prompt_ids)[-room:] if room > 0 else []
-    if not prompt:
-        # A position is needed before the first program token to predict it.
-        prompt, program = program[:1], program[1:]
-        if not program:
-            raise ValueError("program too short to train on")
-    return Example(tuple(prompt + program), len(prompt))
-
-
-def tokenize(tokenizer: Any, prompt: str, program: str, max_seq_len: int) -> Example:
-    """Prompt X (with the tokenizer's BOS if it adds one) + program t + EOS."""
-    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-    program_ids = tokenizer(program, add_special_tokens=False)["input_ids"]
-    if tokenizer.eos_token_id is not None:
-        program_ids = [*program_ids, tokenizer.eos_token_id]
-    if not prompt_ids:
-        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        prompt_ids = [bos] if bos is not None else []
-    return make_example(prompt_ids, program_ids, max_seq_len)
-
-
-def bucket(examples: Sequence[Example], micro_batch_size: int) -> list[list[Example]]:
-    """Sort by length and cut into micro-batches: padding is only the spread within one micro-batch."""
-    ordered = sorted(examples, key=lambda e: len(e.input_ids))
-    return [list(ordered[i : i + micro_batch_size]) for i in range(0, len(ordered), micro_batch_size)]
-
-
-@dataclass
-class MicroBatch:
-    """Padded ids plus the flat indices (into B*L) of the scored positions and their target tokens."""
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor | None
-    positions: torch.Tensor
-    targets: torch.Tensor
-    tokens: int
-    program_tokens: int
-
-
-def collate(examples: Sequence[Example], pad_id: int, device: torch.device) -> MicroBatch:
-    """Right-pad to the longest example; no attention mask when nothing is padded."""
-    width = max(len(e.input_ids) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    positions: list[int] = []
-    targets: list[int] = []
-    for row, ex in enumerate(examples):
-        ids[row, : len(ex.input_ids)] = torch.tensor(ex.input_ids, dtype=torch.long)
-        mask[row, : len(ex.input_ids)] = 1
-        for pos in ex.loss_positions():
-            positions.append(row * width + pos)
-            targets.append(ex.input_ids[pos + 1])
-    padded = bool((mask == 0).any())
-    return MicroBatch(
-        input_ids=ids.to(device, non_blocking=True),
-        attention_mask=mask.to(device, non_blocking=True) if padded else None,
-        positions=torch.tensor(positions, dtype=torch.long).to(device, non_blocking=True),
-        targets=torch.tensor(targets, dtype=torch.long).to(device, non_blocking=True),
-        tokens=sum(len(e.input_ids) for e in examples),
-        program_tokens=len(targets),
-    )
 
 
 # --- model -----------------------------------------------------------------------------------------
@@ -268,6 +190,7 @@ class StepRunner:
         self.micro_batch_size = micro_batch_size
         self.max_grad_norm = max_grad_norm
         self.pad_id = pad_id
+        self.distributed = distributed
         self.loss_module: nn.Module = ProgramLoss(model)
         if distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -304,10 +227,17 @@ class StepRunner:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        tokens = sum(b.tokens for b in batches)
+        if self.distributed:
+            # Report the loss and token count of the whole (all-rank) minibatch.
+            totals = torch.stack([loss_sum, torch.tensor(float(total), device=self.device),
+                                  torch.tensor(float(tokens), device=self.device)])
+            torch.distributed.all_reduce(totals)
+            loss_sum, total, tokens = totals[0], int(totals[1].item()), int(totals[2].item())
         mean = float(loss_sum.item()) / total
         return StepStats(
             loss=mean,
-            tokens=sum(b.tokens for b in batches),
+            tokens=tokens,
             program_tokens=total,
             seconds=time.perf_counter() - start,
             grad_norm=float(grad_norm),
@@ -353,6 +283,16 @@ def fetch_batch(buffer: BufferClient, job: JobCreate, step: int, rank: int, worl
             param="sample",
         )
     return resp.items
+
+
+def _should_stop(cancel: Callable[[], bool] | None, distributed: bool, device: torch.device) -> bool:
+    """Rank 0 asks ``cancel``; every rank gets its answer, so all stop at the same step."""
+    local = bool(cancel()) if cancel is not None and (not distributed or torch.distributed.get_rank() == 0) else False
+    if not distributed:
+        return local
+    flag = torch.tensor([1.0 if local else 0.0], device=device)
+    torch.distributed.broadcast(flag, src=0)
+    return bool(flag.item() > 0)
 
 
 def _dist_info() -> tuple[int, int]:
@@ -461,7 +401,7 @@ def run_job(
     step = start_step
     try:
         while step < job.steps:
-            if cancel is not None and cancel():
+            if _should_stop(cancel, distributed, dev):
                 status = "cancelled"
                 break
             step += 1
@@ -471,7 +411,7 @@ def run_job(
             stats = runner.step(examples, lr)
             if not math.isfinite(stats.loss):
                 raise FloatingPointError(f"loss is {stats.loss} at step {step}; lower the learning rate")
-            tps = stats.tokens * world / stats.seconds if stats.seconds > 0 else None
+            tps = stats.tokens / stats.seconds if stats.seconds > 0 else None
             point = LossPoint(step=step, loss=stats.loss, tokens_per_s=tps, lr=lr)
             history.append(point)
             if writer is not None:
@@ -484,6 +424,8 @@ def run_job(
                 on_step(point)
             if step % job.checkpoint_every == 0 or step == job.steps:
                 last_path = save(step) or last_path
+                if distributed:
+                    torch.distributed.barrier()
         if status == "cancelled" and step > start_step:
             last_path = save(step) or last_path
     finally:

@@ -1,0 +1,97 @@
+"""Examples and micro-batches: prompt X + program t as token ids, and which positions carry loss.
+
+Only the positions whose next token is a program token are scored (the loss is on the program only).
+Length bucketing sorts an optimizer step's examples by length before cutting micro-batches, so padding
+is only the length spread inside one micro-batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class Example:
+    """Token ids of prompt + program; positions ``n_prompt-1 .. len-2`` predict program tokens."""
+
+    input_ids: tuple[int, ...]
+    n_prompt: int
+
+    def loss_positions(self) -> range:
+        """Positions whose logits are scored (each predicts the token after it)."""
+        return range(self.n_prompt - 1, len(self.input_ids) - 1)
+
+
+def make_example(prompt_ids: Sequence[int], program_ids: Sequence[int], max_seq_len: int) -> Example:
+    """Join prompt and program, cutting the prompt from the left (then the program's end) to fit."""
+    program = list(program_ids)[: max_seq_len - 1]
+    if not program:
+        raise ValueError("empty program")
+    room = max_seq_len - len(program)
+    prompt = list(prompt_ids)[-room:] if room > 0 else []
+    if not prompt:
+        # A position is needed before the first program token to predict it.
+        prompt, program = program[:1], program[1:]
+        if not program:
+            raise ValueError("program too short to train on")
+    return Example(tuple(prompt + program), len(prompt))
+
+
+def tokenize(tokenizer: Any, prompt: str, program: str, max_seq_len: int) -> Example:
+    """Prompt X (with the tokenizer's BOS if it adds one) + program t + EOS."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    program_ids = tokenizer(program, add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        program_ids = [*program_ids, tokenizer.eos_token_id]
+    if not prompt_ids:
+        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        prompt_ids = [bos] if bos is not None else []
+    return make_example(prompt_ids, program_ids, max_seq_len)
+
+
+def bucket(examples: Sequence[Example], micro_batch_size: int) -> list[list[Example]]:
+    """Sort by length and cut into micro-batches: padding is only the spread within one micro-batch."""
+    ordered = sorted(examples, key=lambda e: len(e.input_ids))
+    return [list(ordered[i : i + micro_batch_size]) for i in range(0, len(ordered), micro_batch_size)]
+
+
+@dataclass
+class MicroBatch:
+    """Padded ids plus the flat indices (into B*L) of the scored positions and their target tokens."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor | None
+    positions: torch.Tensor
+    targets: torch.Tensor
+    tokens: int
+    program_tokens: int
+
+
+def collate(examples: Sequence[Example], pad_id: int, device: torch.device) -> MicroBatch:
+    """Right-pad to the longest example; no attention mask when nothing is padded."""
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    positions: list[int] = []
+    targets: list[int] = []
+    for row, ex in enumerate(examples):
+        ids[row, : len(ex.input_ids)] = torch.tensor(ex.input_ids, dtype=torch.long)
+        mask[row, : len(ex.input_ids)] = 1
+        for pos in ex.loss_positions():
+            positions.append(row * width + pos)
+            targets.append(ex.input_ids[pos + 1])
+    padded = bool((mask == 0).any())
+    return MicroBatch(
+        input_ids=ids.to(device, non_blocking=True),
+        attention_mask=mask.to(device, non_blocking=True) if padded else None,
+        positions=torch.tensor(positions, dtype=torch.long).to(device, non_blocking=True),
+        targets=torch.tensor(targets, dtype=torch.long).to(device, non_blocking=True),
+        tokens=sum(len(e.input_ids) for e in examples),
+        program_tokens=len(targets),
+    )
+
+
