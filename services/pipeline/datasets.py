@@ -225,7 +225,8 @@ def _statement_prompt(statement: str, how: str, starter: str = "") -> str:
     body = statement.strip().replace('"""', "'''")
     prompt = f'"""\n{body}\n"""\n# {how}\n'
     if starter.strip():
-        prompt += starter.rstrip() + "\n"
+        # LeetCode-style starters annotate with List[...] etc. without importing them.
+        prompt += "from typing import *\n\n" + starter.rstrip() + "\n"
     return prompt
 
 
