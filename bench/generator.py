@@ -89,6 +89,20 @@ def timed(fn: Any, device: str) -> tuple[float, float, Any]:
     return dt, peak, out
 
 
+def forced_scores(model: Any, prompts: list[list[int]], gens: list[list[int]], chunk: int = 4) -> list[float]:
+    """Sum of log P(generated token | prefix) from one teacher-forced forward per prompt chunk."""
+    dev = next(model.parameters()).device
+    out: list[float] = []
+    with torch.inference_mode():
+        for i in range(0, len(prompts), chunk):
+            ps, gs = prompts[i:i + chunk], gens[i:i + chunk]
+            ids = torch.tensor([p + g for p, g in zip(ps, gs, strict=True)], device=dev)
+            lp = torch.log_softmax(model(ids).logits[:, len(ps[0]) - 1:-1].float(), -1)
+            tgt = torch.tensor(gs, device=dev)
+            out += lp.gather(2, tgt[..., None])[..., 0].sum(1).tolist()
+    return out
+
+
 def run_hf(model: Any, prompts: torch.Tensor, k: int, new: int, device: str) -> tuple[float, float, float, Any]:
     clock = StepClock()
     with torch.inference_mode():
@@ -133,9 +147,14 @@ def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
                 hf_s, hf_step, hf_peak, hf_out = run_hf(model, prompts.to(device), k, hf_new, device)
                 row.update(hf_new=hf_new, hf_s=hf_s, hf_ms_step=1e3 * hf_s / hf_new, hf_median_step_ms=hf_step,
                            hf_tok_s=b * k * hf_new / hf_s, hf_peak_mib=hf_peak)
-                if hf_new == new:
+                if hf_new == new:  # quality: teacher-forced scores of both best beams under the same weights
                     best = hf_out[:, args.prompt_len:].view(b, k, -1)[:, 0].tolist()
                     row["same_best_beam"] = sum(o[0].token_ids == h for o, h in zip(ours, best, strict=True)) / b
+                    ours_tf = forced_scores(model, plist, [o[0].token_ids for o in ours])
+                    hf_tf = forced_scores(model, plist, best)
+                    row["best_gap"] = statistics.median(a - h for a, h in zip(ours_tf, hf_tf, strict=True))
+                    row["lp_err_per_token"] = max(
+                        abs(sum(o[0].token_logprobs) - f) / new for o, f in zip(ours, ours_tf, strict=True))
             rows.append(row)
             print(json.dumps(row), flush=True)
         del model
@@ -172,8 +191,8 @@ def table(rows: list[dict[str, Any]], device: str) -> str:
     out = []
     if device == "cuda":
         out.append("| model | prompts | ours beam tok/s | ours ms/step | step / HBM floor | ours peak MiB | "
-                   "HF beam tok/s | HF ms/step (median) | HF peak MiB | speedup (tok/s) | same best beam |")
-        out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+                   "HF beam tok/s | HF ms/step (median) | HF peak MiB | speedup (tok/s) | same best beam | best-beam score ours - HF |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             hf = r.get("hf_tok_s")
             note = "" if r.get("hf_new", r["new"]) == r["new"] else f" ({r['hf_new']} steps)"
@@ -181,8 +200,9 @@ def table(rows: list[dict[str, Any]], device: str) -> str:
                 f"| {r['model']} | {r['batch']} | {r['ours_tok_s']:,.0f} | {r['ours_ms_step']:.2f} | "
                 f"{r['ours_ms_step'] / r['floor_ms']:.1f}x ({r['floor_ms']:.3f} ms) | {r['ours_peak_mib']:,.0f} | "
                 + (f"{hf:,.0f}{note} | {r['hf_ms_step']:.1f} ({r['hf_median_step_ms']:.1f}) | {r['hf_peak_mib']:,.0f} | "
-                   f"{r['ours_tok_s'] / hf:.1f}x | {r.get('same_best_beam', float('nan')):.2f} |"
-                   if hf else "skipped | | | | |"))
+                   f"{r['ours_tok_s'] / hf:.1f}x | {r.get('same_best_beam', float('nan')):.2f} | "
+                   f"{r.get('best_gap', float('nan')):+.2f} |"
+                   if hf else "skipped | | | | | |"))
     else:
         out.append("| model | prompts | cuda_beam (torch ops) tok/s | reference beam_search tok/s | HF generate tok/s | "
                    "ours / HF | reference / HF |")

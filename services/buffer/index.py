@@ -19,12 +19,18 @@ while nothing changed:
 3. Prepared distributions. The P2Value of a population and its sampling distribution depend only on
    (snapshot, filter, scheme, possibility, alpha, priority_exponent); the cumulative weights (and, for
    ``rank``, the sort by P2Value) are built once and kept in a small LRU, so a repeated request costs
-   one ``searchsorted`` of n draws plus one SELECT of the n drawn rows. Possibility arrays are cached
-   per snapshot and mode.
+   one ``searchsorted`` of n draws plus one SELECT of the n drawn rows (by primary key).
+4. Small writes stay cheap. Per-row caches (``sequence`` / ``token_mean`` possibility, dataset and
+   split codes) are carried to the new snapshot, recomputing only the changed positions. For ``rank``
+   the previous sorted order is reused: changed rows are taken out and merged back at their new
+   places by binary search (O(N) copies instead of an O(N log N) sort). The rank weights 1/r^e and
+   their cumulative sum depend only on (N, e) and are cached. ``proportional`` re-derives its cumsum
+   (O(N) vector work). ``beam_softmax`` is recomputed (it depends on whole beam groups).
 
-Costs at 1M (2 CPU cores): a cached request is dominated by fetching the n programs; the first request
-for new parameters after a write pays the O(N) preparation (tens of ms; ~0.2 s for ``rank``, which
-sorts). The naive alternative, re-reading and re-scoring the table on every request, costs seconds.
+Costs at 1M (2 CPU cores, see bench/buffer.py): a cached request is dominated by fetching the n
+programs and HTTP; the first request after a write pays the refresh plus O(N) vector work; a cold
+process pays one full load (binary COPY on PostgreSQL). The naive alternative, re-reading and
+re-scoring the table on every request, costs seconds at 1M.
 """
 
 from __future__ import annotations
@@ -74,6 +80,9 @@ class Snapshot:
     version: int
     tasks: TaskMap
     rows: npt.NDArray[Any]  # structured, ROW_DTYPE
+    serial: int = 0
+    parent_serial: int | None = None
+    changed: npt.NDArray[np.int64] | None = None  # positions new or updated since the parent
     cache: dict[str, npt.NDArray[Any]] = field(default_factory=dict, compare=False)
 
     @property
@@ -137,10 +146,12 @@ def _lookup(codes: npt.NDArray[np.int32], seq: npt.NDArray[np.int64]) -> npt.NDA
 class Prepared:
     """A population (positions into the snapshot) and its sampling distribution."""
 
-    positions: npt.NDArray[np.int64]
+    positions: npt.NDArray[np.int64]  # snapshot positions, in rank order for ``rank``
     p2value: npt.NDArray[np.float64]
     possibility: npt.NDArray[np.float64]
-    distribution: sampling.Distribution
+    distribution: sampling.Distribution  # over indices into ``positions``
+    serial: int = 0  # the snapshot it was built on
+    task_version: int = 0
 
 
 def read_markers(conn: Connection | Session) -> tuple[int, int]:
@@ -149,16 +160,57 @@ def read_markers(conn: Connection | Session) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+# PostgreSQL binary COPY of seven non-null 8-byte columns: every tuple has the same layout
+# (int16 field count, then int32 length + big-endian value per field), so numpy reads it in place.
+_COPY_DTYPE = np.dtype(
+    [("nfields", ">i2")]
+    + [
+        item
+        for name in ROW_DTYPE.names or ()
+        for item in ((f"len_{name}", ">i4"), (name, ">" + ROW_DTYPE[name].str[1:]))
+    ]
+)
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00"
+
+
+def _load_rows_copy(conn: Connection | Session, where: str, params: dict[str, Any]) -> npt.NDArray[Any]:
+    raw = conn.connection().connection.driver_connection if isinstance(conn, Session) else conn.connection.driver_connection
+    assert raw is not None
+    query = (
+        f"COPY (SELECT id, task_seq, source_key, group_key, logprob, token_count::int8, "
+        f"COALESCE(pass_rate, -1.0) FROM experiences {where} ORDER BY id) TO STDOUT (FORMAT BINARY)"
+    )
+    data = bytearray()
+    with raw.cursor() as cur, cur.copy(query, params) as copy:
+        for chunk in copy:
+            data += chunk
+    if not data.startswith(_COPY_HEADER):
+        raise RuntimeError("unexpected COPY BINARY header")
+    ext = int.from_bytes(data[15:19], "big")
+    body = memoryview(data)[19 + ext : len(data) - 2]  # minus the int16 -1 trailer
+    packed = np.frombuffer(body, dtype=_COPY_DTYPE)
+    rows = np.empty(packed.size, dtype=ROW_DTYPE)
+    for name in ROW_DTYPE.names or ():
+        rows[name] = packed[name]
+    return rows
+
+
 def load_rows(conn: Connection | Session, after_version: int | None = None) -> npt.NDArray[Any]:
-    """Experiences (all, or those written after a version) as a structured array sorted by id."""
-    sql = f"SELECT {_ROW_COLUMNS} FROM experiences"
-    params: dict[str, Any] = {}
+    """Experiences (all, or those written after a version) as a structured array sorted by id.
+
+    PostgreSQL streams them with binary COPY straight into numpy (1M rows in about a second);
+    other stores go through the DB-API cursor.
+    """
+    where, params = "", {}
     if after_version is not None:
-        sql += " WHERE row_version > :v"
-        params["v"] = after_version
-    sql += " ORDER BY id"
-    result = conn.execute(text(sql), params)
-    rows = np.fromiter((tuple(r) for r in result), dtype=ROW_DTYPE)
+        where, params = "WHERE row_version > %(v)s", {"v": after_version}
+    dialect = conn.get_bind().dialect.name if isinstance(conn, Session) else conn.dialect.name
+    if dialect == "postgresql":
+        rows = _load_rows_copy(conn, where, params)
+    else:
+        sql = f"SELECT {_ROW_COLUMNS} FROM experiences {where.replace('%(v)s', ':v')} ORDER BY id"
+        result = conn.execute(text(sql), params)
+        rows = np.fromiter((tuple(r) for r in result), dtype=ROW_DTYPE)
     pr = rows["pass_rate"]
     pr[pr < 0] = np.nan
     return rows
@@ -183,10 +235,17 @@ def load_task_map(conn: Connection | Session, task_version: int) -> TaskMap:
     return TaskMap(dataset_code, split_code, datasets, splits, task_version)
 
 
-def merge_rows(base: npt.NDArray[Any], delta: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """Copy-on-write merge of changed/new rows (both sorted by id) into base."""
+def merge_rows(
+    base: npt.NDArray[Any], delta: npt.NDArray[Any]
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64] | None]:
+    """Copy-on-write merge of changed/new rows (both sorted by id) into base.
+
+    Returns the merged rows and the positions that are new or updated; positions of untouched rows
+    do not move (new ids append), except in the rare case of an id below the newest one, where the
+    rows are re-sorted and the changed positions are None (callers then rebuild from scratch).
+    """
     if delta.size == 0:
-        return base
+        return base, np.empty(0, dtype=np.int64)
     pos = np.searchsorted(base["id"], delta["id"])
     inside = pos < base.size
     existing = np.zeros(delta.size, dtype=bool)
@@ -196,11 +255,63 @@ def merge_rows(base: npt.NDArray[Any], delta: npt.NDArray[Any]) -> npt.NDArray[A
         merged[pos[existing]] = delta[existing]
     fresh = delta[~existing]
     if fresh.size == 0:
-        return merged
+        return merged, pos[existing].astype(np.int64)
     out = np.concatenate([merged, fresh])
     if base.size and fresh["id"][0] < base["id"][-1]:
-        out = out[np.argsort(out["id"], kind="stable")]
-    return out
+        return out[np.argsort(out["id"], kind="stable")], None
+    changed = np.concatenate([pos[existing], np.arange(base.size, out.size)]).astype(np.int64)
+    return out, changed
+
+
+PER_ROW_CACHES = ("sequence", "token_mean", "dataset_code", "split_code")
+"""Cached per-row arrays that depend on nothing but the row (and the task map): carried over to a
+new snapshot by recomputing only the changed positions. ``beam_softmax`` depends on the whole beam
+group, so it is recomputed."""
+
+
+def _carry_caches(parent: Snapshot, child: Snapshot) -> None:
+    """Fill the child's per-row caches from the parent's, recomputing only the changed positions."""
+    changed = child.changed
+    if changed is None:
+        return
+    same_tasks = parent.tasks is child.tasks
+    for name in PER_ROW_CACHES:
+        old = parent.cache.get(name)
+        if old is None or (name.endswith("_code") and not same_tasks):
+            continue
+        if changed.size == 0:
+            child.cache[name] = old
+            continue
+        out = np.empty(child.rows.size, dtype=old.dtype)
+        out[: old.size] = old
+        sub = child.rows[changed]
+        if name.endswith("_code"):
+            codes = child.tasks.dataset_code if name == "dataset_code" else child.tasks.split_code
+            out[changed] = _lookup(codes, sub["task_seq"])
+        else:
+            out[changed] = sampling.possibility(name, sub["logprob"], sub["token_count"])
+        child.cache[name] = out
+
+
+def _insert_sorted(
+    base_pos: npt.NDArray[np.int64],
+    base_p2: npt.NDArray[np.float64],
+    ids: npt.NDArray[np.int64],
+    new_pos: npt.NDArray[np.int64],
+    new_p2: npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Merge items into a list sorted by (P2Value desc, id asc) in O(N + k log N)."""
+    order = np.lexsort((ids[new_pos], -new_p2))
+    new_pos, new_p2 = new_pos[order], new_p2[order]
+    neg = -base_p2
+    left = np.searchsorted(neg, -new_p2, side="left")
+    right = np.searchsorted(neg, -new_p2, side="right")
+    at = right.copy()
+    tied = np.flatnonzero(left < right)
+    for k in tied:  # among equal P2Values the smaller id goes first; new rows usually have the largest ids
+        lo, hi = int(left[k]), int(right[k])
+        at[k] = lo + int(np.searchsorted(ids[base_pos[lo:hi]], ids[new_pos[k]]))
+    return np.insert(base_pos, at, new_pos), np.insert(base_p2, at, new_p2)
 
 
 class PriorityIndex:
@@ -211,15 +322,19 @@ class PriorityIndex:
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[Any, ...], Prepared] = OrderedDict()
         self._cache_lock = threading.Lock()
+        self._latest: dict[tuple[Any, ...], Prepared] = {}
+        self._serial = 0
         self.cache_entries = cache_entries
         self.full_loads = 0
         self.incremental_loads = 0
+        self.incremental_prepares = 0
 
     def invalidate(self) -> None:
         """Forget everything (the next request reloads)."""
         with self._lock, self._cache_lock:
             self._snapshot = None
             self._cache.clear()
+            self._latest.clear()
 
     def current(self, conn: Connection | Session) -> Snapshot:
         """The snapshot matching the database's change markers, refreshed if they moved."""
@@ -231,14 +346,15 @@ class PriorityIndex:
             snap = self._snapshot
             if snap is not None and snap.key == (version, task_version):
                 return snap
+            changed: npt.NDArray[np.int64] | None = None
             if snap is None:
                 rows = load_rows(conn)
                 self.full_loads += 1
             elif version != snap.version:
-                rows = merge_rows(snap.rows, load_rows(conn, after_version=snap.version))
+                rows, changed = merge_rows(snap.rows, load_rows(conn, after_version=snap.version))
                 self.incremental_loads += 1
             else:
-                rows = snap.rows
+                rows, changed = snap.rows, np.empty(0, dtype=np.int64)
             # Rows read after the markers may carry newer versions: all versions up to the highest
             # seen have committed (writers are serialised), so the snapshot is at least that new.
             if rows.size and (snap is None or version != snap.version):
@@ -247,11 +363,19 @@ class PriorityIndex:
             max_seq = int(rows["task_seq"].max()) if rows.size else -1
             if tasks is None or max_seq >= tasks.dataset_code.size:
                 tasks = load_task_map(conn, task_version)
-            fresh = Snapshot(version=version, tasks=tasks, rows=rows)
-            if snap is not None and snap.rows is rows:
-                for mode in sampling.POSSIBILITIES:
-                    if mode in snap.cache:
-                        fresh.cache[mode] = snap.cache[mode]
+            self._serial += 1
+            fresh = Snapshot(
+                version=version,
+                tasks=tasks,
+                rows=rows,
+                serial=self._serial,
+                parent_serial=snap.serial if snap is not None else None,
+                changed=changed,
+            )
+            if snap is not None:
+                _carry_caches(snap, fresh)
+                if snap.rows is rows and "beam_softmax" in snap.cache:
+                    fresh.cache["beam_softmax"] = snap.cache["beam_softmax"]
             self._snapshot = fresh
             return fresh
 
@@ -268,22 +392,59 @@ class PriorityIndex:
         source: str | None,
         include_unjudged: bool,
     ) -> Prepared:
-        """The population and distribution for these parameters, from the LRU or built now."""
-        key = (snap.key, id(snap.rows), scheme, possibility, alpha, exponent, dataset, split, source, include_unjudged)
+        """The population and distribution for these parameters, from the LRU or built now.
+
+        For ``rank`` after a small write, the previous sort is reused: changed rows are taken out and
+        merged back in at their new places (O(N)), instead of sorting the population again.
+        """
+        params = (scheme, possibility, alpha, exponent, dataset, split, source, include_unjudged)
+        key = (snap.serial, *params)
         with self._cache_lock:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit
+            previous = self._latest.get(params)
         mask = snap.mask(dataset=dataset, split=split, source=source, include_unjudged=include_unjudged)
-        positions = np.flatnonzero(mask).astype(np.int64)
-        poss = snap.possibility(possibility)[positions]
-        p2 = sampling.p2value(alpha, poss, snap.pass_rate[positions])
-        dist = sampling.build_distribution(scheme, p2, snap.rows["id"][positions], exponent)
-        prepared = Prepared(positions, p2, poss, dist)
+        poss_all = snap.possibility(possibility)
+        ids = np.asarray(snap.rows["id"])
+        prepared: Prepared | None = None
+        if scheme == "rank":
+            if (
+                previous is not None
+                and previous.serial == snap.parent_serial
+                and snap.changed is not None
+                and snap.changed.size <= max(1000, snap.rows.size // 20)
+                and previous.task_version == snap.tasks.task_version
+                and possibility != "beam_softmax"
+            ):
+                changed = snap.changed
+                flag = np.zeros(snap.rows.size, dtype=bool)
+                flag[changed] = True
+                keep = ~flag[previous.positions]
+                cand = changed[mask[changed]]
+                cand_p2 = sampling.p2value(alpha, poss_all[cand], snap.pass_rate[cand])
+                positions, p2 = _insert_sorted(previous.positions[keep], previous.p2value[keep], ids, cand, cand_p2)
+                self.incremental_prepares += 1
+            else:
+                population = np.flatnonzero(mask).astype(np.int64)
+                pop_p2 = sampling.p2value(alpha, poss_all[population], snap.pass_rate[population])
+                order = sampling.rank_order(pop_p2, ids[population])
+                positions, p2 = population[order], pop_p2[order]
+            dist = sampling.rank_distribution(positions.size, exponent)
+            prepared = Prepared(positions, p2, poss_all[positions], dist, snap.serial, snap.tasks.task_version)
+        else:
+            positions = np.flatnonzero(mask).astype(np.int64)
+            poss = poss_all[positions]
+            p2 = sampling.p2value(alpha, poss, snap.pass_rate[positions])
+            dist = sampling.build_distribution(scheme, p2, ids[positions], exponent)
+            prepared = Prepared(positions, p2, poss, dist, snap.serial, snap.tasks.task_version)
         if self.cache_entries > 0:
             with self._cache_lock:
                 self._cache[key] = prepared
                 while len(self._cache) > self.cache_entries:
                     self._cache.popitem(last=False)
+                self._latest[params] = prepared
+                while len(self._latest) > self.cache_entries:
+                    self._latest.pop(next(iter(self._latest)))
         return prepared

@@ -29,6 +29,7 @@ cache it and draw from it again for the next request (see :mod:`services.buffer.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -122,6 +123,19 @@ class Distribution:
         if self.weights is None:
             return np.full(np.asarray(slots).shape, 1.0 / self.size)
         return np.asarray(self.weights[slots] / self.total, dtype=np.float64)
+
+
+@functools.lru_cache(maxsize=8)
+def rank_distribution(n: int, exponent: float) -> Distribution:
+    """Eq. 8 over n items already in rank order: w_r = (1 / r)^e. Depends only on (n, e), so cached."""
+    if n == 0:
+        return Distribution("rank", np.arange(0, dtype=np.int64), None, None)
+    base = 1.0 / np.arange(1, n + 1, dtype=np.float64)
+    weights = base if exponent == 1.0 else np.power(base, exponent)
+    weights.setflags(write=False)
+    cdf = np.cumsum(weights)
+    cdf.setflags(write=False)
+    return Distribution("rank", np.arange(n, dtype=np.int64), weights, cdf)
 
 
 def build_distribution(scheme: str, p2: FloatArray, ids: IntArray, exponent: float) -> Distribution:
