@@ -227,8 +227,8 @@ class _KV:
         cos, sin = dec.rotary(torch.zeros(1, dtype=torch.float32, device=device), pos)
         self.cos, self.sin = cos[0].float().contiguous(), sin[0].float().contiguous()
         programs = rows * dec.n_kv
-        self.nsplit = 1  # split the sequence until the grid has ~2k programs, each doing >= 2 key blocks
-        while programs * self.nsplit < 2048 and self.nsplit < 16 and length // (self.nsplit * 2) >= 2 * _BLOCK_N:
+        self.nsplit = 1  # split the sequence until the grid has ~1k programs, each doing >= 2 key blocks
+        while programs * self.nsplit < 1024 and self.nsplit < 16 and length // (self.nsplit * 2) >= 2 * _BLOCK_N:
             self.nsplit *= 2
         self.split_len = -(-length // (self.nsplit * _BLOCK_N)) * _BLOCK_N
 
