@@ -26,6 +26,7 @@ kernels on the CPU too. Nothing touches CUDA at import time.
 from __future__ import annotations
 
 import os
+import threading
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -288,6 +289,7 @@ class _CompactDecoder:
         self.layer_w: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._stamp: tuple[tuple[int, int], ...] = ()
         self.session: _Session | None = None
+        self.lock = threading.Lock()  # one search at a time owns the session's buffers and graph
         self.refresh(model)  # the model itself is not kept: the cache of decoders is keyed weakly on it
 
     @staticmethod
@@ -313,7 +315,8 @@ class _CompactDecoder:
             fused.append((wqkv, bqkv, wgu))
             layer_w.append((layer.input_layernorm.weight, a.o_proj.weight, layer.post_attention_layernorm.weight,
                             m.down_proj.weight))
-        if len(self.fused) == len(fused) and all(
+        moved = [p for p, _ in stamp] != [p for p, _ in self._stamp]  # new tensors: captured graphs are stale
+        if not moved and len(self.fused) == len(fused) and all(
             x.shape == y.shape for old, new in zip(self.fused, fused, strict=True) for x, y in zip(old, new, strict=True)
             if x is not None and y is not None
         ):
@@ -720,13 +723,15 @@ class _Session:
 _DECODERS: weakref.WeakKeyDictionary[Any, _CompactDecoder] = weakref.WeakKeyDictionary()
 
 
+_DECODERS_LOCK = threading.Lock()
+
+
 def _decoder_for(model: Any) -> _CompactDecoder:
-    dec = _DECODERS.get(model)
-    if dec is None:
-        dec = _DECODERS[model] = _CompactDecoder(model)
-    else:
-        dec.refresh(model)
-    return dec
+    with _DECODERS_LOCK:
+        dec = _DECODERS.get(model)
+        if dec is None:
+            dec = _DECODERS[model] = _CompactDecoder(model)
+        return dec
 
 
 def _run_hf(model: Any, ids: torch.Tensor, pad: torch.Tensor, search: _Search, fast: bool) -> list[list[Beam]]:
@@ -804,7 +809,9 @@ def cuda_beam_search(
             return _run_hf(model, ids, pad, search, fast)
         dec = _decoder_for(model)
         key = (b, k, width, max_new_tokens, vocab, len(eos), stop_states, bool(stops))
-        if dec.session is None or dec.session.key != key or dec.session.fast != fast:
-            dec.session = None  # free the old cache before allocating the new one
-            dec.session = _Session(dec, key, device, fast)
-        return dec.session.run(ids, pad, eos, tables)
+        with dec.lock:
+            dec.refresh(model)
+            if dec.session is None or dec.session.key != key or dec.session.fast != fast:
+                dec.session = None  # free the old cache before allocating the new one
+                dec.session = _Session(dec, key, device, fast)
+            return dec.session.run(ids, pad, eos, tables)
