@@ -53,10 +53,25 @@ def tokenize(tokenizer: Any, prompt: str, program: str, max_seq_len: int) -> Exa
     return make_example(prompt_ids, program_ids, max_seq_len)
 
 
-def bucket(examples: Sequence[Example], micro_batch_size: int) -> list[list[Example]]:
-    """Sort by length and cut into micro-batches: padding is only the spread within one micro-batch."""
+def bucket(
+    examples: Sequence[Example], micro_batch_size: int, max_tokens: int | None = None
+) -> list[list[Example]]:
+    """Sort by length and cut into micro-batches of at most ``micro_batch_size`` examples and (when set)
+    ``max_tokens`` padded tokens: padding is only the spread within one micro-batch."""
     ordered = sorted(examples, key=lambda e: len(e.input_ids))
-    return [list(ordered[i : i + micro_batch_size]) for i in range(0, len(ordered), micro_batch_size)]
+    batches: list[list[Example]] = []
+    current: list[Example] = []
+    for ex in ordered:
+        longest = len(ex.input_ids)  # ascending order: the newcomer is the longest
+        too_many = len(current) >= micro_batch_size
+        too_big = max_tokens is not None and current and (len(current) + 1) * longest > max_tokens
+        if current and (too_many or too_big):
+            batches.append(current)
+            current = []
+        current.append(ex)
+    if current:
+        batches.append(current)
+    return batches
 
 
 @dataclass
@@ -71,8 +86,15 @@ class MicroBatch:
     program_tokens: int
 
 
-def collate(examples: Sequence[Example], pad_id: int, device: torch.device) -> MicroBatch:
-    """Right-pad to the longest example; no attention mask when nothing is padded."""
+def collate(
+    examples: Sequence[Example], pad_id: int, device: torch.device, *, with_mask: bool = False
+) -> MicroBatch:
+    """Right-pad to the longest example.
+
+    No attention mask by default: with right padding and causal attention no real token ever attends to
+    a pad (pads come after it), and pad positions are never scored, so the mask changes nothing we use
+    while its absence lets SDPA take the fused causal (flash) kernel instead of a masked one.
+    """
     width = max(len(e.input_ids) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
@@ -87,7 +109,7 @@ def collate(examples: Sequence[Example], pad_id: int, device: torch.device) -> M
     padded = bool((mask == 0).any())
     return MicroBatch(
         input_ids=ids.to(device, non_blocking=True),
-        attention_mask=mask.to(device, non_blocking=True) if padded else None,
+        attention_mask=mask.to(device, non_blocking=True) if (padded and with_mask) else None,
         positions=torch.tensor(positions, dtype=torch.long).to(device, non_blocking=True),
         targets=torch.tensor(targets, dtype=torch.long).to(device, non_blocking=True),
         tokens=sum(len(e.input_ids) for e in examples),

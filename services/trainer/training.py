@@ -183,6 +183,7 @@ class StepRunner:
         max_grad_norm: float,
         pad_id: int,
         distributed: bool = False,
+        max_tokens: int | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -190,6 +191,7 @@ class StepRunner:
         self.micro_batch_size = micro_batch_size
         self.max_grad_norm = max_grad_norm
         self.pad_id = pad_id
+        self.max_tokens = max_tokens
         self.distributed = distributed
         self.loss_module: nn.Module = ProgramLoss(model)
         if distributed:
@@ -210,7 +212,8 @@ class StepRunner:
         self.model.train()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        batches = [collate(mb, self.pad_id, self.device) for mb in bucket(examples, self.micro_batch_size)]
+        groups = bucket(examples, self.micro_batch_size, self.max_tokens)
+        batches = [collate(mb, self.pad_id, self.device) for mb in groups]
         total = sum(b.program_tokens for b in batches)
         if total == 0:
             raise ValueError("no program tokens in this batch")
@@ -359,7 +362,12 @@ def run_job(
         log.info("job resumes from %s (step %d)", resume.path, start_step)
         if on_resume is not None and main:
             on_resume(start_step)
-    micro = job.micro_batch_size or min(job.batch_size, DEFAULT_MICRO_BATCH)
+    if job.micro_batch_size is not None:
+        micro = job.micro_batch_size
+    elif job.max_tokens_per_micro_batch is not None:
+        micro = job.batch_size
+    else:
+        micro = min(job.batch_size, DEFAULT_MICRO_BATCH)
     runner = StepRunner(
         model,
         optimizer,
@@ -368,6 +376,7 @@ def run_job(
         max_grad_norm=job.max_grad_norm,
         pad_id=pad_id,
         distributed=distributed,
+        max_tokens=job.max_tokens_per_micro_batch,
     )
     kind = "lora" if job.lora else "full"
     writer = None

@@ -42,7 +42,7 @@ def test_loss_positions_are_exactly_the_program_tokens() -> None:
     # Position 2 (token 7) predicts 8, position 3 predicts 9; nothing else is scored.
     assert list(ex.loss_positions()) == [2, 3]
     other = make_example([1], [2, 3, 4], max_seq_len=64)
-    mb = collate([ex, other], pad_id=0, device=CPU)
+    mb = collate([ex, other], pad_id=0, device=CPU, with_mask=True)
     width = mb.input_ids.shape[1]
     assert width == 5
     assert mb.positions.tolist() == [2, 3, width + 0, width + 1, width + 2]
@@ -78,12 +78,15 @@ def test_program_loss_matches_hf_masked_loss(tiny_llama: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
     examples = _examples(tok, 4)
     mb = collate(examples, tok.pad_token_id, CPU)
-    ours = ProgramLoss(model)(mb.input_ids, mb.attention_mask, mb.positions, mb.targets) / mb.program_tokens
+    assert mb.attention_mask is None  # right padding + causal attention: pads never reach scored positions
+    ours = ProgramLoss(model)(mb.input_ids, None, mb.positions, mb.targets) / mb.program_tokens
+    masked = collate(examples, tok.pad_token_id, CPU, with_mask=True)
+    assert masked.attention_mask is not None and bool((masked.attention_mask == 0).any())
     labels = torch.full_like(mb.input_ids, -100)
     for row, ex in enumerate(examples):
         for pos in ex.loss_positions():
             labels[row, pos + 1] = ex.input_ids[pos + 1]
-    ref = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask, labels=labels).loss
+    ref = model(input_ids=mb.input_ids, attention_mask=masked.attention_mask, labels=labels).loss
     assert torch.allclose(ours, ref, atol=1e-5), (ours.item(), ref.item())
     # Changing a prompt's tokens changes nothing but the context, never which positions are scored.
     assert int((labels != -100).sum()) == mb.program_tokens
@@ -98,6 +101,15 @@ def test_bucketing_cuts_padding() -> None:
     naive = [examples[i : i + 8] for i in range(0, 64, 8)]
     assert padded(bucket(examples, 8)) < 0.5 * (padded(naive) - real) + real
     assert sorted(e.input_ids for b in bucket(examples, 8) for e in b) == sorted(e.input_ids for e in examples)
+
+
+def test_token_budget_bucketing() -> None:
+    examples = [make_example([1] * n, [2] * 4, 512) for n in (4, 10, 20, 30, 60, 100, 200)]
+    groups = bucket(examples, micro_batch_size=64, max_tokens=128)
+    for g in groups:
+        assert len(g) == 1 or len(g) * max(len(e.input_ids) for e in g) <= 128
+    assert sum(len(g) for g in groups) == len(examples)
+    assert [len(g) for g in bucket(examples, micro_batch_size=2)] == [2, 2, 2, 1]
 
 
 def _runner(model: torch.nn.Module, job: JobCreate, pad: int, micro: int = 4) -> StepRunner:

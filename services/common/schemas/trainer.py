@@ -19,6 +19,13 @@ class JobCreate(BaseModel):
     model: str = Field(min_length=1, max_length=4096, description="Local HF folder or known model name.")
     batch_size: int = Field(64, ge=1, le=4096, description="Examples per optimizer step.")
     micro_batch_size: int | None = Field(None, ge=1, le=4096, description="Examples per forward pass.")
+    max_tokens_per_micro_batch: int | None = Field(
+        None,
+        ge=8,
+        le=1_048_576,
+        description="Padded tokens per forward pass at most (micro-batches cut by length-sorted token "
+        "budget); unset: by micro_batch_size only.",
+    )
     steps: int = Field(100, ge=1, le=1_000_000)
     learning_rate: float = Field(2e-5, gt=0.0, le=1.0)
     weight_decay: float = Field(0.0, ge=0.0, le=1.0)
