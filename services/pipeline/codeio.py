@@ -334,7 +334,12 @@ def codeio_command(
     task_time: Annotated[
         float, typer.Option(min=1, max=600, help="Seconds for one record's whole sandbox run.")
     ] = 60.0,
-    memory_mb: Annotated[int, typer.Option(min=64, max=65536, help="Sandbox memory limit, MiB.")] = 1024,
+    memory_mb: Annotated[
+        int,
+        typer.Option(
+            min=64, max=65536, help="Sandbox memory limit, MiB (the judge's default per-case limit is 512)."
+        ),
+    ] = 512,
     min_tests: Annotated[int, typer.Option(min=1, help="Skip a task with fewer tests than this.")] = 1,
     max_case_bytes: Annotated[
         int, typer.Option(min=100, help="Largest input+output JSON per test, bytes.")

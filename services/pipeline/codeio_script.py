@@ -32,11 +32,13 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
 MARKER = "@@BTP-CODEIO-RESULT@@ "
 CHILD_HASH_SEEDS = ("8191", "131071")
+REPEAT_UNDER_S = 0.2
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
@@ -168,20 +170,45 @@ def _reversed_dicts(value: Any) -> Any:
     return value
 
 
-def _rerun(namespace: dict[str, Any], inputs: list[str], case_s: float) -> list[dict[str, Any]]:
-    """Second run. Input dicts come in the reverse key order: the stored JSON may come back from the
-    buffer in another order (PostgreSQL's JSONB sorts keys), so an answer must not depend on it."""
+def _rerun(namespace: dict[str, Any], inputs: list[str], case_s: float, repeats: int) -> list[dict[str, Any]]:
+    """Second run, in reverse input-dict key order (the stored JSON may come back from the buffer in
+    another order: PostgreSQL's JSONB sorts keys). Fast cases are called ``repeats`` times, so
+    low-entropy randomness (a coin flip among three messages) rarely agrees by chance every time."""
     fn = namespace["main_solution"]
     results: list[dict[str, Any]] = []
     for key in inputs:
-        try:
-            out = _limited(case_s, fn, **_reversed_dicts(json.loads(key)))
-        except BaseException as exc:
-            results.append({"error": _classify(exc, "reference_failed"), "detail": _describe(exc)})
-            continue
-        text = _to_json(out)
-        results.append({"output": text} if text is not None else {"error": "output_not_json"})
+        texts: list[str | None] = []
+        entry: dict[str, Any] = {}
+        for _ in range(max(1, repeats)):
+            tick = time.perf_counter()
+            try:
+                out = _limited(case_s, fn, **_reversed_dicts(json.loads(key)))
+            except BaseException as exc:
+                if texts:
+                    entry["repeat_error"] = _classify(exc, "reference_failed")
+                else:
+                    entry = {"error": _classify(exc, "reference_failed"), "detail": _describe(exc)}
+                break
+            text = _to_json(out)
+            if text not in texts:
+                texts.append(text)
+            if time.perf_counter() - tick > REPEAT_UNDER_S:
+                break  # slow reference: one more call is all the time allows
+        if "error" not in entry:
+            if texts[0] is None:
+                entry = {"error": "output_not_json"}
+            else:
+                entry.update(output=texts[0], variants=texts[1:])
+        results.append(entry)
     return results
+
+
+def _fresh_dir(tag: str) -> str:
+    """A new empty working directory, so files written by the generator are not the reference's input."""
+    try:
+        return tempfile.mkdtemp(prefix=f"codeio-{tag}-")
+    except OSError:
+        return os.getcwd()
 
 
 def _interpreter_flags() -> list[str]:
@@ -201,7 +228,7 @@ def _child_rerun(p: dict[str, Any], source: str, inputs: list[str], seconds: flo
     )
     env = dict(os.environ, PYTHONHASHSEED=seed)
     payload = json.dumps({"code": p["code"], "inputs": inputs, "case_time_s": p["case_time_s"],
-                          "load_time_s": p["load_time_s"]})  # fmt: skip
+                          "load_time_s": p["load_time_s"], "repeats": p["repeats"]})  # fmt: skip
     try:
         proc = subprocess.run(
             [sys.executable, *_interpreter_flags(), "-c", source + "\n_btp_codeio_child()\n"],
@@ -223,8 +250,9 @@ def _btp_codeio_child() -> None:
     p = json.loads(sys.stdin.read())
     out_fd = _quiet()
     try:
+        os.chdir(_fresh_dir("rerun"))
         namespace = _load(p["code"], p["load_time_s"])
-        result = {"status": "ok", "outputs": _rerun(namespace, p["inputs"], p["case_time_s"])}
+        result = {"status": "ok", "outputs": _rerun(namespace, p["inputs"], p["case_time_s"], p["repeats"])}
     except BaseException as exc:
         result = {"status": _load_error(exc), "detail": _describe(exc)}
     _emit(out_fd, result)
@@ -243,7 +271,9 @@ def _btp_codeio_main(payload: str, source: str) -> None:
             text = exc if isinstance(exc, str) else _describe(exc)
             result.setdefault("details", {}).setdefault(reason, text)
 
+    gen_dir, ref_dir = _fresh_dir("gen"), _fresh_dir("ref")
     try:
+        os.chdir(ref_dir)
         namespace = _load(p["code"], p["load_time_s"])
     except BaseException as exc:
         result.update(status=_load_error(exc), detail=_describe(exc))
@@ -266,6 +296,7 @@ def _btp_codeio_main(payload: str, source: str) -> None:
         if not cases and result["attempts"] >= p["give_up_after"]:
             break  # nothing has worked so far: no point burning the remaining attempts
         result["attempts"] += 1
+        os.chdir(gen_dir)
         try:
             inputs = _limited(case_s, generate, rng)
         except BaseException as exc:
@@ -282,6 +313,7 @@ def _btp_codeio_main(payload: str, source: str) -> None:
             drop("duplicate_input")
             continue
         seen.add(key)
+        os.chdir(ref_dir)
         tick = time.perf_counter()
         try:
             out = _limited(case_s, main_solution, **json.loads(key))
@@ -306,7 +338,7 @@ def _btp_codeio_main(payload: str, source: str) -> None:
             rerun = {
                 "status": "ok",
                 "mode": "in_process",
-                "outputs": _rerun(namespace, [c["input"] for c in cases], case_s),
+                "outputs": _rerun(namespace, [c["input"] for c in cases], case_s, p["repeats"]),
             }
         result["rerun"] = rerun
     result["elapsed_s"] = round(time.monotonic() - started, 3)

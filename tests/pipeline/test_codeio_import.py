@@ -203,6 +203,9 @@ KEY_ORDER = (
     "def generate_inputs(rng):\n    return {'d': {'x': 1, 'y': 2, 'z': rng.randint(0, 10**6)}}\n",
 )
 
+# One bit of randomness: 10 tests x (1 + 3 calls) agree by chance with probability 2**-30.
+COIN = "import random\n\ndef main_solution(a):\n    return random.choice(['heads', 'tails'])\n"
+
 
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[Any]:
@@ -214,15 +217,17 @@ def test_skip_paths(sandbox: Any) -> None:
     records = [_synthetic(i, code, gen) for i, (code, gen) in enumerate(SYNTHETIC.values())]
     records.append(_synthetic(len(records), NONDETERMINISTIC_ORDER))
     records.append(_synthetic(len(records), *KEY_ORDER))
+    records.append(_synthetic(len(records), COIN))
     sunk: list[Any] = []
     summary = import_codeio(
         records,
-        config=RunnerConfig(tests=4, case_time_s=0.3, task_time_s=20),
+        config=RunnerConfig(tests=10, case_time_s=0.3, task_time_s=20),
         sink=lambda tasks: (sunk.extend(tasks), (len(tasks), 0))[1],
         sandbox=sandbox,
     )
     expected = {reason: 1 for reason in SYNTHETIC}
-    expected["nondeterministic"] = 3  # random.random(), set order (another hash seed), input-dict key order
+    # random.random(), set order (another hash seed), input-dict key order, a coin flip (repeats)
+    expected["nondeterministic"] = 4
     assert dict(summary.skipped) == expected, summary.examples
     assert summary.imported == 0 and sunk == []
     assert "not_a_package_btp_xyz" in summary.examples["missing_package"][0]
@@ -258,6 +263,23 @@ def test_partial_failures_duplicates_noise_and_tuples(sandbox: Any) -> None:
     assert 1 <= len(values) <= 5
     assert all(c.expected == [c.kwargs["a"], [c.kwargs["a"] // 2]] for c in task.tests.cases)
     assert summary.dropped_cases["duplicate_input"] > 0 and summary.dropped_cases["reference_failed"] > 0
+
+
+def test_generator_side_effects_are_not_the_references_input(sandbox: Any) -> None:
+    # The generator writes a file the reference reads (CodeIO record 1870 does this): the judge will
+    # run the reference's program in an empty directory, so the expected output must come from one too.
+    rec = _synthetic(
+        0,
+        "import os\n\ndef main_solution(a):\n    return open('data.txt').read() if os.path.exists('data.txt') else 'missing'\n",
+        "def generate_inputs(rng):\n    with open('data.txt', 'w') as f:\n        f.write('written')\n"
+        "    return {'a': rng.randint(0, 10**6)}\n",
+    )
+    sunk: list[Any] = []
+    summary = import_codeio(
+        [rec], config=RunnerConfig(tests=3), sink=lambda t: (sunk.extend(t), (len(t), 0))[1], sandbox=sandbox
+    )
+    assert summary.imported == 1, summary.examples
+    assert [c.expected for c in sunk[0].tests.cases] == ["missing"] * 3
 
 
 def test_min_tests_skips_tasks_with_too_few_distinct_inputs(sandbox: Any) -> None:

@@ -243,6 +243,23 @@ def test_evaluate_skip_reasons() -> None:
     assert evaluate(0, _Run(stdout=_stdout(rerun_timeout)), cfg, _eq).skip_reason == "timeout"
 
 
+def test_evaluate_checks_every_repeat_of_the_second_run() -> None:
+    cfg = RunnerConfig()
+    same = _ok_result([('{"a":1}', '"x"')], [{"output": '"x"', "variants": []}])
+    assert evaluate(0, _Run(stdout=_stdout(same)), cfg, _eq).ok
+    coin = _ok_result([('{"a":1}', '"x"')], [{"output": '"x"', "variants": ['"y"']}])
+    out = evaluate(0, _Run(stdout=_stdout(coin)), cfg, _eq)
+    assert out.skip_reason == "nondeterministic" and '"y"' in out.detail
+    flaky = _ok_result(
+        [('{"a":1}', '"x"')], [{"output": '"x"', "variants": [], "repeat_error": "reference_failed"}]
+    )
+    assert evaluate(0, _Run(stdout=_stdout(flaky)), cfg, _eq).skip_reason == "nondeterministic"
+    slow_repeat = _ok_result(
+        [('{"a":1}', '"x"')], [{"output": '"x"', "variants": [], "repeat_error": "timeout"}]
+    )
+    assert evaluate(0, _Run(stdout=_stdout(slow_repeat)), cfg, _eq).ok
+
+
 def test_evaluate_drops_slow_cases_and_enforces_min_tests() -> None:
     slow = _ok_result([('{"a":1}', "2"), ('{"a":2}', "3")], [{"output": "2"}, {"error": "timeout"}])
     out = evaluate(0, _Run(stdout=_stdout(slow)), RunnerConfig(), _eq)
