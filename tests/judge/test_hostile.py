@@ -99,7 +99,8 @@ ATTACKS = [
            {"wrong_answer"}),
     Attack("patches_builtins", "import builtins\nbuiltins.abs = lambda x: 0\nbuiltins.isinstance = lambda *a: True\n"
            "builtins.AssertionError = KeyError\ndef f():\n    return 7\n",
-           {"wrong_answer"}, check_tests("abs(candidate() - 1) < 1e-6")),
+           # inprocess mode: the patched builtins may also break the runner itself (a runtime error)
+           {"wrong_answer", "runtime_error"}, check_tests("abs(candidate() - 1) < 1e-6")),
     Attack(
         "patches_the_checker_via_gc",
         "import gc, types\nnoop = (lambda *a, **k: None).__code__\n"
@@ -136,10 +137,10 @@ ATTACKS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def one_box() -> Any:
-    """One container, so that consecutive programs are guaranteed to reuse it."""
-    with TestClient(create_app(make_settings(workers=1))) as c:
+@pytest.fixture(scope="module", params=["process", "inprocess"])
+def one_box(request: pytest.FixtureRequest) -> Any:
+    """One container (consecutive programs reuse it), in both checker modes."""
+    with TestClient(create_app(make_settings(workers=1, checker=request.param))) as c:
         yield c
 
 
