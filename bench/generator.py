@@ -17,6 +17,7 @@ stopping criterion that stamps every step. Batches above ``--hf-max-batch`` time
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -158,6 +159,7 @@ def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
             rows.append(row)
             print(json.dumps(row), flush=True)
         del model
+        gc.collect()  # HF modules hold reference cycles: free the weights and our cached session now
         if device == "cuda":
             torch.cuda.empty_cache()
     return rows
