@@ -1,0 +1,596 @@
+"""`btp experiment`: the paper's experiments at small scale, sharing every piece of work that can be shared.
+
+```
+tasks        train slice (MBPP train split) and held-out slice (MBPP test split, never trained on)
+sample:beam  beam search, k programs per train task, base weights  -> buffer-beam.sqlite3
+sample:sample  ancestral sampling, same k                          -> buffer-sample.sqlite3
+teacher      reference programs of a stronger source (HumanEval canonical solutions of its train split)
+                                                                    -> buffer-teacher.sqlite3
+judge        every stored program, once (the judge's real sandbox)
+passing      the beam buffer's programs with pass_rate == 1         -> buffer-passing.sqlite3 (rejection sampling)
+eval:base    greedy program per held-out task, judged
+variant/seed fine-tune the *base* model from one buffer with one replay rule, same steps / n / lr for all,
+             then greedy evaluation on the same held-out tasks; the checkpoint is deleted afterwards
+summary      pass rate and accuracy with bootstrap CIs over tasks, paired change against the base
+```
+Every phase writes ``<out>/phases/<phase>.json`` when it finishes; running the same command again skips
+finished phases (the buffers deduplicate re-sent programs), so an interrupted experiment resumes. The
+configuration is saved as ``<out>/config.json``; ``btp experiment --config <that file>`` repeats the run.
+The services are the real ones in-process (generator, judge with bubblewrap, buffer on SQLite, training
+through :func:`services.trainer.training.run_job`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from services.common.client import BufferClient, GeneratorClient, JudgeClient
+from services.common.schemas.buffer import (
+    DEFAULT_POSSIBILITY,
+    ExperienceIn,
+    ExperienceUpdate,
+    Possibility,
+    SampleRequest,
+    Scheme,
+    TaskIn,
+)
+from services.common.schemas.generator import GenerateRequest, PromptFormat
+from services.common.schemas.judge import JudgeRequest, Limits
+from services.common.schemas.trainer import JobCreate
+
+from .config import RAW_STOP
+from .datasets import assemble_program, humaneval_path, load_dataset, select
+from .experiments_stats import markdown_table, plot_alpha, plot_variants, summarize_variant
+from .runs import write_json
+from .settings import Settings
+
+BufferName = Literal["beam", "sample", "teacher", "passing"]
+
+
+class Variant(BaseModel):
+    """One fine-tuning recipe: which buffer, which replay rule."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", max_length=64)
+    description: str = ""
+    buffer: BufferName = "beam"
+    scheme: Scheme = "rank"
+    alpha: float = Field(0.5, ge=0.0, le=1.0)
+    priority_exponent: float = Field(1.0, ge=0.0, le=10.0)
+    possibility: Possibility = DEFAULT_POSSIBILITY
+    alpha_sweep: bool = Field(False, description="A point of the alpha sweep (Figure 1).")
+
+
+def default_variants() -> list[Variant]:
+    """The ablations, most important first (a run cut short still answers the main question)."""
+    return [
+        Variant(
+            name="p2value-rank", description="beam buffer, P2Value rank (Eq. 8), alpha 0.5", alpha_sweep=True
+        ),
+        Variant(name="uniform", description="beam buffer, uniform replay", scheme="uniform"),
+        Variant(
+            name="rejection",
+            description="beam buffer, only pass_rate = 1 programs, uniform",
+            buffer="passing",
+            scheme="uniform",
+        ),
+        Variant(
+            name="proportional",
+            description="beam buffer, P2Value proportional (Eq. 7)",
+            scheme="proportional",
+        ),
+        Variant(
+            name="sampling-rank",
+            description="sampled (not beam) buffer, P2Value rank, alpha 0.5",
+            buffer="sample",
+        ),
+        Variant(
+            name="teacher-rank",
+            description="HumanEval reference programs (C1), P2Value rank",
+            buffer="teacher",
+        ),
+        Variant(
+            name="alpha-0",
+            description="beam buffer, rank, alpha 0 (pass rate only)",
+            alpha=0.0,
+            alpha_sweep=True,
+        ),
+        Variant(
+            name="alpha-1",
+            description="beam buffer, rank, alpha 1 (possibility only)",
+            alpha=1.0,
+            alpha_sweep=True,
+        ),
+        Variant(name="alpha-0.25", description="beam buffer, rank, alpha 0.25", alpha=0.25, alpha_sweep=True),
+        Variant(name="alpha-0.75", description="beam buffer, rank, alpha 0.75", alpha=0.75, alpha_sweep=True),
+    ]
+
+
+class ExperimentConfig(BaseModel):
+    """Everything an experiment depends on; saved as ``config.json``."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", max_length=128)
+    model: str = Field("SmolLM2-135M-Instruct", description="Student: known name or HF folder.")
+    dataset: Literal["mbpp", "humaneval"] = "mbpp"
+    dataset_path: str | None = None
+    test_fraction: float = Field(0.5, gt=0, lt=1)
+    train_size: int = Field(40, ge=1)
+    test_size: int = Field(40, ge=1)
+    teacher_size: int = Field(
+        40, ge=0, description="HumanEval train tasks whose reference programs teach (C1)."
+    )
+    k: int = Field(3, ge=1, le=16)
+    max_new_tokens: int = Field(128, ge=8, le=4096)
+    prompt_format: PromptFormat = "raw"
+    gen_batch: int = Field(8, ge=1, le=256)
+    sample_temperature: float = Field(1.0, gt=0, le=10)
+    n: int = Field(8, ge=1, description="Minibatch per optimizer step (same for every variant).")
+    steps: int = Field(8, ge=1, description="Optimizer steps (same for every variant).")
+    learning_rate: float = Field(1e-4, gt=0, le=1)
+    max_seq_len: int = Field(512, ge=16)
+    lora: bool = False
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    judge_time_s: float = Field(2.0, gt=0)
+    judge_memory_mb: int = Field(512, ge=16)
+    bootstrap_draws: int = Field(2000, ge=100)
+    device: str = Field("auto", description="Training device: auto, cpu, cuda.")
+    torch_threads: int | None = Field(None, ge=1)
+    variants: list[Variant] = Field(default_factory=default_variants)
+
+    @model_validator(mode="after")
+    def _check(self) -> ExperimentConfig:
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError("variant names must be unique")
+        return self
+
+    def buffers_needed(self) -> set[str]:
+        need: set[str] = {v.buffer for v in self.variants}
+        if "passing" in need:
+            need.add("beam")
+        return need
+
+
+def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def canonical_programs(path: Path | None = None) -> dict[str, str]:
+    """HumanEval's reference completions by task id (the stronger source of C1)."""
+    path = path or humaneval_path()
+    out: dict[str, str] = {}
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                rec = json.loads(line)
+                out[str(rec["task_id"])] = str(rec["canonical_solution"])
+    return out
+
+
+class Experiment:
+    """Runs (or resumes) one experiment in ``out``; see the module docstring."""
+
+    def __init__(
+        self, cfg: ExperimentConfig, out: Path, settings: Settings, log: Callable[[str], None] = print
+    ) -> None:
+        self.cfg, self.out, self.settings, self.log = cfg, out, settings, log
+        result = load_dataset(
+            cfg.dataset,
+            Path(cfg.dataset_path)
+            if cfg.dataset_path
+            else (settings.mbpp_path if cfg.dataset == "mbpp" else None),
+            test_fraction=cfg.test_fraction,
+        )
+        self.train_tasks = select(result.tasks, "train", cfg.train_size)
+        self.test_tasks = select(result.tasks, "test", cfg.test_size)
+        self.teacher_tasks: list[TaskIn] = []
+        if cfg.teacher_size and "teacher" in cfg.buffers_needed():
+            he = load_dataset("humaneval", None, test_fraction=cfg.test_fraction).tasks
+            self.teacher_tasks = select(he, "train", cfg.teacher_size)
+        self.limits = Limits(time_s=cfg.judge_time_s, memory_mb=cfg.judge_memory_mb)
+        self.buffers: dict[str, BufferClient] = {}
+        self.generator: GeneratorClient
+        self.judge: JudgeClient
+
+    # --- bookkeeping ---------------------------------------------------------------------------
+
+    def phase_path(self, phase: str) -> Path:
+        return self.out / "phases" / f"{phase.replace(':', '_').replace('/', '_')}.json"
+
+    def done(self, phase: str) -> dict[str, Any] | None:
+        path = self.phase_path(phase)
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+    def finish(self, phase: str, data: dict[str, Any], started: float) -> dict[str, Any]:
+        data = {**data, "seconds": round(time.perf_counter() - started, 2)}
+        write_json(self.phase_path(phase), data)
+        self.log(f"{phase}: done in {data['seconds']:.0f}s")
+        return data
+
+    def buffer(self, stack: ExitStack, name: str) -> BufferClient:
+        if name not in self.buffers:
+            from .connect import embedded_buffer
+
+            url = f"sqlite:///{self.out / f'buffer-{name}.sqlite3'}"
+            self.buffers[name] = embedded_buffer(stack, self.settings, url)
+        return self.buffers[name]
+
+    # --- phases --------------------------------------------------------------------------------
+
+    def _request(self, prompts: list[str], mode: str, k: int, seed: int | None = None) -> GenerateRequest:
+        stop = list(RAW_STOP) if self.cfg.prompt_format == "raw" else []
+        return GenerateRequest(
+            prompts=prompts,
+            mode=mode,
+            num_beams=k,
+            num_return_sequences=k,  # type: ignore[arg-type]
+            max_new_tokens=self.cfg.max_new_tokens,
+            stop=stop,
+            seed=seed,
+            temperature=self.cfg.sample_temperature,
+            prompt_format=self.cfg.prompt_format,
+        )
+
+    def sample(self, buf: BufferClient, mode: str) -> dict[str, Any]:
+        """k programs per train task from the base model (beam search or sampling), stored unjudged."""
+        buf.upsert_tasks(self.train_tasks)
+        stored = 0
+        for i, part in enumerate(chunks(self.train_tasks, self.cfg.gen_batch)):
+            seed = None if mode == "beam" else 1000 + i
+            resp = self.generator.generate(self._request([t.prompt for t in part], mode, self.cfg.k, seed))
+            items = [
+                ExperienceIn(
+                    task_id=part[r.prompt_index].id,
+                    program=c.text,
+                    logprob=min(0.0, c.logprob),
+                    token_count=c.token_count,
+                    source=f"{self.cfg.model}@base:{mode}",
+                    round=1,
+                    generation=f"{part[r.prompt_index].id}#{mode}",
+                )
+                for r in resp.results
+                for c in r.candidates
+            ]
+            if items:
+                stored += buf.add_experiences(items).created
+            self.log(
+                f"  sample:{mode} {min((i + 1) * self.cfg.gen_batch, len(self.train_tasks))}/{len(self.train_tasks)}"
+            )
+        return {"stored": stored}
+
+    def teach(self, buf: BufferClient) -> dict[str, Any]:
+        """Reference programs of the teacher tasks (possibility 1: no log-probability is known)."""
+        buf.upsert_tasks(self.teacher_tasks)
+        refs = canonical_programs()
+        items = [
+            ExperienceIn(
+                task_id=t.id,
+                program=refs[t.id],
+                logprob=0.0,
+                token_count=0,
+                source="humaneval-canonical",
+                round=1,
+            )
+            for t in self.teacher_tasks
+            if t.id in refs
+        ]
+        return {"stored": buf.add_experiences(items).created if items else 0}
+
+    def judge_all(self, buf: BufferClient, tasks: list[TaskIn]) -> dict[str, Any]:
+        """Run every unjudged program of ``tasks`` and store its pass rate."""
+        by_id = {t.id: t for t in tasks}
+        pending = []
+        for t in tasks:
+            pending += buf.list_experiences(task_id=t.id, judged=False, limit=1000).items
+        rates = []
+        for part in chunks(pending, 64):
+            reqs = [
+                JudgeRequest(
+                    program=assemble_program(by_id[e.task_id].prompt, e.program, by_id[e.task_id].metadata),
+                    tests=by_id[e.task_id].tests,
+                    limits=self.limits,
+                )
+                for e in part
+            ]
+            for exp, res in zip(part, self.judge.judge_batch(reqs).results, strict=True):
+                summary = {"verdict": res.verdict, "passed": res.passed, "total": res.total}
+                buf.update_experience(exp.id, ExperienceUpdate(pass_rate=res.pass_rate, judge=summary))
+                rates.append(res.pass_rate)
+        return {"judged": len(pending), "stats": buf.stats().model_dump(mode="json")}
+
+    def passing(self, src: BufferClient, dst: BufferClient) -> dict[str, Any]:
+        """Copy the fully passing programs of ``src`` into ``dst`` (the rejection-sampling buffer)."""
+        dst.upsert_tasks(self.train_tasks)
+        keep = []
+        for t in self.train_tasks:
+            keep += [e for e in src.list_experiences(task_id=t.id, limit=1000).items if e.pass_rate == 1.0]
+        if keep:
+            ids = dst.add_experiences(
+                [
+                    ExperienceIn(
+                        task_id=e.task_id,
+                        program=e.program,
+                        logprob=e.logprob,
+                        token_count=e.token_count,
+                        source=e.source,
+                        round=e.round,
+                        generation=e.generation,
+                    )
+                    for e in keep
+                ]
+            ).ids
+            for i, e in zip(ids, keep, strict=True):
+                dst.update_experience(i, ExperienceUpdate(pass_rate=1.0, judge=e.judge))
+        return {"programs": len(keep), "tasks": len({e.task_id for e in keep})}
+
+    def evaluate(self) -> dict[str, Any]:
+        """Greedy program per held-out task, judged: per-task pass rate and all-pass flag."""
+        per_task: dict[str, dict[str, Any]] = {}
+        for part in chunks(self.test_tasks, self.cfg.gen_batch):
+            resp = self.generator.generate(self._request([t.prompt for t in part], "greedy", 1))
+            texts = [""] * len(part)
+            for r in resp.results:
+                texts[r.prompt_index] = r.candidates[0].text if r.candidates else ""
+            reqs = [
+                JudgeRequest(
+                    program=assemble_program(t.prompt, text, t.metadata), tests=t.tests, limits=self.limits
+                )
+                for t, text in zip(part, texts, strict=True)
+            ]
+            for t, text, res in zip(part, texts, self.judge.judge_batch(reqs).results, strict=True):
+                per_task[t.id] = {
+                    "pass_rate": res.pass_rate,
+                    "passed_all": res.total > 0 and res.passed == res.total,
+                    "program": text,
+                }
+        n = len(per_task)
+        return {
+            "tasks": n,
+            "pass_rate": sum(o["pass_rate"] for o in per_task.values()) / max(n, 1),
+            "accuracy": sum(o["passed_all"] for o in per_task.values()) / max(n, 1),
+            "per_task": per_task,
+        }
+
+    def train_and_eval(self, variant: Variant, seed: int, buf: BufferClient) -> dict[str, Any]:
+        """Fine-tune the base model with ``variant``'s replay rule, evaluate, delete the checkpoint."""
+        from services.trainer.training import run_job
+
+        cfg = self.cfg
+        job = JobCreate(
+            model=cfg.model,
+            batch_size=cfg.n,
+            steps=cfg.steps,
+            learning_rate=cfg.learning_rate,
+            lora=cfg.lora,
+            max_seq_len=cfg.max_seq_len,
+            checkpoint_every=cfg.steps,
+            seed=seed,
+            sample=SampleRequest(
+                n=cfg.n,
+                scheme=variant.scheme,
+                alpha=variant.alpha,
+                priority_exponent=variant.priority_exponent,
+                possibility=variant.possibility,
+                split="train",
+                seed=seed * 1000 + 1,
+            ),
+        )
+        out = self.out / "checkpoints" / f"{variant.name}-s{seed}"
+        start = time.perf_counter()
+        result = run_job(job, buffer=buf, output_dir=out, device=cfg.device, data_dir=self.settings.data_dir)
+        train_s = time.perf_counter() - start
+        if result.checkpoint is None:
+            raise RuntimeError(f"training of {variant.name} ended {result.status} without a checkpoint")
+        drawn = buf.sample(job.sample.model_copy(update={"n": 512, "seed": 99}))
+        self.generator.set_weights(str(result.checkpoint))
+        ev = self.evaluate()
+        shutil.rmtree(out, ignore_errors=True)
+        mean_pr = sum(i.pass_rate or 0.0 for i in drawn.items) / max(len(drawn.items), 1)
+        return {
+            "eval": ev,
+            "train_seconds": round(train_s, 2),
+            "loss_history": [p.model_dump() for p in result.loss_history],
+            "replay": {
+                "mean_pass_rate_drawn": mean_pr,
+                "distinct_programs_drawn": len({i.experience_id for i in drawn.items}),
+            },
+        }
+
+    # --- the whole thing -----------------------------------------------------------------------
+
+    def run(self, only: list[str] | None = None) -> dict[str, Any]:
+        from .connect import embedded_generator, embedded_judge
+
+        cfg = self.cfg
+        if cfg.torch_threads:
+            import torch
+
+            torch.set_num_threads(cfg.torch_threads)
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(self.out / "config.json", cfg.model_dump(mode="json"))
+        started = time.perf_counter()
+        with ExitStack() as stack:
+            self.generator = embedded_generator(stack, self.settings, cfg.model)
+            self.judge = embedded_judge(stack, self.settings)
+            need = cfg.buffers_needed()
+            for mode in ("beam", "sample"):
+                if mode in need and not self.done(f"sample-{mode}"):
+                    t0 = time.perf_counter()
+                    buf = self.buffer(stack, mode)
+                    info = self.sample(buf, mode)
+                    info.update(self.judge_all(buf, self.train_tasks))
+                    self.finish(f"sample-{mode}", info, t0)
+            if "teacher" in need and self.teacher_tasks and not self.done("teacher"):
+                t0 = time.perf_counter()
+                buf = self.buffer(stack, "teacher")
+                info = self.teach(buf)
+                info.update(self.judge_all(buf, self.teacher_tasks))
+                self.finish("teacher", info, t0)
+            if "passing" in need and not self.done("passing"):
+                self.finish(
+                    "passing",
+                    self.passing(self.buffer(stack, "beam"), self.buffer(stack, "passing")),
+                    time.perf_counter(),
+                )
+            if not self.done("eval-base"):
+                t0 = time.perf_counter()
+                self.finish("eval-base", self.evaluate(), t0)
+            for seed in cfg.seeds:
+                for v in cfg.variants:
+                    phase = f"variant-{v.name}-s{seed}"
+                    if (only and v.name not in only) or self.done(phase):
+                        continue
+                    t0 = time.perf_counter()
+                    if v.buffer == "passing" and not (self.done("passing") or {}).get("programs"):
+                        self.finish(phase, {"skipped": "no program of the beam buffer passes every test"}, t0)
+                        continue
+                    if v.buffer == "teacher" and not self.teacher_tasks:
+                        self.finish(phase, {"skipped": "teacher_size is 0"}, t0)
+                        continue
+                    self.log(f"{phase}: training {cfg.steps} steps x {cfg.n}")
+                    self.finish(phase, self.train_and_eval(v, seed, self.buffer(stack, v.buffer)), t0)
+        summary = self.summarize()
+        summary["wall_seconds_this_invocation"] = round(time.perf_counter() - started, 1)
+        write_json(self.out / "results.json", summary)
+        (self.out / "results.md").write_text(markdown_table(summary), encoding="utf-8")
+        plot_variants(summary, self.out / "variants.png")
+        plot_alpha(summary, self.out / "alpha.png")
+        return summary
+
+    def summarize(self) -> dict[str, Any]:
+        """Base and variant scores with CIs (only the phases that finished)."""
+        cfg = self.cfg
+        base = self.done("eval-base")
+        if base is None:
+            return {"config": cfg.model_dump(mode="json"), "variants": {}, "base": None}
+        base_summary = summarize_variant([base], base, draws=cfg.bootstrap_draws)
+        variants: dict[str, Any] = {}
+        skipped: dict[str, str] = {}
+        seconds: dict[str, float] = {}
+        for v in cfg.variants:
+            runs = [self.done(f"variant-{v.name}-s{s}") for s in cfg.seeds]
+            evals = [r["eval"] for r in runs if r and "eval" in r]
+            reasons = [r["skipped"] for r in runs if r and "skipped" in r]
+            if reasons:
+                skipped[v.name] = reasons[0]
+            if not evals:
+                continue
+            entry = summarize_variant(evals, base, draws=cfg.bootstrap_draws)
+            entry.update(
+                description=v.description,
+                alpha=v.alpha,
+                alpha_sweep=v.alpha_sweep,
+                buffer=v.buffer,
+                scheme=v.scheme,
+                final_loss=[r["loss_history"][-1]["loss"] for r in runs if r and r.get("loss_history")],
+                replay=[r["replay"] for r in runs if r and "replay" in r],
+            )
+            variants[v.name] = entry
+            seconds[v.name] = sum(r["seconds"] for r in runs if r)
+        phases = {p: self.done(p) for p in ("sample-beam", "sample-sample", "teacher", "passing")}
+        return {
+            "config": cfg.model_dump(mode="json"),
+            "base": base_summary,
+            "variants": variants,
+            "skipped": skipped,
+            "not_finished": [
+                f"{v.name}-s{s}"
+                for s in cfg.seeds
+                for v in cfg.variants
+                if not self.done(f"variant-{v.name}-s{s}")
+            ],
+            "buffers": {
+                k: ({kk: vv for kk, vv in p.items() if kk != "stats"} | {"stats": p.get("stats")})
+                if p
+                else None
+                for k, p in phases.items()
+            },
+            "seconds": {
+                "base_eval": base["seconds"],
+                **{f"variant:{k}": s for k, s in seconds.items()},
+                **{p: (d or {}).get("seconds", 0.0) for p, d in phases.items()},
+            },
+        }
+
+
+def load_config(path: Path) -> ExperimentConfig:
+    """An experiment config from a JSON file."""
+    return ExperimentConfig.model_validate_json(path.read_text(encoding="utf-8"))
+
+
+def experiment_command(
+    config: Annotated[
+        Path | None, typer.Option(help="JSON config (a saved config.json repeats its run).")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Experiment name (overrides the config's).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder (default BTP_DATA_DIR/experiments/<name>).")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Student model (overrides the config's).")] = None,
+    only: Annotated[
+        str | None, typer.Option(help="Comma-separated variant names to run (default all).")
+    ] = None,
+    summarize_only: Annotated[
+        bool, typer.Option(help="Only rebuild results.json/results.md from finished phases.")
+    ] = False,
+) -> None:
+    """The paper's experiments at small scale: ablations, alpha sweep, teacher -> student, with CIs."""
+    from services.common.errors import BTPError
+
+    settings = Settings()
+    try:
+        cfg = (
+            load_config(config)
+            if config
+            else ExperimentConfig(name=name or time.strftime("exp-%Y%m%d-%H%M%S"))
+        )
+        updates = {k: v for k, v in (("name", name), ("model", model)) if v}
+        cfg = ExperimentConfig.model_validate(cfg.model_dump() | updates)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: bad config: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    folder = out or settings.data_dir / "experiments" / cfg.name
+    saved = folder / "config.json"
+    if saved.exists() and load_config(saved) != cfg:
+        typer.echo(f"error: {folder} holds an experiment with another config; choose another --out", err=True)
+        raise typer.Exit(2)
+    exp = Experiment(cfg, folder, settings, log=lambda m: print(time.strftime("%H:%M:%S"), m, flush=True))
+    try:
+        summary = (
+            exp.summarize() if summarize_only else exp.run([s for s in (only or "").split(",") if s] or None)
+        )
+    except BTPError as exc:
+        typer.echo(f"error: {type(exc).__name__}: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    if summarize_only and summary.get("base"):
+        write_json(folder / "results.json", summary)
+        (folder / "results.md").write_text(markdown_table(summary), encoding="utf-8")
+        plot_variants(summary, folder / "variants.png")
+        plot_alpha(summary, folder / "alpha.png")
+    if summary.get("base"):
+        typer.echo(markdown_table(summary))
+    typer.echo(f"results in {folder}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m services.pipeline.experiments ...``."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command()(experiment_command)
+    app(args=argv if argv is not None else sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

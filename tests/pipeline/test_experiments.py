@@ -1,0 +1,184 @@
+"""`btp experiment` machinery on a tiny random Llama: phases, resume, result structure, saved config.
+
+The services are the real ones in-process (generator, bubblewrap judge, SQLite buffer, run_job); only the
+model is tiny, so its programs fail and the rejection-sampling variant has nothing to train on, while
+the teacher's reference programs (HumanEval canonical solutions) pass and do train.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from services.pipeline.experiments import Experiment, ExperimentConfig, Variant, main
+from services.pipeline.experiments_stats import bootstrap_ci, summarize_variant
+from services.pipeline.settings import Settings
+
+CODE = [
+    "def add(a, b):\n    return a + b\n",
+    "for i in range(10):\n    print(i)\n",
+    "def f(xs):\n    return [x * 2 for x in xs if x > 0]\n",
+    '    """Return the list."""\n',
+] * 30
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer random Llama with a 300-token byte-level BPE tokenizer, saved as an HF folder."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("tiny-model")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(
+        CODE,
+        trainer=trainers.BpeTrainer(
+            vocab_size=300,
+            special_tokens=["<|endoftext|>", "<|pad|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>", pad_token="<|pad|>"
+    )
+    fast.save_pretrained(folder)
+    config = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=fast.bos_token_id,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def tiny_config(model: Path, **extra: object) -> ExperimentConfig:
+    data = {
+        "name": "tiny",
+        "model": str(model),
+        "train_size": 2,
+        "test_size": 2,
+        "teacher_size": 2,
+        "k": 2,
+        "max_new_tokens": 12,
+        "gen_batch": 4,
+        "n": 2,
+        "steps": 1,
+        "max_seq_len": 128,
+        "device": "cpu",
+        "bootstrap_draws": 200,
+        "judge_time_s": 2.0,
+        "variants": [
+            {"name": "p2value-rank", "alpha_sweep": True},
+            {"name": "alpha-0", "alpha": 0.0, "alpha_sweep": True},
+            {"name": "rejection", "buffer": "passing", "scheme": "uniform"},
+            {"name": "teacher-rank", "buffer": "teacher"},
+        ],
+        **extra,
+    }
+    return ExperimentConfig.model_validate(data)
+
+
+def test_experiment_runs_resumes_and_saves_its_config(tiny_model: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(tiny_model)
+    settings = Settings(data_dir=tmp_path / "data")
+    out = tmp_path / "exp"
+    logs: list[str] = []
+    summary = Experiment(cfg, out, settings, log=logs.append).run()
+
+    assert ExperimentConfig.model_validate_json((out / "config.json").read_text()) == cfg
+    for phase in (
+        "sample-beam",
+        "teacher",
+        "passing",
+        "eval-base",
+        "variant-p2value-rank-s0",
+        "variant-alpha-0-s0",
+        "variant-teacher-rank-s0",
+        "variant-rejection-s0",
+    ):
+        assert (out / "phases" / f"{phase}.json").is_file(), phase
+    beam = json.loads((out / "phases" / "sample-beam.json").read_text())
+    assert beam["stored"] >= 2 and beam["judged"] == beam["stored"]
+    teacher = json.loads((out / "phases" / "teacher.json").read_text())
+    assert teacher["stored"] == 2 and teacher["stats"]["datasets"]["humaneval"]["mean_pass_rate"] == 1.0
+    base = summary["base"]
+    assert set(base) >= {"pass_rate", "accuracy"} and 0.0 <= base["pass_rate"]["mean"] <= 1.0
+    assert set(summary["variants"]) >= {"p2value-rank", "alpha-0", "teacher-rank"}
+    for v in summary["variants"].values():
+        lo, hi = v["pass_rate"]["ci"]
+        assert lo <= v["pass_rate"]["mean"] <= hi
+        assert v["seeds"] == 1 and v["final_loss"] and all(x == x for x in v["final_loss"])
+    assert summary["variants"]["teacher-rank"]["replay"][0]["mean_pass_rate_drawn"] == 1.0
+    if "rejection" not in summary["variants"]:  # a random model's programs never pass every test
+        assert "rejection" in summary["skipped"]
+    assert summary["not_finished"] == []
+    assert not (out / "checkpoints" / "p2value-rank-s0").exists()
+    md = (out / "results.md").read_text()
+    assert "| base |" in md and "| teacher-rank |" in md
+    assert (out / "variants.png").stat().st_size > 0 and (out / "alpha.png").stat().st_size > 0
+
+    # resume: every phase is done, nothing is recomputed, the summary is the same
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "phases").iterdir()}
+    again = Experiment(cfg, out, settings, log=logs.append).run()
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "phases").iterdir()} == before
+    assert again["variants"] == summary["variants"]
+
+
+def test_cli_refuses_bad_and_conflicting_configs(tiny_model: Path, tmp_path: Path) -> None:
+    import typer
+
+    from services.pipeline.experiments import experiment_command
+
+    app = typer.Typer()
+    app.command()(experiment_command)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"name": "x", "variants": [{"name": "a"}, {"name": "a"}]}))
+    result = CliRunner().invoke(app, ["--config", str(bad)])
+    assert result.exit_code == 2 and "unique" in result.output
+    out = tmp_path / "exp"
+    out.mkdir()
+    (out / "config.json").write_text(tiny_config(tiny_model).model_dump_json())
+    other = tmp_path / "other.json"
+    other.write_text(tiny_config(tiny_model, steps=2).model_dump_json())
+    result = CliRunner().invoke(app, ["--config", str(other), "--out", str(out)])
+    assert result.exit_code == 2 and "another config" in result.output
+    with pytest.raises(SystemExit) as exc:
+        main(["--config", str(tmp_path / "missing.json")])
+    assert exc.value.code == 2
+
+
+def test_bootstrap_and_paired_summary() -> None:
+    assert bootstrap_ci([1.0] * 10) == (1.0, 1.0)
+    lo, hi = bootstrap_ci([0.0, 1.0] * 20, draws=500)
+    assert 0.3 < lo < 0.5 < hi < 0.7
+    base = {"per_task": {f"t{i}": {"pass_rate": 0.0, "passed_all": False} for i in range(10)}}
+    better = {
+        "per_task": {f"t{i}": {"pass_rate": 1.0 if i < 5 else 0.0, "passed_all": i < 5} for i in range(10)}
+    }
+    s = summarize_variant([better, base], base, draws=300)
+    assert s["seeds"] == 2 and s["pass_rate"]["mean"] == pytest.approx(0.25)
+    assert s["pass_rate"]["delta"] == pytest.approx(0.25) and s["pass_rate"]["improved_tasks"] == 5
+    assert s["accuracy"]["per_seed"] == [0.5, 0.0]
+
+
+def test_config_rejects_unknown_fields() -> None:
+    with pytest.raises(ValueError):
+        ExperimentConfig.model_validate({"name": "x", "bogus": 1})
+    with pytest.raises(ValueError):
+        Variant.model_validate({"name": "bad name!"})
