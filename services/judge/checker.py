@@ -20,6 +20,7 @@ called, never read as a value.
 """
 
 import builtins as _builtins
+import json as _cjson
 import marshal as _marshal
 import os as _cos
 
@@ -162,52 +163,22 @@ def serve_program(job, rfd, wfd):
                 _cos._exit(121)
 
 
-def run_checker(job, start, pristine_builtins, secret_fd, cfg):
-    """Checker process: fork the program process, then receive the secret and run the asserts."""
-    c2p_r, c2p_w = _cos.pipe()
-    p2c_r, p2c_w = _cos.pipe()
-    pid = _cos.fork()
-    if pid == 0:
-        try:
-            for fd in (secret_fd, RESULT_FD, c2p_w, p2c_r):
-                _cos.close(fd)
-            serve_program(job, c2p_r, p2c_w)
-        except BaseException:
-            _cos._exit(122)
-        _cos._exit(0)
-    _cos.close(c2p_r)
-    _cos.close(p2c_w)
-    _no_dump()
-    secret = _cos.read(secret_fd, 64).decode()
-    _cos.close(secret_fd)
-    emit = make_runner_tools(secret)[0]
+def check_job(job, start, psock, emit, pristine_builtins):
+    """Run cases ``start..`` of one program against its program process (socket ``psock``).
+
+    Returns ``"restart"`` after a case that left the program process dead or stuck: the harness then
+    starts a fresh program process for the next case.
+    """
+    c2p_w = p2c_r = psock
     limits = job["limits"]
     time_s = float(limits["time_s"])
     n = len(job["cases"])
     frame_limit = int(limits["memory_mb"]) * 1024 * 1024
     state = {"new_case": False}
 
-    def on_alarm(signum, frame):
-        raise CaseTimeout()
-
-    signal.signal(signal.SIGALRM, on_alarm)
-
     def died(what):
-        """The program process is gone: its wait status decides the case."""
-        try:
-            _, status, ru = _cos.wait4(pid, 0)
-        except ChildProcessError:
-            return CandidateFailed("runtime_error", "program process vanished " + what)
-        if _cos.WIFSIGNALED(status):
-            sig = _cos.WTERMSIG(status)
-            if sig == signal.SIGXCPU:
-                return CandidateFailed("timeout", "CPU time limit exceeded")
-            if sig == signal.SIGXFSZ:
-                return CandidateFailed("output_exceeded", "output limit exceeded")
-            if sig == signal.SIGKILL and ru.ru_maxrss * 1024 >= 0.85 * limits["memory_mb"] * 1024 * 1024:
-                return CandidateFailed("memory_exceeded", "killed near the memory limit")
-            return CandidateFailed("runtime_error", "program killed by signal %d %s" % (sig, what))
-        return CandidateFailed("runtime_error", "program exited with code %d %s" % (_cos.WEXITSTATUS(status), what))
+        """The program process is gone: the harness (its parent) decides the case from its wait status."""
+        return CandidateFailed("died", what)
 
     def receive(what):
         try:
@@ -228,7 +199,7 @@ def run_checker(job, start, pristine_builtins, secret_fd, cfg):
             raise TypeError("argument cannot be passed to the sandboxed program: %s" % e) from None
         try:
             send_frame(c2p_w, (name, args, kwargs, state["new_case"]))
-        except BrokenPipeError:
+        except OSError:
             raise died("before the call") from None
         state["new_case"] = False
         out = receive("during the call")
@@ -271,6 +242,9 @@ def run_checker(job, start, pristine_builtins, secret_fd, cfg):
             detail = str(load[2]) if len(load) > 2 else "program failed to load"
     except BaseException as e:
         signal.setitimer(signal.ITIMER_REAL, 0)
+        if isinstance(e, CandidateFailed) and e.status == "died":
+            emit({"i": start, "died": e.detail + " while loading", "t": (time.perf_counter() - t0) * 1000.0})
+            return "restart"
         if isinstance(e, CandidateFailed):
             status, detail = e.status, e.detail
         else:
@@ -285,7 +259,7 @@ def run_checker(job, start, pristine_builtins, secret_fd, cfg):
     for i, src in enumerate(job["cases"]):
         module = compile(src, "<check case %d>" % i, "exec")
         case_codes.append(next(c for c in module.co_consts if type(c) is type(module)))
-    fn_type = type(run_checker)
+    fn_type = type(check_job)
     for i in range(start, n):
         t0 = time.perf_counter()
         stop = False
@@ -303,7 +277,10 @@ def run_checker(job, start, pristine_builtins, secret_fd, cfg):
             msg = {"i": i, "status": "passed", "detail": ""}
         except BaseException as e:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            if isinstance(e, CandidateFailed):
+            if isinstance(e, CandidateFailed) and e.status == "died":
+                msg = {"i": i, "died": e.detail}
+                stop = True
+            elif isinstance(e, CandidateFailed):
                 msg = {"i": i, "status": e.status if e.status in STATUSES else "runtime_error", "detail": e.detail[:500]}
                 # the program process may be dead or stuck: a fresh pair continues with the next case
                 stop = e.status != "wrong_answer"
@@ -318,6 +295,61 @@ def run_checker(job, start, pristine_builtins, secret_fd, cfg):
         if stop:
             return "restart"
     return None
+
+
+def checker_server(ctl_fd, pristine_builtins):
+    """The long-lived checker of a container: one job (a program's check, from case ``start``) at a time.
+
+    It runs as its own uid, distinct from the programs' uid (privileged mode), is not dumpable, and
+    talks to the harness over ``ctl_fd`` (a Unix socket the programs never get): the harness sends a
+    length-prefixed JSON job together with the socket of that program's process (SCM_RIGHTS); the
+    checker answers with one JSON line per case and a final ``{"done": ...}``.
+    """
+    import socket as _socket
+
+    _no_dump()
+    sock = _socket.socket(fileno=ctl_fd)
+
+    def on_alarm(signum, frame):
+        raise CaseTimeout()
+
+    signal.signal(signal.SIGALRM, on_alarm)
+
+    def emit(obj):
+        sock.sendall((_cjson.dumps(obj) + "\n").encode("utf-8"))
+
+    while True:
+        data, fds, _flags, _addr = _socket.recv_fds(sock, 4, 1)
+        if not data:
+            return
+        while len(data) < 4:
+            more = sock.recv(4 - len(data))
+            if not more:
+                return
+            data += more
+        size = int.from_bytes(data, "big")
+        body = b""
+        while len(body) < size:
+            chunk = sock.recv(min(size - len(body), 1 << 20))
+            if not chunk:
+                return
+            body += chunk
+        job = _cjson.loads(body)
+        outcome = None
+        try:
+            if not fds:
+                raise RuntimeError("no program socket")
+            outcome = check_job(job, job["start"], fds[0], emit, pristine_builtins)
+        except BaseException as e:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            emit({"fatal": "checker: %s" % traceback.format_exception_only(type(e), e)[-1].strip()})
+        finally:
+            for fd in fds:
+                try:
+                    _cos.close(fd)
+                except OSError:
+                    pass
+        emit({"done": True, "restart": outcome == "restart"})
 
 
 STATUSES = ("wrong_answer", "runtime_error", "timeout", "memory_exceeded", "output_exceeded", "syntax_error")

@@ -46,7 +46,7 @@ RESULT_FD = 3
 PATHS = {"work": "/work", "private": "/run/judge"}
 WIPE_DIRS = ["/work", "/tmp", "/dev/shm"]
 GRACE_S = 0.3
-RESTART_EXIT = 99  # the checker decided a case and wants a fresh checker/program pair for the next one
+CHECKER_JOBS = 500  # programs one checker process serves before it is replaced
 # imported once by the harness so that forked runners do not pay for them (``from typing import List``
 # alone costs ~4 ms of CPU in every fresh process); runners get their own copy-on-write view
 PRELOAD = (
@@ -91,7 +91,7 @@ def write_frame(fd, obj):
 # ---------------------------------------------------------------- runner (child) set-up
 
 
-def child_setup(cfg, limits, stdin_fd, out_fd, err_fd, result_fd, extra_fd=None):
+def child_setup(cfg, limits, stdin_fd, out_fd, err_fd, result_fd, extra_fd=None, uid=None):
     """In the forked child: descriptors, rlimits, identity. Runs before any untrusted code.
 
     Afterwards only fds 0, 1, 2, the result pipe (3) and ``extra_fd`` (moved to 4) are open.
@@ -114,20 +114,23 @@ def child_setup(cfg, limits, stdin_fd, out_fd, err_fd, result_fd, extra_fd=None)
                 pass
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    mem = int(limits["memory_mb"]) * 1024 * 1024
-    out = int(limits["output_kb"]) * 1024 + 1
-    cpu_hard = int(limits["cpu_total_s"]) + 1
-    for res, val in (
-        (resource.RLIMIT_AS, mem),
-        (resource.RLIMIT_FSIZE, out),
-        (resource.RLIMIT_CORE, 0),
-        (resource.RLIMIT_NOFILE, 64),
-        (resource.RLIMIT_CPU, cpu_hard),
-        (resource.RLIMIT_NPROC, int(limits["processes"])),
-    ):
+    if limits is None:  # the long-lived checker
+        inf = resource.RLIM_INFINITY
+        rl = ((resource.RLIMIT_AS, 4 << 30), (resource.RLIMIT_FSIZE, 1 << 20), (resource.RLIMIT_CORE, 0),
+              (resource.RLIMIT_NOFILE, 64), (resource.RLIMIT_CPU, inf), (resource.RLIMIT_NPROC, 64))
+    else:
+        rl = (
+            (resource.RLIMIT_AS, int(limits["memory_mb"]) * 1024 * 1024),
+            (resource.RLIMIT_FSIZE, int(limits["output_kb"]) * 1024 + 1),
+            (resource.RLIMIT_CORE, 0),
+            (resource.RLIMIT_NOFILE, 64),
+            (resource.RLIMIT_CPU, int(limits["cpu_total_s"]) + 1),
+            (resource.RLIMIT_NPROC, int(limits["processes"])),
+        )
+    for res, val in rl:
         resource.setrlimit(res, (val, val))
     if cfg.get("drop_uid"):
-        uid = int(cfg["uid"])
+        uid = int(cfg["uid"]) if uid is None else uid
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
@@ -470,40 +473,188 @@ class Harness:
         self.cfg = cfg
         self.pristine = dict(builtins.__dict__)
         self.me = os.getpid()
+        self.ck = None  # the long-lived checker: {"pid", "sock", "buf", "jobs"}
 
-    def fork_runner(self, limits, stdin_fd, out_fd, err_fd, body, late_secret=False):
-        """Fork a runner; ``late_secret``: the secret is created after the fork and sent over a pipe
-        (the runner's body gets that pipe's fd), so nothing forked before it can know it."""
+    # ------------------------------------------------------------ the checker process
+
+    def ensure_checker(self):
+        if self.ck is not None:
+            return
+        import socket
+
+        a, b = socket.socketpair()
+        devnull = os.open("/dev/null", os.O_RDWR)
+        gc.freeze()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                a.close()
+                checker_uid = int(self.cfg.get("checker_uid", self.cfg.get("uid", 0)))
+                child_setup(self.cfg, None, devnull, devnull, devnull, b.fileno(), uid=checker_uid)
+                os.chdir("/")
+                checker_server(RESULT_FD, self.pristine)
+            except BaseException:
+                os._exit(123)
+            os._exit(0)
+        b.close()
+        os.close(devnull)
+        self.ck = {"pid": pid, "sock": a, "buf": b"", "jobs": 0}
+
+    def stop_checker(self):
+        ck, self.ck = self.ck, None
+        if ck is None:
+            return
+        try:
+            os.kill(ck["pid"], signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            os.waitpid(ck["pid"], 0)
+        except ChildProcessError:
+            pass
+        ck["sock"].close()
+
+    def checker_line(self, deadline):
+        """Next JSON line from the checker, or None at EOF/deadline."""
+        ck = self.ck
+        while b"\n" not in ck["buf"]:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            ready, _, _ = select.select([ck["sock"]], [], [], remaining)
+            if not ready:
+                continue
+            chunk = ck["sock"].recv(1 << 20)
+            if not chunk:
+                return None
+            ck["buf"] += chunk
+        line, ck["buf"] = ck["buf"].split(b"\n", 1)
+        try:
+            return json.loads(line.decode("utf-8"))
+        except ValueError:
+            return {"fatal": "unreadable checker line"}
+
+    def wait_program(self, pid, limits):
+        """Wait for a program process that closed its socket; kill it if it lingers."""
+        deadline = time.monotonic() + GRACE_S
+        while True:
+            wpid, status, ru = os.wait4(pid, os.WNOHANG)
+            if wpid:
+                return status, ru.ru_maxrss, False
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                status, rss = self.wait_status(pid)
+                return status, rss, False
+            time.sleep(0.0002)
+
+    def judge_check(self, job):
+        """``check`` with the separate checker: a program process per attempt, the checker runs asserts."""
+        import socket
+
+        limits = job["limits"]
+        n = len(job["cases"])
+        results = [None] * n
+        time_s = float(limits["time_s"])
+        start = 0
+        devnull = os.open("/dev/null", os.O_RDWR)
+        try:
+            while start < n:
+                self.ensure_checker()
+                a, b = socket.socketpair()
+                out = os.open(PATHS["private"] + "/out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                gc.freeze()
+                pid = os.fork()
+                if pid == 0:
+                    try:
+                        a.close()
+                        child_setup(self.cfg, limits, devnull, out, out, b.fileno())
+                        serve_program(job, RESULT_FD, RESULT_FD)
+                    except BaseException:
+                        os._exit(122)
+                    os._exit(0)
+                b.close()
+                os.close(out)
+                body = json.dumps(dict(job, start=start)).encode("utf-8")
+                try:
+                    socket.send_fds(self.ck["sock"], [len(body).to_bytes(4, "big")], [a.fileno()])
+                    self.ck["sock"].sendall(body)
+                except OSError:
+                    self.stop_checker()
+                a.close()
+                nxt, deadline = start, time.monotonic() + 2 * time_s + GRACE_S
+                finished = False
+                fatal = "checker gave no result"
+                while self.ck is not None:
+                    msg = self.checker_line(deadline)
+                    if msg is None:
+                        break
+                    if msg.get("done"):
+                        finished = "restart" if msg.get("restart") else "done"
+                        break
+                    if "fatal" in msg:
+                        fatal = str(msg["fatal"])[:300]
+                        continue
+                    i = msg.get("i")
+                    if not isinstance(i, int) or not (nxt <= i < n):
+                        continue
+                    if "died" in msg:
+                        status, rss, _ = self.wait_program(pid, limits)
+                        st, detail = self.death_verdict(status, rss, False, limits, str(msg["died"]))
+                        msg = {"i": i, "status": st, "detail": detail, "t": msg.get("t", 0.0)}
+                    results[i] = msg
+                    nxt = i + 1
+                    deadline = time.monotonic() + time_s + GRACE_S
+                if not finished:
+                    # the checker is stuck (a check that ignores its alarm) or gone: replace it
+                    self.stop_checker()
+                    if nxt < n and results[nxt] is None:
+                        results[nxt] = {"i": nxt, "status": "timeout", "detail": "time limit exceeded", "t": time_s * 1000.0}
+                        nxt += 1
+                else:
+                    self.ck["jobs"] += 1
+                    if finished == "done" and nxt < n and results[nxt] is None:
+                        # the checker stopped without deciding the next case: a fresh attempt decides it
+                        results[nxt] = {"i": nxt, "status": "runtime_error", "detail": fatal, "t": 0.0}
+                        nxt += 1
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                self.kill_all()
+                start = nxt
+        finally:
+            os.close(devnull)
+        if self.ck is not None and self.ck["jobs"] >= CHECKER_JOBS:
+            self.stop_checker()
+        return {"cases": results}
+
+    def fork_runner(self, limits, stdin_fd, out_fd, err_fd, body):
+        """Fork a runner with a fresh per-run secret for its result pipe."""
         r, w = os.pipe()
-        sr, sw = os.pipe() if late_secret else (None, None)
-        secret = None if late_secret else os.urandom(16).hex()
+        secret = os.urandom(16).hex()
         gc.freeze()  # hide everything the harness holds from gc.get_objects() in the runner
         pid = os.fork()
         if pid == 0:
             try:
                 os.close(r)
-                if late_secret:
-                    os.close(sw)
-                child_setup(self.cfg, limits, stdin_fd, out_fd, err_fd, w, sr)
-                code = body(4 if late_secret else secret)
+                child_setup(self.cfg, limits, stdin_fd, out_fd, err_fd, w)
+                body(secret)
             except BaseException:
                 os._exit(120)
-            os._exit(RESTART_EXIT if code == "restart" else 0)
+            os._exit(0)
         os.close(w)
-        if late_secret:
-            os.close(sr)
-            secret = os.urandom(16).hex()
-            os.write(sw, secret.encode())
-            os.close(sw)
         return pid, r, secret
 
-    def kill_all(self):
-        """SIGKILL every process of the container except init and us; reap our children."""
-        for _ in range(200):
-            others = [p for p in self.pids() if p not in (1, self.me)]
+    def kill_all(self, spare_checker=True):
+        """SIGKILL every process of the container except init, us (and the checker); reap our children."""
+        spare = {1, self.me}
+        if spare_checker and self.ck is not None:
+            spare.add(self.ck["pid"])
+        for _ in range(500):
+            others = [p for p in self.pids() if p not in spare]
             if not others:
                 return True
-            if self.cfg.get("pidns"):
+            if self.cfg.get("pidns") and len(spare) == 2:
                 try:
                     os.kill(-1, signal.SIGKILL)
                 except OSError:
@@ -668,22 +819,16 @@ class Harness:
                     state["deadline"] = time.monotonic() + time_s + GRACE_S
 
                 def body(secret, start=start):
-                    if job["kind"] == "check" and job.get("checker") != "inprocess":
-                        return run_checker(job, start, self.pristine, secret, self.cfg)
                     return run_inprocess(job, start, self.pristine, secret)
 
                 out = os.open(PATHS["private"] + "/out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                pid, r, secret = self.fork_runner(limits, devnull, out, out, body, late_secret=job["kind"] == "check" and job.get("checker") != "inprocess")
+                pid, r, secret = self.fork_runner(limits, devnull, out, out, body)
                 os.close(out)
                 status, rss, killed = self.collect(pid, r, secret, lambda state=state: state["deadline"], on_msg)
                 os.close(r)
                 self.kill_all()
                 nxt = state["next"]
-                restart = (
-                    job["kind"] == "check" and not killed and status is not None
-                    and os.WIFEXITED(status) and os.WEXITSTATUS(status) == RESTART_EXIT
-                )
-                if nxt < n and results[nxt] is None and not restart:
+                if nxt < n and results[nxt] is None:
                     st, detail = self.death_verdict(status, rss, killed, limits, "before the case finished")
                     results[nxt] = {"i": nxt, "status": st, "detail": detail, "t": time_s * 1000.0 if killed else 0.0}
                     nxt += 1
@@ -765,6 +910,8 @@ class Harness:
             try:
                 if req.get("op") == "ping":
                     reply = {"pong": True, "uid": os.getuid(), "pid": os.getpid()}
+                elif req["kind"] == "check" and req.get("checker") != "inprocess":
+                    reply = self.judge_check(req)
                 elif req["kind"] in ("call", "check"):
                     reply = self.judge_inprocess(req)
                 else:

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 # checker.py first: harness.py ends by calling main()
 HARNESS_SOURCE = Path(__file__).with_name("checker.py").read_text() + "\n" + Path(__file__).with_name("harness.py").read_text()
+CHECKER_UID_OFFSET = 1_000_000
 _CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_CHOWN")
 
 
@@ -182,7 +183,9 @@ class Box:
                 "paths": {"work": work, "private": os.path.join(self._scratch, "private")}, "wipe": [work],
             }
             return [python, "-s", "-S", "-B", "-c", HARNESS_SOURCE, json.dumps(cfg)]
-        cfg = {"pidns": True, "drop_uid": self.privileged, "uid": self.settings.uid_base + self.index}
+        uid = self.settings.uid_base + self.index
+        # the checker runs as a uid of its own, so programs can neither signal nor inspect it
+        cfg = {"pidns": True, "drop_uid": self.privileged, "uid": uid, "checker_uid": uid + CHECKER_UID_OFFSET}
         return [
             *bwrap_command(self.settings, privileged=self.privileged),
             python, "-s", "-S", "-B", "-c", HARNESS_SOURCE, json.dumps(cfg),

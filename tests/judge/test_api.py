@@ -107,7 +107,7 @@ def test_limits_can_be_lowered_and_raised_up_to_the_maximum(client: TestClient) 
     prog = "def f():\n    return len(bytearray(300 * 1024 * 1024))\n"
     tests = check_tests("candidate() > 0")
     assert judge(client, prog, tests)["cases"][0]["status"] == "memory_exceeded"  # default 256 MiB
-    assert judge(client, prog, tests, {"memory_mb": 1024})["verdict"] == "passed"  # raised to the max
+    assert judge(client, prog, tests, {"memory_mb": 1024, "time_s": 5.0})["verdict"] == "passed"  # raised to the max
     r = client.post("/v1/judge", json={"program": prog, "tests": tests, "limits": {"memory_mb": 4096}})
     assert r.status_code == 422 and r.json()["error"]["param"] == "limits.memory_mb"
     slow = "def f():\n    import time\n    time.sleep(0.6)\n    return 1\n"
