@@ -1,10 +1,12 @@
 """The generation engine: the served weights, request planning, dynamic batching and weight swaps.
 
-Pure core (no FastAPI). One worker thread runs the model; an asyncio batcher in front of it takes
-requests from a bounded queue (``max_queue``; :class:`OverloadedError`, 429, when full) and merges
-requests that arrive within ``batch_wait_ms`` of each other and decode alike (same mode, beams,
-length, stops, format, sampling knobs, weights) into one batch of up to ``max_batch_prompts``
-prompts, so they share forward passes.
+Pure core (no FastAPI). One worker thread runs the model and batches: requests wait in a bounded
+queue (``max_queue`` requests waiting or running; :class:`OverloadedError`, 429, beyond), and
+requests that decode alike (same mode, beams, length, stops, format, sampling knobs, weights) are
+merged into one batch of up to ``max_batch_prompts`` prompts when they arrive within
+``batch_wait_ms`` of each other or while the model is busy with the previous batch, so they share
+forward passes. Hand-off is through thread-safe futures, so callers may come from any event loop
+or thread (the embedded driver, several TestClients).
 
 Weights: every request takes the weights that are current when it is *accepted* (a reference to an
 immutable :class:`LoadedModel`); :meth:`Engine.swap_weights` loads and checks the new checkpoint
@@ -19,15 +21,16 @@ imports, else the reference :func:`services.generator.beam.beam_search`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import os
+import queue
 import random
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,7 +77,7 @@ class Plan:
 class _Job:
     plan: Plan
     handle: models.LoadedModel
-    future: asyncio.Future[list[list[Beam]]]
+    future: Future[list[list[Beam]]]
     key: tuple[Any, ...] = field(default=())
 
 
@@ -99,10 +102,11 @@ class Engine:
         self.settings = settings
         self.current: models.LoadedModel | None = None
         self._base: models.LoadedModel | None = None  # last full model (base for LoRA adapters)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="btp-generator")
-        self._queue: asyncio.Queue[_Job] | None = None
-        self._worker: asyncio.Task[None] | None = None
-        self._swap_lock: asyncio.Lock | None = None
+        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # guards _pending and stats
+        self._run_lock = threading.Lock()  # held while the model runs a batch
+        self._swap_lock = threading.Lock()
         self._pending = 0
         self.device = ""
         self.dtype: Any = None
@@ -124,22 +128,24 @@ class Engine:
         log.info("serving %s from %s on %s", loaded.name, loaded.checkpoint, self.device)
         return loaded
 
+    def start_worker(self) -> None:
+        """Start the batcher thread (idempotent)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._worker_loop, name="btp-generator", daemon=True)
+            self._thread.start()
+
     async def start(self) -> None:
-        """Load the model (off the event loop) and start the batcher."""
-        self._queue = asyncio.Queue()
-        self._swap_lock = asyncio.Lock()
+        """Load the model (off the event loop) and start the batcher thread."""
         if self.current is None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self.load)
-        self._worker = asyncio.create_task(self._batcher(), name="btp-generator-batcher")
+            await asyncio.to_thread(self.load)
+        self.start_worker()
 
     async def stop(self) -> None:
-        """Stop the batcher and release the worker thread."""
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Stop the batcher thread after the batch it is running."""
+        if self._thread is not None:
+            self._jobs.put(None)
+            await asyncio.to_thread(self._thread.join, 60)
+            self._thread = None
 
     @staticmethod
     def _name(requested: str, folder: Path) -> str:
@@ -254,87 +260,95 @@ class Engine:
         return self.current
 
     async def generate(self, req: GenerateRequest) -> GenerateResponse:
-        """Queue a request for the batcher; 429 when the queue is full."""
-        if self._queue is None:
+        """Queue a request for the batcher (any event loop, any thread); 429 when the queue is full."""
+        if self._thread is None:
             raise UnavailableError("the generator is not started")
         handle = self._handle()
         plan = self.plan(req, handle)
-        if self._pending >= self.settings.max_queue:
-            raise OverloadedError(f"generation queue is full ({self.settings.max_queue} requests); retry later")
-        future: asyncio.Future[list[list[Beam]]] = asyncio.get_running_loop().create_future()
-        job = _Job(plan, handle, future, plan.key(handle))
-        self._pending += 1
-        self.stats["requests"] += 1
+        with self._lock:
+            if self._pending >= self.settings.max_queue:
+                raise OverloadedError(f"generation queue is full ({self.settings.max_queue} requests); retry later")
+            self._pending += 1
+            self.stats["requests"] += 1
+        future: Future[list[list[Beam]]] = Future()
         try:
-            self._queue.put_nowait(job)
-            beams = await future
+            self._jobs.put(_Job(plan, handle, future, plan.key(handle)))
+            beams = await asyncio.wrap_future(future)
         finally:
-            self._pending -= 1
+            with self._lock:
+                self._pending -= 1
         return self.respond(plan, handle, beams)
 
-    async def _batcher(self) -> None:
-        assert self._queue is not None
-        held: deque[_Job] = deque()
-        loop = asyncio.get_running_loop()
+    def _fits(self, job: _Job, other: _Job, size: int) -> bool:
+        return other.key == job.key and size + len(other.plan.prompt_ids) <= self.settings.max_batch_prompts
+
+    def _worker_loop(self) -> None:
+        """The batcher: gather compatible jobs, decode them together, hand out the results."""
+        held: deque[_Job | None] = deque()
         while True:
-            job = held.popleft() if held else await self._queue.get()
-            batch = [job]
-            size = len(job.plan.prompt_ids)
-            deadline = time.monotonic() + self.settings.batch_wait_ms / 1000.0
-            # Jobs set aside earlier that fit this batch go first (oldest first).
-            for other in list(held):
-                if other.key == job.key and size + len(other.plan.prompt_ids) <= self.settings.max_batch_prompts:
+            job = held.popleft() if held else self._jobs.get()
+            if job is None:
+                return
+            batch, size = [job], len(job.plan.prompt_ids)
+            for other in [h for h in held if h is not None]:  # set aside earlier; oldest first
+                if self._fits(job, other, size):
                     held.remove(other)
                     batch.append(other)
                     size += len(other.plan.prompt_ids)
-            while size < self.settings.max_batch_prompts:
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    break
+            deadline = time.monotonic() + self.settings.batch_wait_ms / 1000.0
+            while size < self.settings.max_batch_prompts and (left := deadline - time.monotonic()) > 0:
                 try:
-                    other = await asyncio.wait_for(self._queue.get(), timeout)
-                except TimeoutError:
+                    nxt = self._jobs.get(timeout=left)
+                except queue.Empty:
                     break
-                if other.key == job.key and size + len(other.plan.prompt_ids) <= self.settings.max_batch_prompts:
-                    batch.append(other)
-                    size += len(other.plan.prompt_ids)
+                if nxt is not None and self._fits(job, nxt, size):
+                    batch.append(nxt)
+                    size += len(nxt.plan.prompt_ids)
                 else:
-                    held.append(other)
-            live = [j for j in batch if not j.future.done()]
-            if not live:
-                continue
-            try:
-                results = await loop.run_in_executor(self._executor, self.decode, job.handle, [j.plan for j in live])
-            except Exception as exc:  # hand the failure to every waiting request
-                log.exception("generation failed")
-                for j in live:
-                    if not j.future.done():
+                    held.append(nxt)
+            with self._run_lock:
+                # Whatever arrived while the model was busy joins now (continuous batching).
+                while size < self.settings.max_batch_prompts:
+                    try:
+                        nxt = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is not None and self._fits(job, nxt, size):
+                        batch.append(nxt)
+                        size += len(nxt.plan.prompt_ids)
+                    else:
+                        held.append(nxt)
+                live = [j for j in batch if j.future.set_running_or_notify_cancel()]
+                if not live:
+                    continue
+                try:
+                    results = self.decode(job.handle, [j.plan for j in live])
+                except Exception as exc:  # hand the failure to every waiting request
+                    log.exception("generation failed")
+                    for j in live:
                         j.future.set_exception(exc)
-                continue
+                    continue
             for j, res in zip(live, results, strict=True):
-                if not j.future.done():
-                    j.future.set_result(res)
+                j.future.set_result(res)
 
-    async def swap_weights(self, checkpoint: str) -> WeightsResponse:
+    def swap_weights_sync(self, checkpoint: str) -> WeightsResponse:
         """Load ``checkpoint`` beside the served weights, check it, then swap; 4xx leaves the old ones."""
-        if self._swap_lock is None:
-            raise UnavailableError("the generator is not started")
-        async with self._swap_lock:
+        with self._swap_lock:
             previous = self.current.checkpoint if self.current is not None else None
-
-            def load() -> models.LoadedModel:
-                folder = models.resolve_model(checkpoint, self.settings.resolved_model_cache_dir())
-                return models.load_folder(folder, device=self.device, dtype=self.dtype,
-                                          name=self._name(checkpoint, folder), base=self._base)
-
-            loaded = await asyncio.to_thread(load)
+            folder = models.resolve_model(checkpoint, self.settings.resolved_model_cache_dir())
+            loaded = models.load_folder(folder, device=self.device, dtype=self.dtype,
+                                        name=self._name(checkpoint, folder), base=self._base)
             if loaded.kind == "full":
                 self._base = loaded
-            self.current = loaded
+            self.current = loaded  # one reference assignment: requests already accepted keep the old one
             self.stats["swaps"] += 1
         log.info("now serving %s (%s) from %s", loaded.name, loaded.kind, loaded.checkpoint)
         return WeightsResponse(model=loaded.name, checkpoint=loaded.checkpoint, kind=loaded.kind,  # type: ignore[arg-type]
                                previous=previous)
+
+    async def swap_weights(self, checkpoint: str) -> WeightsResponse:
+        """:meth:`swap_weights_sync` off the event loop."""
+        return await asyncio.to_thread(self.swap_weights_sync, checkpoint)
 
     def health(self) -> dict[str, Any]:
         """What /health reports beyond ``status``."""

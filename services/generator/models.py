@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.common.errors import NotFoundError, ValidationError
+from services.common.errors import BTPError, NotFoundError, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def prepare_model(name_or_path: str, cache_dir: Path) -> Path:
         gguf = find_gguf(known)
         instruct, source = known.instruct, known.name
     else:
-        path = Path(name_or_path).expanduser()
+        path = _local_path(name_or_path) or Path("/nonexistent")
         if path.is_file() and path.suffix == ".gguf":
             gguf = path
             target = cache_dir / _slug(path.stem)
@@ -175,7 +175,13 @@ def prepare_model(name_or_path: str, cache_dir: Path) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=cache_dir))
         try:
             log.info("converting %s -> %s", gguf, target)
-            convert_gguf(gguf, tmp / "m", instruct=instruct, source=source)
+            try:
+                convert_gguf(gguf, tmp / "m", instruct=instruct, source=source)
+            except BTPError:
+                raise
+            except Exception as exc:  # a broken or unsupported GGUF file is the caller's input
+                raise ValidationError(f"cannot convert {str(gguf)!r}: {type(exc).__name__}: {exc}"[:800],
+                                      param="model") from exc
             if target.exists():  # a broken leftover from an interrupted run without the marker
                 shutil.rmtree(target)
             os.replace(tmp / "m", target)
@@ -184,10 +190,19 @@ def prepare_model(name_or_path: str, cache_dir: Path) -> Path:
     return target
 
 
+def _local_path(name_or_path: str) -> Path | None:
+    """``name_or_path`` as an existing path, or None (names with NUL bytes, unknown ``~user`` ...)."""
+    try:
+        path = Path(name_or_path).expanduser()
+        return path if path.exists() else None
+    except (OSError, ValueError, RuntimeError):
+        return None
+
+
 def resolve_model(name_or_path: str, cache_dir: Path) -> Path:
     """A local folder (full model or LoRA adapter) for a name, folder or .gguf file; 404 if none."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
+    path = _local_path(name_or_path)
+    if path is not None and path.is_dir():
         if not ((path / "config.json").is_file() or (path / "adapter_config.json").is_file()):
             raise ValidationError(
                 f"{name_or_path!r} is neither a Hugging Face model folder (config.json) nor a LoRA adapter "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,10 @@ def req(prompt: str, **kw: Any) -> GenerateRequest:
     return GenerateRequest(prompts=[prompt], max_new_tokens=kw.pop("max_new_tokens", 6), prompt_format="raw", **kw)
 
 
-def block_worker(engine: Engine) -> threading.Event:
-    """Occupy the engine's single worker thread until the returned event is set."""
-    gate = threading.Event()
-    engine._executor.submit(gate.wait, 30)
-    return gate
+def block_worker(engine: Engine) -> Callable[[], None]:
+    """Hold the model (as a running batch would) until the returned function is called."""
+    engine._run_lock.acquire()
+    return engine._run_lock.release
 
 
 def test_full_queue_is_overloaded(tiny_dir: Path, tmp_path: Path) -> None:
@@ -32,13 +31,13 @@ def test_full_queue_is_overloaded(tiny_dir: Path, tmp_path: Path) -> None:
         engine = Engine(tiny_settings(tiny_dir, tmp_path, max_queue=2))
         await engine.start()
         try:
-            gate = block_worker(engine)
+            release = block_worker(engine)
             first = asyncio.create_task(engine.generate(req("a")))
             second = asyncio.create_task(engine.generate(req("b")))
             await asyncio.sleep(0.05)
             with pytest.raises(OverloadedError):
                 await engine.generate(req("c"))
-            gate.set()
+            release()
             done = await asyncio.gather(first, second)
             assert all(len(r.results[0].candidates) == 3 for r in done)
             await engine.generate(req("c"))  # room again
@@ -57,11 +56,11 @@ def test_requests_that_arrive_together_share_a_batch(tiny_dir: Path, tmp_path: P
         try:
             alone = [await engine.generate(req(p)) for p in prompts]
             batches_before = engine.stats["batches"]
-            gate = block_worker(engine)
+            release = block_worker(engine)
             tasks = [asyncio.create_task(engine.generate(req(p))) for p in prompts]
             other = asyncio.create_task(engine.generate(req("y", max_new_tokens=3)))  # decodes differently
             await asyncio.sleep(0.05)
-            gate.set()
+            release()
             together = await asyncio.gather(*tasks)
             await other
             assert engine.stats["batches"] - batches_before == 2
@@ -81,13 +80,13 @@ def test_in_flight_requests_finish_on_old_weights(tiny_dir: Path, tiny_dir_b: Pa
         await engine.start()
         try:
             old = await engine.generate(req("def f(x):"))
-            gate = block_worker(engine)
+            release = block_worker(engine)
             in_flight = asyncio.create_task(engine.generate(req("def f(x):")))
             await asyncio.sleep(0.05)
             swapped = await engine.swap_weights(str(tiny_dir_b))  # completes while the request waits
             assert swapped.checkpoint == str(tiny_dir_b) and swapped.previous == str(tiny_dir)
             later = asyncio.create_task(engine.generate(req("def f(x):")))
-            gate.set()
+            release()
             first, second = await asyncio.gather(in_flight, later)
             assert first.checkpoint == str(tiny_dir) and first.results == old.results
             assert second.checkpoint == str(tiny_dir_b) and second.results != old.results
