@@ -1,22 +1,30 @@
 # ruff: noqa: SIM105, UP031, F821
 # mypy: ignore-errors
 # (runs inside the sandbox, prepended to harness.py: plain, unannotated, standard library only)
-"""Sandbox side of ``check`` tests: the checker and the program live in two different processes.
+"""Sandbox side of ``check`` tests: the asserts and the program never share a process.
 
-For one attempt the harness forks a *checker* process, which first forks the *program* process and only
-then receives the per-run secret and keeps the result pipe; the program process never has either. The
-program process executes the untrusted program and serves calls: ``candidate(...)`` (and any other
-top-level name of the program the check uses, such as HumanEval's ``poly``) are proxies in the checker
-that send the arguments over a pipe and get back the return value (marshal frames, checked to be plain
-built-in values only: ``None``, ``bool``, ``int``, ``float``, ``complex``, ``str``, ``bytes``, ``list``,
-``tuple``, ``dict``, ``set``, ``frozenset``). The asserts run in the checker on decoded values, so a
-program can neither override ``__eq__``, nor patch builtins, the checker or the harness, nor forge a
-result: it can only return values. Both processes run as the container's uid and are not dumpable, so
-one cannot read the other's memory or descriptors through /proc.
+Each container has one long-lived *checker* process (:func:`checker_server`), started by the harness,
+running as a uid of its own (``uid + 1_000_000``, distinct from the programs' uid) and not dumpable.
+For every attempt of a program the harness forks a fresh *program* process (the container's program uid,
+the program's rlimits) and hands the checker one end of a socket pair to it (SCM_RIGHTS over a Unix
+socket that programs never get). The program process executes the untrusted program and serves calls
+(:func:`serve_program`): ``candidate(...)`` and any other top-level name of the program the check uses
+(HumanEval's ``poly``, or the entry point called by name) are proxies in the checker that send the
+arguments and get back the return value as a marshal frame, accepted only if it is made of plain
+built-in values (``None``, ``bool``, ``int``, ``float``, ``complex``, ``str``, ``bytes``, ``list``,
+``tuple``, ``dict``, ``set``, ``frozenset``). The asserts run in the checker, in a fresh namespace per case
+(pristine builtins, the check's prelude re-executed), so a program can neither override ``__eq__``, nor
+patch builtins, the checker or the harness, nor forge a result: it can only return values. Exceptions of
+built-in types raised by the candidate are re-raised in the checker (so ``except ValueError`` in a check
+works); a program process that dies, hangs past the case's time limit or is killed decides that case
+(the harness, its parent, reads its wait status) and a fresh one continues with the next case.
 
-Limits: arguments must be encodable (a lambda passed to the candidate is a runtime error), mutations the
-candidate makes to its arguments are not seen by the check, and a program name the check uses is always
-called, never read as a value.
+The checker executes the tests' own code (test specs are trusted input, like the datasets they come
+from); it is replaced after ``CHECKER_JOBS`` programs, whenever it stops answering, and with its container.
+
+Limits: arguments must be plain values (a lambda passed to the candidate is a runtime error), mutations
+the candidate makes to its arguments are not seen by the check, and a program name the check uses is
+always called, never read as a value.
 """
 
 import builtins as _builtins
@@ -353,3 +361,176 @@ def checker_server(ctl_fd, pristine_builtins):
 
 
 STATUSES = ("wrong_answer", "runtime_error", "timeout", "memory_exceeded", "output_exceeded", "syntax_error")
+
+
+class CheckerSupervision:
+    """Harness side of ``check`` tests (mixed into the harness): the long-lived checker and the program
+    processes of each attempt."""
+
+    def ensure_checker(self):
+        if self.ck is not None:
+            return
+        import socket
+
+        a, b = socket.socketpair()
+        devnull = os.open("/dev/null", os.O_RDWR)
+        gc.freeze()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                a.close()
+                checker_uid = int(self.cfg.get("checker_uid", self.cfg.get("uid", 0)))
+                child_setup(self.cfg, None, devnull, devnull, devnull, b.fileno(), uid=checker_uid)
+                os.chdir("/")
+                checker_server(RESULT_FD, self.pristine)
+            except BaseException:
+                os._exit(123)
+            os._exit(0)
+        b.close()
+        os.close(devnull)
+        self.ck = {"pid": pid, "sock": a, "buf": b"", "jobs": 0}
+
+    def stop_checker(self):
+        ck, self.ck = self.ck, None
+        if ck is None:
+            return
+        try:
+            os.kill(ck["pid"], signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            os.waitpid(ck["pid"], 0)
+        except ChildProcessError:
+            pass
+        ck["sock"].close()
+
+    def checker_line(self, deadline):
+        """Next JSON line from the checker, or None at EOF/deadline."""
+        ck = self.ck
+        while b"\n" not in ck["buf"]:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            ready, _, _ = select.select([ck["sock"]], [], [], remaining)
+            if not ready:
+                continue
+            chunk = ck["sock"].recv(1 << 20)
+            if not chunk:
+                return None
+            ck["buf"] += chunk
+        line, ck["buf"] = ck["buf"].split(b"\n", 1)
+        try:
+            return json.loads(line.decode("utf-8"))
+        except ValueError:
+            return {"fatal": "unreadable checker line"}
+
+    def wait_program(self, pid, limits):
+        """Wait for a program process that closed its socket; kill it if it lingers."""
+        deadline = time.monotonic() + GRACE_S
+        while True:
+            wpid, status, ru = os.wait4(pid, os.WNOHANG)
+            if wpid:
+                return status, ru.ru_maxrss, False
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                status, rss = self.wait_status(pid)
+                return status, rss, False
+            time.sleep(0.0002)
+
+    def judge_check(self, job):
+        """``check`` with the separate checker: a program process per attempt, the checker runs asserts."""
+        import socket
+
+        limits = job["limits"]
+        n = len(job["cases"])
+        results = [None] * n
+        time_s = float(limits["time_s"])
+        start = 0
+        devnull = os.open("/dev/null", os.O_RDWR)
+        try:
+            while start < n:
+                self.ensure_checker()
+                a, b = socket.socketpair()
+                out = os.open(PATHS["private"] + "/out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                gc.freeze()
+                pid = os.fork()
+                if pid == 0:
+                    try:
+                        a.close()
+                        child_setup(self.cfg, limits, devnull, out, out, b.fileno())
+                        serve_program(job, RESULT_FD, RESULT_FD)
+                    except BaseException:
+                        os._exit(122)
+                    os._exit(0)
+                b.close()
+                os.close(out)
+                body = json.dumps(dict(job, start=start)).encode("utf-8")
+                try:
+                    socket.send_fds(self.ck["sock"], [len(body).to_bytes(4, "big")], [a.fileno()])
+                    self.ck["sock"].sendall(body)
+                except OSError:
+                    self.stop_checker()
+                a.close()
+                nxt, deadline = start, time.monotonic() + 2 * time_s + GRACE_S
+                finished = False
+                fatal = "checker gave no result"
+                while self.ck is not None:
+                    msg = self.checker_line(deadline)
+                    if msg is None:
+                        break
+                    if msg.get("done"):
+                        finished = "restart" if msg.get("restart") else "done"
+                        break
+                    if "fatal" in msg:
+                        fatal = str(msg["fatal"])[:300]
+                        continue
+                    i = msg.get("i")
+                    if not isinstance(i, int) or not (nxt <= i < n):
+                        continue
+                    if "died" in msg:
+                        status, rss, _ = self.wait_program(pid, limits)
+                        st, detail = self.death_verdict(status, rss, False, limits, str(msg["died"]))
+                        msg = {"i": i, "status": st, "detail": detail, "t": msg.get("t", 0.0)}
+                    results[i] = msg
+                    nxt = i + 1
+                    deadline = time.monotonic() + time_s + GRACE_S
+                if not finished:
+                    # the checker is stuck (a check that ignores its alarm) or gone: replace it
+                    self.stop_checker()
+                    if nxt < n and results[nxt] is None:
+                        results[nxt] = {"i": nxt, "status": "timeout", "detail": "time limit exceeded", "t": time_s * 1000.0}
+                        nxt += 1
+                else:
+                    self.ck["jobs"] += 1
+                    if finished == "done" and nxt < n and results[nxt] is None:
+                        # the checker stopped without deciding the next case: a fresh attempt decides it
+                        results[nxt] = {"i": nxt, "status": "runtime_error", "detail": fatal, "t": 0.0}
+                        nxt += 1
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                self.kill_all()
+                start = nxt
+        finally:
+            os.close(devnull)
+        if self.ck is not None and self.ck["jobs"] >= CHECKER_JOBS:
+            self.stop_checker()
+        return {"cases": results}
+
+    def fork_runner(self, limits, stdin_fd, out_fd, err_fd, body):
+        """Fork a runner with a fresh per-run secret for its result pipe."""
+        r, w = os.pipe()
+        secret = os.urandom(16).hex()
+        gc.freeze()  # hide everything the harness holds from gc.get_objects() in the runner
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(r)
+                child_setup(self.cfg, limits, stdin_fd, out_fd, err_fd, w)
+                body(secret)
+            except BaseException:
+                os._exit(120)
+            os._exit(0)
+        os.close(w)
+        return pid, r, secret

@@ -6,10 +6,12 @@ Per-case statuses: ``passed``, ``wrong_answer``, ``runtime_error``, ``timeout``,
 
 Where each verdict is decided: ``stdio`` outputs and ``call`` return values travel back from the sandbox
 and are compared here, in the service, with :mod:`.compare` (the program never sees the expected values,
-so it cannot fake them except by computing them). ``check`` asserts run inside the sandbox next to the
-candidate; there the candidate's return values are converted to plain built-in values first, so an object
-with a forged ``__eq__`` cannot pass an assert, and results come back on a separate pipe prefixed with a
-per-run secret, never parsed from the program's output.
+so it cannot fake them except by computing them). ``check`` asserts run inside the sandbox in a checker
+process separate from the program's (``checker=process``, the default; see checker.py), which gets only
+plain return values from it; with ``checker=inprocess`` they run next to the candidate (faster, hardened,
+but open to deliberate frame introspection). Results never come from the program's output: the harness
+reads them from a channel the program does not hold (a socket, or a pipe whose lines carry a per-run
+secret).
 
 Back-pressure: at most ``max_queue`` programs are admitted at once (running in one of the ``workers``
 containers or waiting for one); a request that would exceed it gets 429 and nothing of it runs.

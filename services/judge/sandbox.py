@@ -10,7 +10,8 @@ Isolation model (what each container is):
 - Privileged mode (the service runs as root, as in the Docker image): no user namespace; the harness keeps
   only CAP_SETUID/SETGID/KILL/DAC_OVERRIDE/FOWNER/CHOWN and every program runs as its container's own uid
   (``uid_base + i``) with no capabilities, so it can neither signal the harness nor touch its files, and
-  RLIMIT_NPROC bounds its processes. Unprivileged mode (non-root service): a user namespace, programs run
+  RLIMIT_NPROC bounds its processes; the container's checker (``check`` tests) runs as yet another uid
+  (``uid_base + i + 1_000_000``). Give each judge instance on one host its own ``uid_base``. Unprivileged mode (non-root service): a user namespace, programs run
   as the harness's uid; a program that kills the harness only fails itself (the container is replaced).
 - Per program the harness forks runners with rlimits (address space, CPU, file size = output limit,
   processes, 64 open files, no core) and kills every process of the container afterwards.
@@ -44,8 +45,11 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-# checker.py first: harness.py ends by calling main()
-HARNESS_SOURCE = Path(__file__).with_name("checker.py").read_text() + "\n" + Path(__file__).with_name("harness.py").read_text()
+# One script from three files: checker.py first (it installs the harness's private builtins), harness.py
+# last (it ends by calling main()).
+HARNESS_SOURCE = "\n".join(
+    (Path(__file__).parent / name).read_text() for name in ("checker.py", "runner.py", "harness.py")
+)
 CHECKER_UID_OFFSET = 1_000_000
 _CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_CHOWN")
 
