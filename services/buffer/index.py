@@ -73,13 +73,41 @@ class TaskMap:
     task_version: int
 
 
+COLUMNS: tuple[str, ...] = tuple(ROW_DTYPE.names or ())
+
+
+def _grow(arr: npt.NDArray[Any], needed: int) -> npt.NDArray[Any]:
+    """``arr`` if it can hold ``needed`` items, else a bigger copy (x1.5 amortised growth)."""
+    if arr.size >= needed:
+        return arr
+    out = np.empty(max(needed, int(arr.size * 1.5) + 1024), dtype=arr.dtype)
+    out[: arr.size] = arr
+    return out
+
+
+def columns_from_rows(rows: npt.NDArray[Any]) -> dict[str, npt.NDArray[Any]]:
+    """Contiguous per-column arrays, with spare capacity so later inserts append in place."""
+    cols = {}
+    for name in COLUMNS:
+        arr = np.empty(rows.size + max(1024, rows.size // 4), dtype=ROW_DTYPE[name])
+        arr[: rows.size] = rows[name]
+        cols[name] = arr
+    return cols
+
+
 @dataclass(frozen=True)
 class Snapshot:
-    """All experiences as arrays sorted by id, at one (version, task_version)."""
+    """All experiences as columns sorted by id, at one (version, task_version).
+
+    ``cols`` (and per-row ``cache`` arrays) may be longer than ``n``: the tail is spare capacity that
+    a newer snapshot appends into in place; a snapshot only ever reads its first ``n`` items, and
+    an updated value is written copy-on-write, so a snapshot never changes once published.
+    """
 
     version: int
     tasks: TaskMap
-    rows: npt.NDArray[Any]  # structured, ROW_DTYPE
+    n: int
+    cols: dict[str, npt.NDArray[Any]]
     serial: int = 0
     parent_serial: int | None = None
     changed: npt.NDArray[np.int64] | None = None  # positions new or updated since the parent
@@ -89,49 +117,59 @@ class Snapshot:
     def key(self) -> tuple[int, int]:
         return (self.version, self.tasks.task_version)
 
+    def col(self, name: str) -> npt.NDArray[Any]:
+        """The first n values of one column."""
+        return self.cols[name][: self.n]
+
+    @property
+    def rows(self) -> npt.NDArray[Any]:
+        """A structured copy of all rows (for tests and the rare re-sort; not on the hot path)."""
+        out = np.empty(self.n, dtype=ROW_DTYPE)
+        for name in COLUMNS:
+            out[name] = self.col(name)
+        return out
+
     @property
     def pass_rate(self) -> npt.NDArray[np.float64]:
-        return np.asarray(self.rows["pass_rate"])
+        return self.col("pass_rate")
 
     def possibility(self, mode: str) -> npt.NDArray[np.float64]:
-        """P(t) of every experience in the given mode, computed once per snapshot."""
+        """P(t) of every experience in the given mode, computed once per snapshot (or carried over)."""
         arr = self.cache.get(mode)
         if arr is None:
-            arr = sampling.possibility(
-                mode, self.rows["logprob"], self.rows["token_count"], self.rows["group_key"]
-            )
+            arr = sampling.possibility(mode, self.col("logprob"), self.col("token_count"), self.col("group_key"))
             self.cache[mode] = arr
-        return arr
+        return arr[: self.n]
 
     def dataset_codes(self) -> npt.NDArray[np.int32]:
         """Dataset code of every experience (via its task)."""
         arr = self.cache.get("dataset_code")
         if arr is None:
-            arr = _lookup(self.tasks.dataset_code, self.rows["task_seq"])
+            arr = _lookup(self.tasks.dataset_code, self.col("task_seq"))
             self.cache["dataset_code"] = arr
-        return np.asarray(arr, dtype=np.int32)
+        return arr[: self.n]
 
     def split_codes(self) -> npt.NDArray[np.int32]:
         """Split code of every experience (via its task)."""
         arr = self.cache.get("split_code")
         if arr is None:
-            arr = _lookup(self.tasks.split_code, self.rows["task_seq"])
+            arr = _lookup(self.tasks.split_code, self.col("task_seq"))
             self.cache["split_code"] = arr
-        return np.asarray(arr, dtype=np.int32)
+        return arr[: self.n]
 
     def mask(
         self, *, dataset: str | None, split: str | None, source: str | None, include_unjudged: bool
     ) -> npt.NDArray[np.bool_]:
         """Which experiences a filter admits."""
-        keep = np.ones(self.rows.size, dtype=bool)
+        keep = np.ones(self.n, dtype=bool)
         if dataset is not None:
             keep &= self.dataset_codes() == self.tasks.datasets.get(dataset, -2)
         if split is not None:
             keep &= self.split_codes() == self.tasks.splits.get(split, -2)
         if source is not None:
-            keep &= self.rows["source_key"] == key64(source)
+            keep &= self.col("source_key") == key64(source)
         if not include_unjudged:
-            keep &= ~np.isnan(self.rows["pass_rate"])
+            keep &= ~np.isnan(self.pass_rate)
         return keep
 
 
@@ -263,6 +301,47 @@ def merge_rows(
     return out, changed
 
 
+def apply_delta(
+    parent: Snapshot, delta: npt.NDArray[Any]
+) -> tuple[dict[str, npt.NDArray[Any]], int, npt.NDArray[np.int64] | None]:
+    """The parent's columns with the delta rows applied: (columns, n, changed positions or None).
+
+    Updates are written copy-on-write (only the columns whose values differ, in practice pass_rate);
+    new rows, whose ids are above every stored id, are appended in place into spare capacity. An
+    id below the newest (not produced by this service's writers) falls back to a full re-sort.
+    """
+    n = parent.n
+    ids = parent.col("id")
+    if delta.size and n and delta["id"].min() <= ids[-1]:
+        pos = np.searchsorted(ids, delta["id"])
+        inside = pos < n
+        existing = np.zeros(delta.size, dtype=bool)
+        existing[inside] = ids[pos[inside]] == delta["id"][inside]
+    else:
+        pos = np.full(delta.size, n, dtype=np.int64)
+        existing = np.zeros(delta.size, dtype=bool)
+    fresh = delta[~existing]
+    if fresh.size and n and fresh["id"][0] <= ids[-1]:
+        merged, _ = merge_rows(parent.rows, delta)
+        return columns_from_rows(merged), merged.size, None
+    cols = dict(parent.cols)
+    updated = pos[existing].astype(np.int64)
+    if updated.size:
+        rows = delta[existing]
+        for name in COLUMNS:
+            if not np.array_equal(cols[name][updated], rows[name], equal_nan=rows[name].dtype.kind == "f"):
+                arr = cols[name].copy()
+                arr[updated] = rows[name]
+                cols[name] = arr
+    k = fresh.size
+    if k:
+        for name in COLUMNS:
+            arr = _grow(cols[name], n + k)
+            arr[n : n + k] = fresh[name]
+            cols[name] = arr
+    return cols, n + k, np.concatenate([updated, np.arange(n, n + k, dtype=np.int64)])
+
+
 PER_ROW_CACHES = ("sequence", "token_mean", "dataset_code", "split_code")
 """Cached per-row arrays that depend on nothing but the row (and the task map): carried over to a
 new snapshot by recomputing only the changed positions. ``beam_softmax`` depends on the whole beam
@@ -270,7 +349,8 @@ group, so it is recomputed."""
 
 
 def _carry_caches(parent: Snapshot, child: Snapshot) -> None:
-    """Fill the child's per-row caches from the parent's, recomputing only the changed positions."""
+    """Fill the child's per-row caches from the parent's, recomputing only the changed positions
+    (appended in place into spare capacity; an updated value that differs is written copy-on-write)."""
     changed = child.changed
     if changed is None:
         return
@@ -282,14 +362,17 @@ def _carry_caches(parent: Snapshot, child: Snapshot) -> None:
         if changed.size == 0:
             child.cache[name] = old
             continue
-        out = np.empty(child.rows.size, dtype=old.dtype)
-        out[: old.size] = old
-        sub = child.rows[changed]
+        task_seq = child.col("task_seq")[changed]
         if name.endswith("_code"):
             codes = child.tasks.dataset_code if name == "dataset_code" else child.tasks.split_code
-            out[changed] = _lookup(codes, sub["task_seq"])
+            values: npt.NDArray[Any] = _lookup(codes, task_seq)
         else:
-            out[changed] = sampling.possibility(name, sub["logprob"], sub["token_count"])
+            values = sampling.possibility(name, child.col("logprob")[changed], child.col("token_count")[changed])
+        inside = changed < parent.n
+        if inside.any() and not np.array_equal(old[changed[inside]], values[inside]):
+            old = old.copy()
+        out = _grow(old, child.n)
+        out[changed] = values
         child.cache[name] = out
 
 
@@ -349,32 +432,34 @@ class PriorityIndex:
             changed: npt.NDArray[np.int64] | None = None
             if snap is None:
                 rows = load_rows(conn)
+                cols, n = columns_from_rows(rows), rows.size
                 self.full_loads += 1
             elif version != snap.version:
-                rows, changed = merge_rows(snap.rows, load_rows(conn, after_version=snap.version))
+                cols, n, changed = apply_delta(snap, load_rows(conn, after_version=snap.version))
                 self.incremental_loads += 1
             else:
-                rows, changed = snap.rows, np.empty(0, dtype=np.int64)
+                cols, n, changed = snap.cols, snap.n, np.empty(0, dtype=np.int64)
             # Rows read after the markers may carry newer versions: all versions up to the highest
             # seen have committed (writers are serialised), so the snapshot is at least that new.
-            if rows.size and (snap is None or version != snap.version):
+            if n and (snap is None or version != snap.version):
                 version = max(version, max_row_version(conn))
             tasks = snap.tasks if snap is not None and snap.tasks.task_version == task_version else None
-            max_seq = int(rows["task_seq"].max()) if rows.size else -1
+            max_seq = int(cols["task_seq"][:n].max()) if n else -1
             if tasks is None or max_seq >= tasks.dataset_code.size:
                 tasks = load_task_map(conn, task_version)
             self._serial += 1
             fresh = Snapshot(
                 version=version,
                 tasks=tasks,
-                rows=rows,
+                n=n,
+                cols=cols,
                 serial=self._serial,
                 parent_serial=snap.serial if snap is not None else None,
                 changed=changed,
             )
             if snap is not None:
                 _carry_caches(snap, fresh)
-                if snap.rows is rows and "beam_softmax" in snap.cache:
+                if changed is not None and changed.size == 0 and "beam_softmax" in snap.cache:
                     fresh.cache["beam_softmax"] = snap.cache["beam_softmax"]
             self._snapshot = fresh
             return fresh
@@ -407,19 +492,19 @@ class PriorityIndex:
             previous = self._latest.get(params)
         mask = snap.mask(dataset=dataset, split=split, source=source, include_unjudged=include_unjudged)
         poss_all = snap.possibility(possibility)
-        ids = np.asarray(snap.rows["id"])
+        ids = snap.col("id")
         prepared: Prepared | None = None
         if scheme == "rank":
             if (
                 previous is not None
                 and previous.serial == snap.parent_serial
                 and snap.changed is not None
-                and snap.changed.size <= max(1000, snap.rows.size // 20)
+                and snap.changed.size <= max(1000, snap.n // 20)
                 and previous.task_version == snap.tasks.task_version
                 and possibility != "beam_softmax"
             ):
                 changed = snap.changed
-                flag = np.zeros(snap.rows.size, dtype=bool)
+                flag = np.zeros(snap.n, dtype=bool)
                 flag[changed] = True
                 keep = ~flag[previous.positions]
                 cand = changed[mask[changed]]

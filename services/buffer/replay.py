@@ -66,13 +66,15 @@ def sample(*, session: Session, index: PriorityIndex, request: SampleRequest, se
         slots = dist.draw(request.n, np.random.default_rng(request.seed))
         probs = dist.probability(slots)
         local = dist.order[slots]  # positions within the population
-        rows = snap.rows[prepared.positions[local]]
-        ids = [int(i) for i in rows["id"]]
+        chosen = prepared.positions[local]
+        ids = [int(i) for i in snap.col("id")[chosen]]
+        chosen_pass_rate = snap.pass_rate[chosen]
+        chosen_tokens = snap.col("token_count")[chosen]
         found = _fetch(session, sorted(set(ids)))
     items = []
     for j, eid in enumerate(ids):
         task_id, program, prompt = found[eid]
-        pass_rate = float(rows["pass_rate"][j])
+        pass_rate = float(chosen_pass_rate[j])
         items.append(
             SampledItem(
                 experience_id=eid,
@@ -83,7 +85,7 @@ def sample(*, session: Session, index: PriorityIndex, request: SampleRequest, se
                 sample_probability=float(probs[j]),
                 pass_rate=None if np.isnan(pass_rate) else pass_rate,
                 possibility=float(prepared.possibility[local[j]]),
-                token_count=int(rows["token_count"][j]),
+                token_count=int(chosen_tokens[j]),
             )
         )
     return SampleResponse(items=items, population=dist.size)
@@ -126,7 +128,7 @@ def stats(*, session: Session, index: PriorityIndex, dataset: str | None, settin
         )
     return StatsResponse(
         tasks=sum(task_counts.values()),
-        experiences=int(snap.rows.size),
+        experiences=snap.n,
         judged=int(judged_mask.sum()),
         alpha=settings.stats_alpha,
         possibility=settings.stats_possibility,

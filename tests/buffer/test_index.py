@@ -126,3 +126,28 @@ def test_incremental_rank_matches_a_full_rebuild(db_url: str, tmp_path: Path) ->
                 np.testing.assert_array_equal(snap.possibility("token_mean"), fresh_snap.possibility("token_mean"))
                 np.testing.assert_array_equal(snap.dataset_codes(), fresh_snap.dataset_codes())
         assert index.incremental_prepares >= 8
+
+
+def test_apply_delta_appends_in_place_and_updates_copy_on_write() -> None:
+    from services.buffer.index import ROW_DTYPE, Snapshot, TaskMap, apply_delta, columns_from_rows
+
+    base = np.zeros(3, dtype=ROW_DTYPE)
+    base["id"] = [1, 5, 9]
+    base["pass_rate"] = [0.0, np.nan, 1.0]
+    tasks = TaskMap(np.zeros(1, np.int32), np.zeros(1, np.int32), {}, {}, 0)
+    parent = Snapshot(version=1, tasks=tasks, n=3, cols=columns_from_rows(base))
+    delta = np.zeros(2, dtype=ROW_DTYPE)
+    delta["id"] = [5, 12]
+    delta["pass_rate"] = [0.5, 0.25]
+    cols, n, changed = apply_delta(parent, delta)
+    child = Snapshot(version=2, tasks=tasks, n=n, cols=cols, changed=changed)
+    assert child.col("id").tolist() == [1, 5, 9, 12] and changed is not None and changed.tolist() == [1, 3]
+    assert child.col("pass_rate").tolist() == [0.0, 0.5, 1.0, 0.25]
+    assert cols["id"] is parent.cols["id"]  # appended in place into spare capacity
+    assert cols["pass_rate"] is not parent.cols["pass_rate"]  # updated copy-on-write
+    assert parent.col("id").tolist() == [1, 5, 9] and np.isnan(parent.col("pass_rate")[1])  # parent intact
+    # an id below the newest falls back to a re-sort
+    late = np.zeros(1, dtype=ROW_DTYPE)
+    late["id"] = [7]
+    cols, n, changed = apply_delta(child, late)
+    assert changed is None and cols["id"][:n].tolist() == [1, 5, 7, 9, 12]
