@@ -230,6 +230,29 @@ class Experiment:
 
     # --- phases --------------------------------------------------------------------------------
 
+    def for_training(self, tasks: list[TaskIn]) -> list[TaskIn]:
+        """The tasks as the trainer must see them: prompt X exactly as the generator conditions on it.
+
+        The trainer tokenizes ``prompt + program``; in chat format the generator conditions on the chat
+        template plus an opening fence and the program is the code inside, so the training buffers hold
+        that text as the prompt (the judge always gets the original task).
+        """
+        if self.cfg.prompt_format != "chat":
+            return tasks
+        from transformers import AutoTokenizer
+
+        from services.generator.models import resolve_model
+        from services.generator.prompts import CHAT_FENCE_OPEN
+
+        tok = AutoTokenizer.from_pretrained(resolve_model(self.cfg.model, self.settings.models_dir()))
+        out = []
+        for t in tasks:
+            text = tok.apply_chat_template(
+                [{"role": "user", "content": t.prompt}], add_generation_prompt=True, tokenize=False
+            )
+            out.append(t.model_copy(update={"prompt": str(text) + CHAT_FENCE_OPEN}))
+        return out
+
     def _request(self, prompts: list[str], mode: str, k: int, seed: int | None = None) -> GenerateRequest:
         stop = list(RAW_STOP) if self.cfg.prompt_format == "raw" else []
         return GenerateRequest(
@@ -246,7 +269,7 @@ class Experiment:
 
     def sample(self, buf: BufferClient, mode: str) -> dict[str, Any]:
         """k programs per train task from the base model (beam search or sampling), stored unjudged."""
-        buf.upsert_tasks(self.train_tasks)
+        buf.upsert_tasks(self.for_training(self.train_tasks))
         stored = 0
         for i, part in enumerate(chunks(self.train_tasks, self.cfg.gen_batch)):
             seed = None if mode == "beam" else 1000 + i
@@ -273,12 +296,12 @@ class Experiment:
 
     def teach(self, buf: BufferClient) -> dict[str, Any]:
         """Reference programs of the teacher tasks (possibility 1: no log-probability is known)."""
-        buf.upsert_tasks(self.teacher_tasks)
+        buf.upsert_tasks(self.for_training(self.teacher_tasks))
         refs = canonical_programs()
         items = [
             ExperienceIn(
                 task_id=t.id,
-                program=refs[t.id],
+                program=(t.prompt + refs[t.id]) if self.cfg.prompt_format == "chat" else refs[t.id],
                 logprob=0.0,
                 token_count=0,
                 source="humaneval-canonical",
@@ -313,7 +336,7 @@ class Experiment:
 
     def passing(self, src: BufferClient, dst: BufferClient) -> dict[str, Any]:
         """Copy the fully passing programs of ``src`` into ``dst`` (the rejection-sampling buffer)."""
-        dst.upsert_tasks(self.train_tasks)
+        dst.upsert_tasks(self.for_training(self.train_tasks))
         keep = []
         for t in self.train_tasks:
             keep += [e for e in src.list_experiences(task_id=t.id, limit=1000).items if e.pass_rate == 1.0]
@@ -409,6 +432,27 @@ class Experiment:
             },
         }
 
+    def prepare(self, name: str | None, stack: ExitStack) -> None:
+        """Fill buffer ``name`` the first time a phase needs it (sampling is the costly part)."""
+        if name in ("beam", "sample") and not self.done(f"sample-{name}"):
+            t0 = time.perf_counter()
+            buf = self.buffer(stack, name)
+            info = self.sample(buf, name)
+            info.update(self.judge_all(buf, self.train_tasks))
+            self.finish(f"sample-{name}", info, t0)
+        elif name == "teacher" and self.teacher_tasks and not self.done("teacher"):
+            t0 = time.perf_counter()
+            buf = self.buffer(stack, "teacher")
+            info = self.teach(buf)
+            info.update(self.judge_all(buf, self.teacher_tasks))
+            self.finish("teacher", info, t0)
+        elif name == "passing" and not self.done("passing"):
+            self.prepare("beam", stack)
+            t0 = time.perf_counter()
+            self.finish(
+                "passing", self.passing(self.buffer(stack, "beam"), self.buffer(stack, "passing")), t0
+            )
+
     # --- the whole thing -----------------------------------------------------------------------
 
     def run(self, only: list[str] | None = None) -> dict[str, Any]:
@@ -425,26 +469,7 @@ class Experiment:
         with ExitStack() as stack:
             self.generator = embedded_generator(stack, self.settings, cfg.model)
             self.judge = embedded_judge(stack, self.settings)
-            need = cfg.buffers_needed()
-            for mode in ("beam", "sample"):
-                if mode in need and not self.done(f"sample-{mode}"):
-                    t0 = time.perf_counter()
-                    buf = self.buffer(stack, mode)
-                    info = self.sample(buf, mode)
-                    info.update(self.judge_all(buf, self.train_tasks))
-                    self.finish(f"sample-{mode}", info, t0)
-            if "teacher" in need and self.teacher_tasks and not self.done("teacher"):
-                t0 = time.perf_counter()
-                buf = self.buffer(stack, "teacher")
-                info = self.teach(buf)
-                info.update(self.judge_all(buf, self.teacher_tasks))
-                self.finish("teacher", info, t0)
-            if "passing" in need and not self.done("passing"):
-                self.finish(
-                    "passing",
-                    self.passing(self.buffer(stack, "beam"), self.buffer(stack, "passing")),
-                    time.perf_counter(),
-                )
+            self.prepare("beam" if "beam" in cfg.buffers_needed() else None, stack)
             if not self.done("eval-base"):
                 t0 = time.perf_counter()
                 self.finish("eval-base", self.evaluate(), t0)
@@ -454,11 +479,13 @@ class Experiment:
                     if (only and v.name not in only) or self.done(phase):
                         continue
                     t0 = time.perf_counter()
-                    if v.buffer == "passing" and not (self.done("passing") or {}).get("programs"):
-                        self.finish(phase, {"skipped": "no program of the beam buffer passes every test"}, t0)
-                        continue
                     if v.buffer == "teacher" and not self.teacher_tasks:
                         self.finish(phase, {"skipped": "teacher_size is 0"}, t0)
+                        continue
+                    self.prepare(v.buffer, stack)
+                    t0 = time.perf_counter()
+                    if v.buffer == "passing" and not (self.done("passing") or {}).get("programs"):
+                        self.finish(phase, {"skipped": "no program of the beam buffer passes every test"}, t0)
                         continue
                     self.log(f"{phase}: training {cfg.steps} steps x {cfg.n}")
                     self.finish(phase, self.train_and_eval(v, seed, self.buffer(stack, v.buffer)), t0)
