@@ -126,6 +126,7 @@ def save_checkpoint(
     trainer_state: dict[str, Any],
     meta: dict[str, Any],
     keep: int = 0,
+    extra_files: tuple[Path, ...] = (),
 ) -> Path:
     """Write ``root/step-N`` atomically; ``model`` is a HF model or a PEFT model (adapter only)."""
     root.mkdir(parents=True, exist_ok=True)
@@ -136,6 +137,9 @@ def save_checkpoint(
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        for extra in extra_files:
+            if extra.is_file():
+                shutil.copyfile(extra, tmp / extra.name)
         torch.save(trainer_state, tmp / STATE_FILE)
         (tmp / META_FILE).write_text(json.dumps({"step": step, **meta}, indent=2, sort_keys=True))
         _fsync_tree(tmp)

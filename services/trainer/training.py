@@ -41,7 +41,7 @@ from services.common.schemas.buffer import SampledItem
 from services.common.schemas.trainer import JobCreate, LossPoint
 
 from . import checkpoint as ckpt
-from .data import Example, MicroBatch, bucket, collate, make_example, tokenize
+from .data import Example, MicroBatch, bucket, collate, make_example, resolve_format, tokenize
 from .models import resolve_model
 
 log = logging.getLogger(__name__)
@@ -346,6 +346,7 @@ def run_job(
     except (OSError, ValueError) as exc:
         raise JobConfigError(f"no usable tokenizer in {base_path}: {exc}", param="model") from exc
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    fmt = resolve_format(job.prompt_format, folder=base_path, tokenizer=tokenizer)
 
     resume = ckpt.latest_checkpoint(output_dir)
     torch.manual_seed(job.seed)
@@ -396,10 +397,12 @@ def run_job(
             "loss_history": [p.model_dump() for p in history],
             "job": job.model_dump(mode="json"),
         }
-        meta = {"kind": kind, "base_model": str(base_path), "model": job.model}
+        meta = {"kind": kind, "base_model": str(base_path), "model": job.model, "prompt_format": fmt}
         path = ckpt.save_checkpoint(
             output_dir, step, model=to_save, tokenizer=tokenizer, trainer_state=state, meta=meta,
             keep=keep_checkpoints,
+            # The generator reads whether a model is instruct from this marker of converted models.
+            extra_files=(base_path / "btp_model.json",) if kind == "full" else (),
         )
         if on_checkpoint is not None:
             on_checkpoint(step, path)
@@ -415,7 +418,7 @@ def run_job(
                 break
             step += 1
             items = fetch_batch(buffer, job, step, rank, world)
-            examples = [tokenize(tokenizer, it.prompt, it.program, job.max_seq_len) for it in items]
+            examples = [tokenize(tokenizer, it.prompt, it.program, job.max_seq_len, fmt) for it in items]
             lr = lr_at(job, step)
             stats = runner.step(examples, lr)
             if not math.isfinite(stats.loss):

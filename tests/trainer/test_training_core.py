@@ -70,6 +70,25 @@ def test_tokenize_scores_program_and_eos_only(tiny_llama: Path) -> None:
     assert tok.decode(list(ex.input_ids[: ex.n_prompt])).endswith(prompt)
 
 
+def test_chat_format_matches_the_generator_prompt(tiny_llama: Path, tmp_path: Path) -> None:
+    """chat: the prompt is exactly the generator's encode_prompt; the target is program + fence + EOS."""
+    from transformers import AutoTokenizer
+
+    from services.generator.prompts import encode_prompt
+    from services.trainer.data import resolve_format
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    assert resolve_format("auto", folder=tiny_llama, tokenizer=tok) == "raw"  # no chat template
+    tok.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}<assistant>"
+    assert resolve_format("auto", folder=tmp_path, tokenizer=tok) == "chat"
+    prompt, program = "Add two numbers.", "def add(a, b):\n    return a + b"
+    ex = tokenize(tok, prompt, program, 512, "chat")
+    assert list(ex.input_ids[: ex.n_prompt]) == encode_prompt(tok, prompt, "chat")
+    scored = [ex.input_ids[p + 1] for p in ex.loss_positions()]
+    assert scored[-1] == tok.eos_token_id
+    assert tok.decode(scored[:-1]) == program + "\n```"
+
+
 def test_program_loss_matches_hf_masked_loss(tiny_llama: Path) -> None:
     """Our head-on-scored-positions loss equals HF's loss with labels -100 on prompt and padding."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -32,6 +32,12 @@ class JobCreate(BaseModel):
     warmup_steps: int = Field(0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0.0)
     max_seq_len: int = Field(1024, ge=8, le=32768)
+    prompt_format: Literal["auto", "raw", "chat"] = Field(
+        "auto",
+        description="How (X, t) is laid out, as the generator conditions on it: raw = prompt then program; "
+        "chat = prompt as the user turn of the chat template, the assistant turn opening with a "
+        "```python fence, the program and the closing fence as target; auto = chat for instruct models.",
+    )
     lora: bool = False
     lora_r: int = Field(16, ge=1, le=1024)
     lora_alpha: int = Field(32, ge=1, le=4096)
