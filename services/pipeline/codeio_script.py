@@ -39,6 +39,7 @@ from typing import Any
 MARKER = "@@BTP-CODEIO-RESULT@@ "
 CHILD_HASH_SEEDS = ("8191", "131071")
 REPEAT_UNDER_S = 0.2
+MIN_SECOND_RUN_CALLS = 24  # a task with 2 distinct inputs gets 12 calls each (record 1888: Monty Hall)
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
@@ -172,14 +173,15 @@ def _reversed_dicts(value: Any) -> Any:
 
 def _rerun(namespace: dict[str, Any], inputs: list[str], case_s: float, repeats: int) -> list[dict[str, Any]]:
     """Second run, in reverse input-dict key order (the stored JSON may come back from the buffer in
-    another order: PostgreSQL's JSONB sorts keys). Fast cases are called ``repeats`` times, so
-    low-entropy randomness (a coin flip among three messages) rarely agrees by chance every time."""
+    another order: PostgreSQL's JSONB sorts keys). Fast cases are called ``repeats`` times (more when
+    there are few cases: at least MIN_SECOND_RUN_CALLS calls in all), so low-entropy randomness (one of
+    three messages, a won/lost game) rarely agrees by chance every time."""
     fn = namespace["main_solution"]
     results: list[dict[str, Any]] = []
     for key in inputs:
         texts: list[str | None] = []
         entry: dict[str, Any] = {}
-        for _ in range(max(1, repeats)):
+        for _ in range(max(1, repeats, -(-MIN_SECOND_RUN_CALLS // max(1, len(inputs))))):
             tick = time.perf_counter()
             try:
                 out = _limited(case_s, fn, **_reversed_dicts(json.loads(key)))

@@ -218,6 +218,9 @@ def test_skip_paths(sandbox: Any) -> None:
     records.append(_synthetic(len(records), NONDETERMINISTIC_ORDER))
     records.append(_synthetic(len(records), *KEY_ORDER))
     records.append(_synthetic(len(records), COIN))
+    records.append(
+        _synthetic(len(records), COIN, "def generate_inputs(rng):\n    return {'a': rng.randint(0, 1)}\n")
+    )
     sunk: list[Any] = []
     summary = import_codeio(
         records,
@@ -226,8 +229,9 @@ def test_skip_paths(sandbox: Any) -> None:
         sandbox=sandbox,
     )
     expected = {reason: 1 for reason in SYNTHETIC}
-    # random.random(), set order (another hash seed), input-dict key order, a coin flip (repeats)
-    expected["nondeterministic"] = 4
+    # random.random(), set order (another hash seed), input-dict key order, a coin flip (repeats) on
+    # 10 inputs and on 2 inputs (12 calls each: chance agreement 2**-24)
+    expected["nondeterministic"] = 5
     assert dict(summary.skipped) == expected, summary.examples
     assert summary.imported == 0 and sunk == []
     assert "not_a_package_btp_xyz" in summary.examples["missing_package"][0]
