@@ -455,7 +455,9 @@ class Experiment:
 
     # --- the whole thing -----------------------------------------------------------------------
 
-    def run(self, only: list[str] | None = None) -> dict[str, Any]:
+    def run(self, only: list[str] | None = None, *, shared: bool = True) -> dict[str, Any]:
+        """Run (or resume) the phases; ``shared=False`` leaves the beam buffer and the base evaluation to
+        another process working on the same folder (variants that need them then wait for them)."""
         from .connect import embedded_generator, embedded_judge
 
         cfg = self.cfg
@@ -469,8 +471,9 @@ class Experiment:
         with ExitStack() as stack:
             self.generator = embedded_generator(stack, self.settings, cfg.model)
             self.judge = embedded_judge(stack, self.settings)
-            self.prepare("beam" if "beam" in cfg.buffers_needed() else None, stack)
-            if not self.done("eval-base"):
+            if shared:
+                self.prepare("beam" if "beam" in cfg.buffers_needed() else None, stack)
+            if shared and not self.done("eval-base"):
                 t0 = time.perf_counter()
                 self.finish("eval-base", self.evaluate(), t0)
             for seed in cfg.seeds:
@@ -482,6 +485,9 @@ class Experiment:
                     if v.buffer == "teacher" and not self.teacher_tasks:
                         self.finish(phase, {"skipped": "teacher_size is 0"}, t0)
                         continue
+                    if not shared and v.buffer in ("beam", "passing"):
+                        while not self.done("sample-beam"):
+                            time.sleep(10)
                     self.prepare(v.buffer, stack)
                     t0 = time.perf_counter()
                     if v.buffer == "passing" and not (self.done("passing") or {}).get("programs"):
@@ -570,6 +576,12 @@ def experiment_command(
     only: Annotated[
         str | None, typer.Option(help="Comma-separated variant names to run (default all).")
     ] = None,
+    shared: Annotated[
+        bool,
+        typer.Option(
+            help="Run the shared phases (beam buffer, base evaluation); --no-shared for a 2nd process."
+        ),
+    ] = True,
     summarize_only: Annotated[
         bool, typer.Option(help="Only rebuild results.json/results.md from finished phases.")
     ] = False,
@@ -597,7 +609,9 @@ def experiment_command(
     exp = Experiment(cfg, folder, settings, log=lambda m: print(time.strftime("%H:%M:%S"), m, flush=True))
     try:
         summary = (
-            exp.summarize() if summarize_only else exp.run([s for s in (only or "").split(",") if s] or None)
+            exp.summarize()
+            if summarize_only
+            else exp.run([s for s in (only or "").split(",") if s] or None, shared=shared)
         )
     except BTPError as exc:
         typer.echo(f"error: {type(exc).__name__}: {exc.message}", err=True)
