@@ -45,6 +45,7 @@ def _health(request: Request) -> dict[str, Any]:
     return {
         "backend": judge.settings.backend,
         "privileged": judge.pool.privileged,
+        "cgroups": judge.pool.cgroups_active(),
         "workers": judge.pool.size,
         "healthy": judge.pool.healthy(),
         "queued": judge.queued,

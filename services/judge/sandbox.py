@@ -25,6 +25,7 @@ Isolation model (what each container is):
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -41,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .cgroups import ContainerCgroup, join_command
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ HARNESS_SOURCE = "\n".join(
     (Path(__file__).parent / name).read_text() for name in ("checker.py", "runner.py", "harness.py")
 )
 CHECKER_UID_OFFSET = 1_000_000
+_CGROUP_SEQ = itertools.count()
 _CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_CHOWN")
 
 
@@ -175,6 +178,7 @@ class Box:
         self.privileged = privileged
         self.proc: subprocess.Popen[bytes] | None = None
         self._scratch: str | None = None
+        self.cgroup: ContainerCgroup | None = None
         self.programs = 0
 
     def _command(self) -> list[str]:
@@ -196,8 +200,15 @@ class Box:
         ]
 
     def start(self) -> None:
-        """Start the container and wait for its harness to answer."""
+        """Start the container (in its own cgroup where possible) and wait for its harness to answer."""
         cmd = self._command()
+        if self.settings.cgroups and self.settings.backend == "bwrap":
+            s = self.settings
+            memory = (s.max_memory_mb + 2 * s.tmpfs_mb + s.shm_mb + 256) * 1024 * 1024
+            self.cgroup = ContainerCgroup(
+                f"btp-judge-{os.getpid()}-{next(_CGROUP_SEQ)}", memory_bytes=memory, pids=s.max_processes + 64
+            )
+            cmd = join_command(self.cgroup.create(), cmd)
 
         def spawn() -> subprocess.Popen[bytes]:
             return subprocess.Popen(
@@ -267,6 +278,9 @@ class Box:
         if self._scratch:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
+        if self.cgroup is not None:
+            self.cgroup.remove()
+            self.cgroup = None
 
     def restart(self) -> None:
         """Replace the container with a fresh one."""
@@ -347,6 +361,10 @@ class SandboxPool:
         except SandboxUnavailable:
             log.exception("sandbox container %d could not be restarted", box.index)
             box.close()
+
+    def cgroups_active(self) -> bool:
+        """Whether the containers run in cgroups of their own."""
+        return bool(self.boxes) and all(b.cgroup is not None and b.cgroup.dirs for b in self.boxes)
 
     def healthy(self) -> bool:
         """All containers running."""

@@ -44,6 +44,11 @@ class Settings(CommonSettings):
         default_factory=lambda: ["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin"],
         description="Host directories visible read-only in the sandbox (symlinks are recreated as symlinks).",
     )
+    cgroups: bool = Field(
+        default=True,
+        description="Put each container in a cgroup of its own with memory and pids limits where the host "
+        "allows it (cgroup v1, or v2 with delegation); rlimits apply either way.",
+    )
     workers: int = Field(
         default_factory=_default_workers, ge=1, le=256,
         description="Warm sandbox containers, i.e. programs judged in parallel (default: CPU count).",

@@ -113,3 +113,22 @@ def test_process_backend_is_opt_in_and_warns_on_every_start(caplog: pytest.LogCa
             res = judge(c, "def f():\n    while True: pass\n", check_tests("candidate()"), {"time_s": 0.3})
             assert res["cases"][0]["status"] == "timeout"
         assert any("WITHOUT any sandbox" in r.getMessage() for r in caplog.records)
+
+
+def test_containers_get_cgroup_limits_where_the_host_allows(client: TestClient) -> None:
+    judge_state = client.app.state.judge  # type: ignore[attr-defined]
+    if not client.get("/health").json()["cgroups"]:
+        pytest.skip("this host does not let the judge create cgroups")
+    for box in judge_state.pool.boxes:
+        assert box.cgroup is not None and box.cgroup.dirs
+        for d in box.cgroup.dirs:
+            members = set((d / "cgroup.procs").read_text().split())
+            assert str(box.pid) in members or members  # the container's processes are in it
+            limit_file = next(f for f in ("memory.limit_in_bytes", "memory.max", "pids.max") if (d / f).exists())
+            assert (d / limit_file).read_text().strip() not in ("", "max")
+
+
+def test_cgroups_are_removed_with_their_containers() -> None:
+    with TestClient(create_app(make_settings(workers=1))) as c:
+        dirs = [d for b in c.app.state.judge.pool.boxes if b.cgroup for d in b.cgroup.dirs]  # type: ignore[attr-defined]
+    assert not any(d.exists() for d in dirs)
