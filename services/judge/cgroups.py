@@ -98,6 +98,26 @@ class ContainerCgroup:
         self.dirs = []
 
 
+def remove_stale() -> int:
+    """Remove container cgroups left by judge processes that died without cleaning up (SIGKILL)."""
+    removed = 0
+    for base in set(_own_cgroups().values()):  # containers' cgroups are made right under ours
+        try:
+            entries = list(base.iterdir())
+        except OSError:
+            continue
+        for d in entries:
+            parts = d.name.split("-")
+            if not (d.is_dir() and d.name.startswith("btp-judge-") and len(parts) == 4 and parts[2].isdigit()):
+                continue
+            if Path(f"/proc/{parts[2]}").exists():
+                continue
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
+                removed += 1
+    return removed
+
+
 def join_command(procs_files: list[str], cmd: list[str]) -> list[str]:
     """``cmd`` prefixed by a shell that moves itself into the cgroups, then execs ``cmd``."""
     if not procs_files:

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .cgroups import ContainerCgroup, join_command
+from .cgroups import ContainerCgroup, join_command, remove_stale
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -310,6 +310,8 @@ class SandboxPool:
         """Probe the sandbox, then start every container (raises :class:`SandboxUnavailable`)."""
         if self.settings.backend == "bwrap":
             self.privileged = probe_sandbox(self.settings)
+            if self.settings.cgroups:
+                remove_stale()
         else:
             resolve_python(self.settings)
         boxes = [
