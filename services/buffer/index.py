@@ -186,7 +186,6 @@ class Prepared:
 
     positions: npt.NDArray[np.int64]  # snapshot positions, in rank order for ``rank``
     p2value: npt.NDArray[np.float64]
-    possibility: npt.NDArray[np.float64]
     distribution: sampling.Distribution  # over indices into ``positions``
     serial: int = 0  # the snapshot it was built on
     task_version: int = 0
@@ -512,18 +511,17 @@ class PriorityIndex:
                 positions, p2 = _insert_sorted(previous.positions[keep], previous.p2value[keep], ids, cand, cand_p2)
                 self.incremental_prepares += 1
             else:
-                population = np.flatnonzero(mask).astype(np.int64)
+                population = np.flatnonzero(mask)
                 pop_p2 = sampling.p2value(alpha, poss_all[population], snap.pass_rate[population])
                 order = sampling.rank_order(pop_p2, ids[population])
                 positions, p2 = population[order], pop_p2[order]
             dist = sampling.rank_distribution(positions.size, exponent)
-            prepared = Prepared(positions, p2, poss_all[positions], dist, snap.serial, snap.tasks.task_version)
+            prepared = Prepared(positions, p2, dist, snap.serial, snap.tasks.task_version)
         else:
-            positions = np.flatnonzero(mask).astype(np.int64)
-            poss = poss_all[positions]
-            p2 = sampling.p2value(alpha, poss, snap.pass_rate[positions])
+            positions = np.flatnonzero(mask)
+            p2 = sampling.p2value(alpha, poss_all[positions], snap.pass_rate[positions])
             dist = sampling.build_distribution(scheme, p2, ids[positions], exponent)
-            prepared = Prepared(positions, p2, poss, dist, snap.serial, snap.tasks.task_version)
+            prepared = Prepared(positions, p2, dist, snap.serial, snap.tasks.task_version)
         if self.cache_entries > 0:
             with self._cache_lock:
                 self._cache[key] = prepared

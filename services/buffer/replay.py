@@ -70,6 +70,7 @@ def sample(*, session: Session, index: PriorityIndex, request: SampleRequest, se
         ids = [int(i) for i in snap.col("id")[chosen]]
         chosen_pass_rate = snap.pass_rate[chosen]
         chosen_tokens = snap.col("token_count")[chosen]
+        chosen_possibility = snap.possibility(request.possibility)[chosen]
         found = _fetch(session, sorted(set(ids)))
     items = []
     for j, eid in enumerate(ids):
@@ -84,7 +85,7 @@ def sample(*, session: Session, index: PriorityIndex, request: SampleRequest, se
                 p2value=float(prepared.p2value[local[j]]),
                 sample_probability=float(probs[j]),
                 pass_rate=None if np.isnan(pass_rate) else pass_rate,
-                possibility=float(prepared.possibility[local[j]]),
+                possibility=float(chosen_possibility[j]),
                 token_count=int(chosen_tokens[j]),
             )
         )

@@ -29,7 +29,7 @@ cache it and draw from it again for the next request (see :mod:`services.buffer.
 
 from __future__ import annotations
 
-import functools
+import threading
 from dataclasses import dataclass
 from typing import Literal
 
@@ -125,17 +125,29 @@ class Distribution:
         return np.asarray(self.weights[slots] / self.total, dtype=np.float64)
 
 
-@functools.lru_cache(maxsize=8)
+_RANK_WEIGHTS: dict[float, tuple[FloatArray, FloatArray]] = {}
+_RANK_LOCK = threading.Lock()
+
+
 def rank_distribution(n: int, exponent: float) -> Distribution:
-    """Eq. 8 over n items already in rank order: w_r = (1 / r)^e. Depends only on (n, e), so cached."""
+    """Eq. 8 over n items already in rank order: w_r = (1 / r)^e.
+
+    The weights and their running sum for ranks 1..n are a prefix of those for any larger n, so one
+    array per exponent (grown when needed, never written after publication) serves every population size.
+    """
     if n == 0:
         return Distribution("rank", np.arange(0, dtype=np.int64), None, None)
-    base = 1.0 / np.arange(1, n + 1, dtype=np.float64)
-    weights = base if exponent == 1.0 else np.power(base, exponent)
-    weights.setflags(write=False)
-    cdf = np.cumsum(weights)
-    cdf.setflags(write=False)
-    return Distribution("rank", np.arange(n, dtype=np.int64), weights, cdf)
+    with _RANK_LOCK:
+        cached = _RANK_WEIGHTS.get(exponent)
+        if cached is None or cached[0].size < n:
+            size = max(n, 1024, 0 if cached is None else int(cached[0].size * 1.5))
+            base = 1.0 / np.arange(1, size + 1, dtype=np.float64)
+            weights = base if exponent == 1.0 else np.power(base, exponent)
+            cached = (weights, np.cumsum(weights))
+            if len(_RANK_WEIGHTS) >= 16:
+                _RANK_WEIGHTS.clear()
+            _RANK_WEIGHTS[exponent] = cached
+    return Distribution("rank", np.arange(n, dtype=np.int64), cached[0][:n], cached[1][:n])
 
 
 def build_distribution(scheme: str, p2: FloatArray, ids: IntArray, exponent: float) -> Distribution:
