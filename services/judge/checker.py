@@ -508,7 +508,8 @@ class CheckerSupervision:
                         nxt += 1
                 try:
                     os.kill(pid, signal.SIGKILL)
-                except OSError:
+                    os.waitpid(pid, 0)
+                except (OSError, ChildProcessError):
                     pass
                 self.kill_all()
                 start = nxt
