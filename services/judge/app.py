@@ -16,7 +16,10 @@ namespace, to mount tmpfs and drop to per-container uids. The judge container th
       - systempaths=unconfined       # Docker masks /proc paths, which blocks mounting a fresh /proc
 
 (no ``privileged: true``, no host network, no extra devices). The image needs the ``bubblewrap`` package
-and a ``python3`` under ``/usr``.
+and a ``python3`` under ``/usr``; the service runs as root inside its container (bwrap then needs no user
+namespace, and programs run under per-container uids). Per-container cgroup limits additionally need a
+writable cgroup hierarchy (``cgroup: private`` plus a writable ``/sys/fs/cgroup``, or cgroup v2
+delegation); without it the judge keeps to rlimits and ``/health`` reports ``"cgroups": false``.
 """
 
 from __future__ import annotations
