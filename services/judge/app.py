@@ -9,7 +9,9 @@ every start.
 Docker: bubblewrap needs to create mount/pid/net/ipc/uts namespaces and, running as root without a user
 namespace, to mount tmpfs and drop to per-container uids. The judge container therefore needs exactly::
 
-    cap_add: [SYS_ADMIN]             # mount namespaces, tmpfs, pivot_root inside bwrap
+    cap_add: [SYS_ADMIN, NET_ADMIN]  # SYS_ADMIN: namespaces, tmpfs, pivot_root; NET_ADMIN: bwrap brings up
+                                     # "lo" in each new network namespace
+    # (SETUID, SETGID, KILL, CHOWN, DAC_OVERRIDE, FOWNER, which the harness keeps, are Docker defaults)
     security_opt:
       - seccomp=unconfined           # Docker's default seccomp profile blocks unshare/mount/pivot_root
       - apparmor=unconfined          # docker-default AppArmor denies mount
