@@ -103,14 +103,14 @@ def test_sigkilled_worker_job_is_redelivered_and_resumes(
 ) -> None:
     settings, api = stack
     log = tmp_path / "worker.log"
-    job = api.post("/v1/jobs", json=_job(tiny_llama, steps=80, checkpoint_every=8)).json()
+    job = api.post("/v1/jobs", json=_job(tiny_llama, steps=40, checkpoint_every=4)).json()
     url = f"/v1/jobs/{job['id']}"
     with worker(settings, log) as first:
-        _wait(lambda: api.get(url).json()["progress"]["step"] >= 20, 180, "step 20", log)
+        _wait(lambda: api.get(url).json()["progress"]["step"] >= 10, 180, "step 10", log)
         os.kill(first.pid, signal.SIGKILL)
         first.wait()
     killed = api.get(url).json()
-    assert killed["status"] == "running" and killed["progress"]["step"] < 80
+    assert killed["status"] == "running" and killed["progress"]["step"] < 40
     assert killed["attempts"] == 1
     with worker(settings, log):
         done = _wait(
@@ -119,16 +119,16 @@ def test_sigkilled_worker_job_is_redelivered_and_resumes(
     assert done["status"] == "succeeded", done["error"]
     assert done["attempts"] == 2
     resumed = done["resumed_from_step"]
-    assert resumed is not None and resumed % 8 == 0 and 16 <= resumed <= killed["progress"]["step"]
-    assert [p["step"] for p in done["loss_history"]] == list(range(1, 81))
+    assert resumed is not None and resumed % 4 == 0 and 8 <= resumed <= killed["progress"]["step"]
+    assert [p["step"] for p in done["loss_history"]] == list(range(1, 41))
     out = settings.resolved_checkpoints_dir() / job["id"]
-    assert done["checkpoint"] == str(out / "step-80")
+    assert done["checkpoint"] == str(out / "step-40")
     # Every checkpoint is whole: nothing half-written is left, each one loads with its state.
     from transformers import AutoModelForCausalLM
 
     assert not [p for p in out.iterdir() if p.name.startswith(".tmp")]
     steps = [c.step for c in ckpt.list_checkpoints(out)]
-    assert steps == list(range(8, 81, 8))
+    assert steps == list(range(4, 41, 4))
     for c in ckpt.list_checkpoints(out):
         assert ckpt.load_trainer_state(c.path)["step"] == c.step
         AutoModelForCausalLM.from_pretrained(c.path)
