@@ -146,6 +146,16 @@ def test_bad_jobs_fail_clearly_and_the_worker_keeps_serving(
     assert api.post(f"/v1/jobs/{cancelled}/cancel").json()["status"] == "cancelled"
     with worker(settings, log):
         _wait(lambda: api.get(f"/v1/jobs/{good}").json()["status"] == "succeeded", 180, "good job", log)
+        # A running job asked to cancel stops at its next step and keeps a checkpoint of where it was.
+        long = api.post("/v1/jobs", json=_job(tiny_llama, steps=5000, checkpoint_every=1000)).json()["id"]
+        _wait(lambda: api.get(f"/v1/jobs/{long}").json()["progress"]["step"] >= 3, 180, "long job running", log)
+        asked = api.post(f"/v1/jobs/{long}/cancel").json()
+        assert asked["status"] == "running" and asked["cancel_requested"] is True
+        stopped = _wait(
+            lambda: (j := api.get(f"/v1/jobs/{long}").json())["status"] == "cancelled" and j, 60, "cancel", log
+        )
+    assert stopped["progress"]["step"] < 5000
+    assert stopped["checkpoint"] == str(settings.resolved_checkpoints_dir() / long / f"step-{stopped['progress']['step']}")
     jobs = {j["id"]: j for j in api.get("/v1/jobs").json()["items"]}
     assert jobs[lora_gpt2]["status"] == "failed" and "LoRA cannot be applied" in jobs[lora_gpt2]["error"]
     assert jobs[empty]["status"] == "failed" and "no eligible experiences" in jobs[empty]["error"]
