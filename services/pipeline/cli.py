@@ -210,14 +210,21 @@ def print_table(metrics: list[dict[str, Any]], title: str) -> None:
 def execute(cfg: RunConfig | None, resume: str | None, settings: Settings, quiet: bool = False) -> list[dict[str, Any]]:
     """Create or resume a run folder and drive Algorithm 1 to the end."""
     from .connect import open_services
-    from .driver import Pipeline, SilentReporter
+    from .driver import Pipeline, SilentReporter, load_tasks
     from .runs import RunFolder
     from .teacher import GeneratorSampler, JsonlSampler, OpenAISampler, Sampler
 
     runs = settings.runs_dir()
-    folder = RunFolder.open(runs, resume) if resume else RunFolder.create(runs, cfg)  # type: ignore[arg-type]
-    cfg = folder.config()
     mbpp = str(settings.mbpp_path) if settings.mbpp_path else None
+    if resume:
+        folder = RunFolder.open(runs, resume)
+        cfg = folder.config()
+        tasks = load_tasks(cfg, mbpp)
+    else:
+        if cfg is None:
+            raise ValueError("a new run needs a configuration (or --resume NAME)")
+        tasks = load_tasks(cfg, mbpp)  # bad data set options fail here, before any folder or model
+        folder = RunFolder.create(runs, cfg)
     with open_services(settings, model=cfg.model, buffer_database_url=folder.buffer_database_url(),
                        checkpoints=folder.path / "checkpoints") as services:  # fmt: skip
         sampler: Sampler | None = None
@@ -234,10 +241,10 @@ def execute(cfg: RunConfig | None, resume: str | None, settings: Settings, quiet
         elif t is not None and t.kind == "jsonl":
             sampler = JsonlSampler(Path(t.path or ""))
         if quiet:
-            return Pipeline(cfg, folder, services, sampler=sampler, reporter=SilentReporter(), mbpp_path=mbpp).run()
+            return Pipeline(cfg, folder, services, sampler=sampler, reporter=SilentReporter(), tasks=tasks).run()
         console.print(f"run [bold]{folder.name}[/bold] in {folder.path} ({services.mode}); model {cfg.model}")
         with _progress() as progress:
-            pipe = Pipeline(cfg, folder, services, sampler=sampler, reporter=RichReporter(progress), mbpp_path=mbpp)
+            pipe = Pipeline(cfg, folder, services, sampler=sampler, reporter=RichReporter(progress), tasks=tasks)
             console.print(f"{len(pipe.train_tasks)} train / {len(pipe.test_tasks)} held-out tasks "
                           f"({', '.join(cfg.datasets)}); {cfg.rounds} rounds, k={cfg.k}")  # fmt: skip
             return pipe.run()
@@ -300,7 +307,7 @@ def run(
     start = time.perf_counter()
     try:
         metrics = execute(cfg, resume, settings)
-    except (FileExistsError, FileNotFoundError) as exc:
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc), 2) from exc
     except BTPError as exc:
         raise _fail(f"{type(exc).__name__}: {exc.message}") from exc

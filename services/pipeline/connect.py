@@ -10,6 +10,7 @@ Celery worker) instead.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -24,6 +25,28 @@ from .driver import Reporter, Services
 from .settings import Settings
 
 
+def quiet_embedded_logs() -> None:
+    """In-process services log at WARNING unless BTP_LOG_LEVEL says otherwise: the CLI shows progress bars."""
+    import logging
+
+    level = os.environ.get("BTP_LOG_LEVEL", "WARNING").upper()
+    for name in ("httpx", "httpx2", "services", "celery"):
+        logging.getLogger(name).setLevel(level)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # the generator is remote: no transformers needed here
+        pass
+
+
+def _log_level() -> str:
+    return os.environ.get("BTP_LOG_LEVEL", "WARNING")
+
+
 def _embedded_client(stack: ExitStack, app: Any) -> Any:
     from fastapi.testclient import TestClient
 
@@ -35,7 +58,7 @@ def embedded_generator(stack: ExitStack, settings: Settings, model: str) -> Gene
     from services.generator.app import create_app
     from services.generator.settings import Settings as GeneratorSettings
 
-    gs = GeneratorSettings(model=model, data_dir=settings.data_dir)
+    gs = GeneratorSettings(model=model, data_dir=settings.data_dir, log_level=_log_level())
     return GeneratorClient(client=_embedded_client(stack, create_app(gs)))
 
 
@@ -44,7 +67,7 @@ def embedded_judge(stack: ExitStack, settings: Settings) -> JudgeClient:
     from services.judge.app import create_app
     from services.judge.settings import Settings as JudgeSettings
 
-    return JudgeClient(client=_embedded_client(stack, create_app(JudgeSettings(data_dir=settings.data_dir))))
+    return JudgeClient(client=_embedded_client(stack, create_app(JudgeSettings(data_dir=settings.data_dir, log_level=_log_level()))))
 
 
 def embedded_buffer(stack: ExitStack, settings: Settings, database_url: str) -> BufferClient:
@@ -52,7 +75,7 @@ def embedded_buffer(stack: ExitStack, settings: Settings, database_url: str) -> 
     from services.buffer.app import create_app
     from services.buffer.settings import Settings as BufferSettings
 
-    bs = BufferSettings(database_url=database_url, data_dir=settings.data_dir)
+    bs = BufferSettings(database_url=database_url, data_dir=settings.data_dir, log_level=_log_level())
     return BufferClient(client=_embedded_client(stack, create_app(bs)))
 
 
@@ -108,6 +131,7 @@ def open_services(
     """Clients for every service: remote where a URL is set, embedded otherwise."""
     token, timeout = settings.api_token, settings.service_timeout_s
     with ExitStack() as stack:
+        quiet_embedded_logs()
         if settings.trainer_url and not settings.buffer_url:
             raise ValidationError(
                 "BTP_TRAINER_URL is set but BTP_BUFFER_URL is not: a remote trainer cannot reach an "

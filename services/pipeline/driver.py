@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -85,13 +86,13 @@ def load_tasks(cfg: RunConfig, mbpp_path: str | None = None) -> tuple[list[TaskI
     """The run's train and test slices, per data set, deterministic."""
     train: list[TaskIn] = []
     test: list[TaskIn] = []
-    from pathlib import Path
-
     for name in cfg.datasets:
         raw = cfg.dataset_paths.get(name) or (mbpp_path if name == "mbpp" else None)
         result = load_dataset(name, Path(raw) if raw else None, test_fraction=cfg.test_fraction)
         train += select(result.tasks, "train", cfg.train_size)
         test += select(result.tasks, "test", cfg.test_size)
+    if not train or not test:
+        raise ValueError(f"the data set slice is empty: {len(train)} train and {len(test)} held-out tasks")
     return train, test
 
 
@@ -107,11 +108,12 @@ class Pipeline:
         sampler: Sampler | None = None,
         reporter: Reporter | None = None,
         mbpp_path: str | None = None,
+        tasks: tuple[list[TaskIn], list[TaskIn]] | None = None,
     ) -> None:
         self.cfg, self.folder, self.svc = cfg, folder, services
         self.reporter = reporter or SilentReporter()
         self.sampler = sampler
-        self.train_tasks, self.test_tasks = load_tasks(cfg, mbpp_path)
+        self.train_tasks, self.test_tasks = tasks or load_tasks(cfg, mbpp_path)
         self.tasks = {t.id: t for t in self.train_tasks + self.test_tasks}
         self.limits = Limits(time_s=cfg.judge_time_s, memory_mb=cfg.judge_memory_mb)
 
