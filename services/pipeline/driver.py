@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from services.common.client import BufferClient, GeneratorClient, JudgeClient
