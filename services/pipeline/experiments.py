@@ -226,32 +226,18 @@ class Experiment:
 
             url = f"sqlite:///{self.out / f'buffer-{name}.sqlite3'}"
             self.buffers[name] = embedded_buffer(stack, self.settings, url)
+            # (re)state the tasks: the upsert is idempotent and puts back the original prompts
+            tasks = self.teacher_tasks if name == "teacher" else self.train_tasks
+            if tasks:
+                self.buffers[name].upsert_tasks(tasks)
         return self.buffers[name]
 
     # --- phases --------------------------------------------------------------------------------
 
     def for_training(self, tasks: list[TaskIn]) -> list[TaskIn]:
-        """The tasks as the trainer must see them: prompt X exactly as the generator conditions on it.
-
-        The trainer tokenizes ``prompt + program``; in chat format the generator conditions on the chat
-        template plus an opening fence and the program is the code inside, so the training buffers hold
-        that text as the prompt (the judge always gets the original task).
-        """
-        if self.cfg.prompt_format != "chat":
-            return tasks
-        from transformers import AutoTokenizer
-
-        from services.generator.models import resolve_model
-        from services.generator.prompts import CHAT_FENCE_OPEN
-
-        tok = AutoTokenizer.from_pretrained(resolve_model(self.cfg.model, self.settings.models_dir()))
-        out = []
-        for t in tasks:
-            text = tok.apply_chat_template(
-                [{"role": "user", "content": t.prompt}], add_generation_prompt=True, tokenize=False
-            )
-            out.append(t.model_copy(update={"prompt": str(text) + CHAT_FENCE_OPEN}))
-        return out
+        """The tasks as the buffers hold them: the original prompt X (the trainer lays X out in the
+        job's ``prompt_format`` exactly as the generator conditions on it)."""
+        return tasks
 
     def _request(self, prompts: list[str], mode: str, k: int, seed: int | None = None) -> GenerateRequest:
         stop = list(RAW_STOP) if self.cfg.prompt_format == "raw" else []
@@ -399,6 +385,7 @@ class Experiment:
             learning_rate=cfg.learning_rate,
             lora=cfg.lora,
             max_seq_len=cfg.max_seq_len,
+            prompt_format=cfg.prompt_format,
             checkpoint_every=cfg.steps,
             seed=seed,
             sample=SampleRequest(
