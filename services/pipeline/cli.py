@@ -33,6 +33,8 @@ app.add_typer(model_app, name="model")
 app.add_typer(import_app, name="import")
 console = Console()
 SERVICE_NAMES = ("generator", "judge", "buffer", "trainer")
+_D = {name: field.default for name, field in RunConfig.model_fields.items()}
+"""RunConfig's defaults: the CLI shows and uses exactly these."""
 
 
 class RichReporter:
@@ -257,25 +259,25 @@ def run(
     model: Annotated[str | None, typer.Option(help="Student model: known name or HF folder.")] = None,
     dataset: Annotated[list[str] | None, typer.Option(help="Data set(s): humaneval, mbpp, apps, codecontests; repeat to mix.")] = None,
     dataset_path: Annotated[list[str] | None, typer.Option(help="NAME=PATH source file of a data set (apps/codecontests need one).")] = None,
-    train_size: Annotated[int, typer.Option(min=1, help="Train tasks per data set.")] = 24,
-    test_size: Annotated[int, typer.Option(min=1, help="Held-out tasks per data set.")] = 24,
-    test_fraction: Annotated[float, typer.Option(min=0.01, max=0.99, help="Share of a data set in the test split.")] = 0.5,
-    rounds: Annotated[int, typer.Option(min=0, help="Rounds of Algorithm 1.")] = 2,
-    k: Annotated[int, typer.Option(min=1, max=16, help="Beams per task (top-k programs).")] = 3,
-    max_new_tokens: Annotated[int, typer.Option(min=8, help="Generated tokens per program at most.")] = 128,
-    prompt_format: Annotated[str, typer.Option(help="raw, chat or auto (the generator's prompt_format).")] = "raw",
-    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="P2Value weight of the possibility (Eq. 6).")] = 0.5,
-    priority_exponent: Annotated[float, typer.Option(min=0.0, max=10.0, help="Exponent of Eq. 7.")] = 1.0,
-    scheme: Annotated[str, typer.Option(help="rank, proportional or uniform.")] = "rank",
-    possibility: Annotated[str, typer.Option(help="sequence, token_mean or beam_softmax.")] = "token_mean",
-    n: Annotated[int, typer.Option(min=1, help="PPER minibatch size per step.")] = 8,
-    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per round.")] = 4,
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = 5e-5,
-    lora: Annotated[bool, typer.Option(help="LoRA instead of full fine-tuning.")] = False,
-    lora_r: Annotated[int, typer.Option(min=1, help="LoRA rank.")] = 16,
-    judge_time_s: Annotated[float, typer.Option(help="Judge wall time per case, seconds.")] = 2.0,
-    judge_memory_mb: Annotated[int, typer.Option(help="Judge memory limit, MiB.")] = 512,
-    seed: Annotated[int, typer.Option(min=0, help="Seed of the PPER draws and training.")] = 0,
+    train_size: Annotated[int, typer.Option(min=1, help="Train tasks per data set.")] = _D["train_size"],
+    test_size: Annotated[int, typer.Option(min=1, help="Held-out tasks per data set.")] = _D["test_size"],
+    test_fraction: Annotated[float, typer.Option(min=0.01, max=0.99, help="Share of a data set in the test split.")] = _D["test_fraction"],
+    rounds: Annotated[int, typer.Option(min=0, help="Rounds of Algorithm 1.")] = _D["rounds"],
+    k: Annotated[int, typer.Option(min=1, max=16, help="Beams per task (top-k programs).")] = _D["k"],
+    max_new_tokens: Annotated[int, typer.Option(min=8, help="Generated tokens per program at most.")] = _D["max_new_tokens"],
+    prompt_format: Annotated[str, typer.Option(help="raw, chat or auto (the generator's prompt_format).")] = _D["prompt_format"],
+    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="P2Value weight of the possibility (Eq. 6).")] = _D["alpha"],
+    priority_exponent: Annotated[float, typer.Option(min=0.0, max=10.0, help="Exponent of Eq. 7.")] = _D["priority_exponent"],
+    scheme: Annotated[str, typer.Option(help="rank, proportional or uniform.")] = _D["scheme"],
+    possibility: Annotated[str, typer.Option(help="sequence, token_mean or beam_softmax.")] = _D["possibility"],
+    n: Annotated[int, typer.Option(min=1, help="PPER minibatch size per step.")] = _D["n"],
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per round.")] = _D["steps"],
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = _D["learning_rate"],
+    lora: Annotated[bool, typer.Option(help="LoRA instead of full fine-tuning.")] = _D["lora"],
+    lora_r: Annotated[int, typer.Option(min=1, help="LoRA rank.")] = _D["lora_r"],
+    judge_time_s: Annotated[float, typer.Option(help="Judge wall time per case, seconds.")] = _D["judge_time_s"],
+    judge_memory_mb: Annotated[int, typer.Option(help="Judge memory limit, MiB.")] = _D["judge_memory_mb"],
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the PPER draws and training.")] = _D["seed"],
     teacher_url: Annotated[str | None, typer.Option(help="Sample with the generator at this URL (teacher).")] = None,
     teacher_openai_url: Annotated[str | None, typer.Option(help="Sample with an OpenAI-compatible endpoint (…/v1).")] = None,
     teacher_model: Annotated[str | None, typer.Option(help="Model name at the OpenAI-compatible endpoint.")] = None,

@@ -1,7 +1,10 @@
 """The configuration of one `btp run`: every knob of the paper, saved as the run folder's config.json.
 
-Defaults are the embedded main job: SmolLM2-135M-Instruct on a small MBPP slice, k = 3 beams, short
-programs and a few fine-tuning steps, so `btp run` with no flags finishes in minutes on a 2-core CPU.
+Defaults are the embedded main job: SmolLM2-135M-Instruct on a small MBPP slice (16 train, 16 held-out
+tasks), k = 3 beams, one round, programs of at most 128 tokens and 4 fine-tuning steps of 8, so `btp run`
+with no flags finishes within 15 minutes on a 2-core CPU. The prompt format is ``chat``: measured on 16
+held-out MBPP tasks, SmolLM2-135M-Instruct's greedy programs passed 6.2% of the tests with the chat
+template and 0% as raw completions (HumanEval raw: 0% as well).
 """
 
 from __future__ import annotations
@@ -49,13 +52,16 @@ class RunConfig(BaseModel):
     model: str = Field(description="Student model: local HF folder or known name.")
     datasets: list[str] = Field(default_factory=lambda: ["mbpp"], min_length=1)
     dataset_paths: dict[str, str] = Field(default_factory=dict)
-    train_size: int = Field(24, ge=1, description="Train tasks per data set (hash-ordered slice).")
-    test_size: int = Field(24, ge=1, description="Held-out tasks per data set.")
+    train_size: int = Field(16, ge=1, description="Train tasks per data set (hash-ordered slice).")
+    test_size: int = Field(16, ge=1, description="Held-out tasks per data set.")
     test_fraction: float = Field(0.5, gt=0.0, lt=1.0)
-    rounds: int = Field(2, ge=0, le=1000)
+    rounds: int = Field(1, ge=0, le=1000)
     k: int = Field(3, ge=1, le=16, description="Beams per task (top-k programs).")
     max_new_tokens: int = Field(128, ge=8, le=4096)
-    prompt_format: PromptFormat = "raw"
+    prompt_format: PromptFormat = Field(
+        "chat",
+        description="chat: SmolLM2-135M-Instruct answers in its chat template (non-zero pass rates); raw: plain completion.",
+    )
     stop: list[str] | None = Field(None, description="Stop sequences; default RAW_STOP for raw, none for chat.")
     gen_batch: int = Field(8, ge=1, le=256, description="Prompts per generate call.")
     alpha: float = Field(0.5, ge=0.0, le=1.0)

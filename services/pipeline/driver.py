@@ -232,6 +232,7 @@ class Pipeline:
             lora=self.cfg.lora,
             lora_r=self.cfg.lora_r,
             max_seq_len=self.cfg.max_seq_len,
+            prompt_format=self.cfg.prompt_format,
             checkpoint_every=max(1, self.cfg.steps),
             seed=self.cfg.seed + round_,
             sample=self.sample_request(round_),
