@@ -48,7 +48,7 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.\-]+$")
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
     model: str = Field(description="Student model: local HF folder or known name.")
     datasets: list[str] = Field(default_factory=lambda: ["mbpp"], min_length=1)
     dataset_paths: dict[str, str] = Field(default_factory=dict)

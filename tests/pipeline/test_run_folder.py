@@ -19,14 +19,15 @@ def _cfg(**kw: object) -> RunConfig:
 
 def test_config_defaults_and_validation() -> None:
     cfg = _cfg()
-    assert cfg.k == 3 and cfg.datasets == ["mbpp"] and cfg.stops() == RAW_STOP
-    assert _cfg(prompt_format="chat").stops() == []
+    assert cfg.k == 3 and cfg.datasets == ["mbpp"] and cfg.prompt_format == "chat" and cfg.stops() == []
+    assert _cfg(prompt_format="raw").stops() == RAW_STOP
     with pytest.raises(ValidationError):
         _cfg(datasets=["nope"])
     with pytest.raises(ValidationError):
         _cfg(alpha=1.5)
-    with pytest.raises(ValidationError):
-        _cfg(name="../escape")
+    for bad in ("../escape", "..", ".hidden", "a b"):
+        with pytest.raises(ValidationError):
+            _cfg(name=bad)
     with pytest.raises(ValidationError):
         TeacherConfig(kind="openai", url="http://x")
     with pytest.raises(ValidationError):
