@@ -27,7 +27,7 @@ apps_like = st.fixed_dictionaries(
         "input_output": json_values
         | st.builds(lambda i, o, f: json.dumps({"inputs": i, "outputs": o, **({"fn_name": f} if f else {})}),
                     st.lists(json_values, max_size=3), st.lists(json_values, max_size=3),
-                    st.sampled_from(["", "f", "bad name", "Solution"])),  # fmt: skip
+                    st.sampled_from(["", "f", "bad name", "Solution"])),
         "difficulty": json_values,
         "starter_code": st.text(max_size=20) | st.none(),
     },
@@ -39,7 +39,7 @@ cc_like = st.fixed_dictionaries(
         "description": st.text(max_size=20),
         "public_tests": json_values
         | st.builds(lambda i, o: {"input": i, "output": o}, st.lists(st.text(max_size=5), max_size=3),
-                    st.lists(st.text(max_size=5), max_size=3)),  # fmt: skip
+                    st.lists(st.text(max_size=5), max_size=3)),
         "private_tests": json_values,
         "difficulty": st.integers(-2, 40) | st.text(max_size=4) | st.none(),
     },
