@@ -22,6 +22,7 @@ import argparse
 import hashlib
 import io
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -286,6 +287,7 @@ def main() -> None:
         proc.wait(timeout=30)
         with psycopg.connect(f"{PG} dbname=postgres", autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
