@@ -384,14 +384,15 @@ def sweep(
     name: Annotated[str | None, typer.Option(help="Sweep name (runs are <name>-alpha<a>).")] = None,
     model: Annotated[str | None, typer.Option(help="Student model.")] = None,
     dataset: Annotated[list[str] | None, typer.Option(help="Data set(s).")] = None,
-    train_size: Annotated[int, typer.Option(min=1)] = 24,
-    test_size: Annotated[int, typer.Option(min=1)] = 24,
+    train_size: Annotated[int, typer.Option(min=1)] = _D["train_size"],
+    test_size: Annotated[int, typer.Option(min=1)] = _D["test_size"],
     rounds: Annotated[int, typer.Option(min=1)] = 1,
-    k: Annotated[int, typer.Option(min=1, max=16)] = 3,
-    max_new_tokens: Annotated[int, typer.Option(min=8)] = 128,
-    n: Annotated[int, typer.Option(min=1)] = 8,
-    steps: Annotated[int, typer.Option(min=1)] = 4,
-    lr: Annotated[float, typer.Option()] = 5e-5,
+    k: Annotated[int, typer.Option(min=1, max=16)] = _D["k"],
+    max_new_tokens: Annotated[int, typer.Option(min=8)] = _D["max_new_tokens"],
+    prompt_format: Annotated[str, typer.Option(help="raw, chat or auto.")] = _D["prompt_format"],
+    n: Annotated[int, typer.Option(min=1)] = _D["n"],
+    steps: Annotated[int, typer.Option(min=1)] = _D["steps"],
+    lr: Annotated[float, typer.Option()] = _D["learning_rate"],
     scheme: Annotated[str, typer.Option()] = "rank",
     possibility: Annotated[str, typer.Option()] = "token_mean",
 ) -> None:
@@ -405,7 +406,7 @@ def sweep(
         base = RunConfig.model_validate({
             "name": name or time.strftime("sweep-%Y%m%d-%H%M%S"), "model": model or settings.default_model,
             "datasets": dataset or ["mbpp"], "train_size": train_size, "test_size": test_size, "rounds": rounds,
-            "k": k, "max_new_tokens": max_new_tokens, "n": n, "steps": steps, "learning_rate": lr,
+            "k": k, "max_new_tokens": max_new_tokens, "prompt_format": prompt_format, "n": n, "steps": steps, "learning_rate": lr,
             "scheme": scheme, "possibility": possibility,
         })  # fmt: skip
     except ValueError as exc:

@@ -22,7 +22,8 @@ from services.pipeline.settings import Settings
 
 def _cfg(tiny_model: Path, name: str, **kw: Any) -> RunConfig:
     base = {"name": name, "model": str(tiny_model), "datasets": ["mbpp"], "train_size": 3, "test_size": 2,
-            "rounds": 1, "k": 2, "max_new_tokens": 12, "n": 2, "steps": 1, "learning_rate": 1e-3}  # fmt: skip
+            "rounds": 1, "k": 2, "max_new_tokens": 12, "n": 2, "steps": 1, "learning_rate": 1e-3,
+            "prompt_format": "raw"}  # fmt: skip
     return RunConfig.model_validate(base | kw)
 
 
@@ -105,7 +106,7 @@ def test_teacher_jsonl_programs_train_the_student(tiny_model: Path, data_dir: Pa
     runner = CliRunner()
     result = runner.invoke(app, ["run", "--name", "teach", "--model", str(tiny_model), "--train-size", "3",
                                  "--test-size", "2", "--k", "2", "--max-new-tokens", "12", "--n", "2", "--steps", "1",
-                                 "--rounds", "1", "--teacher-jsonl", str(teacher)])  # fmt: skip
+                                 "--rounds", "1", "--prompt-format", "raw", "--teacher-jsonl", str(teacher)])  # fmt: skip
     assert result.exit_code == 0, result.output
     rows = _experiences(RunFolder.open(settings.runs_dir(), "teach"))
     assert sorted(r[1] for r in rows) == sorted(["    return None\n"] * 3 + ["    pass\n"])
@@ -123,3 +124,18 @@ def test_bad_options_are_clear(data_dir: Path) -> None:
     assert bad.exit_code == 2 and "no run 'ghost'" in bad.output
     bad = runner.invoke(app, ["run", "--teacher-url", "http://a", "--teacher-jsonl", "x.jsonl"])
     assert bad.exit_code == 2
+
+
+def test_alpha_sweep(tiny_model: Path, data_dir: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["sweep", "--alphas", "0,1", "--name", "sw", "--model", str(tiny_model),
+                                 "--train-size", "2", "--test-size", "2", "--k", "2", "--max-new-tokens", "8",
+                                 "--n", "2", "--steps", "1", "--prompt-format", "raw"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    runs = data_dir / "runs"
+    assert (runs / "sw" / "sweep.html").is_file() and (runs / "sw" / "sweep.png").is_file()
+    rows = json.loads((runs / "sw" / "sweep.json").read_text())
+    assert [r["alpha"] for r in rows] == [0.0, 1.0] and rows[0]["baseline_pass_rate"] == rows[1]["baseline_pass_rate"]
+    for alpha in ("0", "1"):
+        folder = RunFolder.open(runs, f"sw-alpha{alpha}")
+        assert folder.config().alpha == float(alpha) and folder.state().finished_at
