@@ -58,7 +58,7 @@ def _ok(resp: httpx.Response) -> Any:
     return resp.json()
 
 
-def test_one_round_over_http(stack: Any, tiny_model: Path) -> None:
+def test_one_round_over_http(stack: Any, tiny_model: Path, tmp_path: Path) -> None:
     urls, proc, lines = stack
     http = httpx.Client(timeout=120)
     for url in urls.values():
@@ -112,6 +112,18 @@ def test_one_round_over_http(stack: Any, tiny_model: Path) -> None:
     # bad input: a 4xx in the error envelope, never a 500
     bad = http.post(f"{urls['buffer']}/v1/sample", json={"n": 0})
     assert bad.status_code == 422 and bad.json()["error"]["param"] == "n"
+
+    # the same `btp run` that embeds everything drives the remote stack when the URLs are set
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BTP_")}
+    env |= {f"BTP_{name.upper()}_URL": url for name, url in urls.items()} | {"BTP_DATA_DIR": str(tmp_path / "cli")}
+    run = subprocess.run([sys.executable, "-m", "services.pipeline.cli", "run", "--name", "remote", "--model",
+                          str(tiny_model), "--train-size", "2", "--test-size", "2", "--k", "2", "--max-new-tokens",
+                          "8", "--n", "2", "--steps", "1", "--prompt-format", "raw"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "(remote)" in run.stdout and "after 1" in run.stdout
+    assert not (tmp_path / "cli" / "runs" / "remote" / "buffer.sqlite3").exists()  # the remote buffer was used
+    assert _ok(http.get(f"{urls['buffer']}/v1/stats"))["experiences"] > 4
 
     # 7. Ctrl-C/SIGTERM stops every child
     proc.send_signal(signal.SIGTERM)
