@@ -248,7 +248,7 @@ def execute(cfg: RunConfig | None, resume: str | None, settings: Settings, quiet
         with _progress() as progress:
             pipe = Pipeline(cfg, folder, services, sampler=sampler, reporter=RichReporter(progress), tasks=tasks)
             console.print(f"{len(pipe.train_tasks)} train / {len(pipe.test_tasks)} held-out tasks "
-                          f"({', '.join(cfg.datasets)}); {cfg.rounds} rounds, k={cfg.k}")  # fmt: skip
+                          f"({', '.join(cfg.datasets)}); {cfg.rounds} round(s), k={cfg.k}")  # fmt: skip
             return pipe.run()
 
 
