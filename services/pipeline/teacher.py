@@ -27,7 +27,7 @@ from services.common.errors import UpstreamError, ValidationError
 from services.common.schemas.buffer import TaskIn
 from services.common.schemas.generator import GenerateRequest, PromptFormat
 
-_FENCE = re.compile(r"```[A-Za-z0-9_+-]*\n(.*?)(?:```|$)", re.DOTALL)
+_FENCE = re.compile(r"```[A-Za-z0-9_+-]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
 @dataclass(frozen=True)
