@@ -162,9 +162,10 @@ def load_humaneval(path: Path | None = None, *, test_fraction: float = 0.5, spli
 
 
 def default_mbpp_path() -> Path:
-    """``../shared/data/mbpp-multipl-e-reworded.json`` relative to the repository root."""
+    """The MBPP file: ``../shared/data/`` beside the repository when present, else the packaged copy."""
     repo = Path(__file__).resolve().parents[2]
-    return repo.parent / "shared" / "data" / MBPP_FILE
+    shared = repo.parent / "shared" / "data" / MBPP_FILE
+    return shared if shared.exists() else Path(__file__).resolve().parent / "data" / MBPP_FILE
 
 
 _DEF = re.compile(r"^def\s+([A-Za-z_][A-Za-z0-9_]*)\s*\(", re.MULTILINE)
