@@ -176,6 +176,14 @@ try:  # the CodeIO importer is its own module (its own engineer); register it wh
 except ImportError:  # pragma: no cover - depends on the optional module
     pass
 
+try:  # the paper's experiments at small scale (docs/results.md)
+    from .experiments import experiment_command
+
+    app.command("experiment", help="The paper's experiments at small scale: replay ablations, alpha sweep, "
+                "beam vs sampling, teacher -> student, with bootstrap CIs.")(experiment_command)
+except ImportError:  # pragma: no cover - depends on the optional module
+    pass
+
 
 # --- run -------------------------------------------------------------------------------------------
 
