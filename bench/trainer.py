@@ -4,8 +4,12 @@ Both train the same randomly initialised model (built from a config: SmolLM2-135
 on the same synthetic (prompt, program) examples with the loss on program tokens only, 64 examples per
 optimizer step, bf16 autocast on GPU, AdamW. Measured in the same run, timed steps after warm-up:
 
-- ours: :class:`services.trainer.training.StepRunner` (length bucketing, LM head on scored positions
-  only, fused AdamW on CUDA, gradient accumulation over micro-batches);
+- ours: :class:`services.trainer.training.StepRunner` as ``run_job`` sets it up on a GPU: length
+  bucketing with a padded-token budget per forward sized from free GPU memory (``auto_token_budget``),
+  decoder layers under ``torch.compile`` (regional, dynamic shapes), LM head on scored positions only,
+  fused AdamW, gradient accumulation over micro-batches;
+- ours, eager: the same without torch.compile, at the fixed budget of the earlier measurement (32k tokens
+  SmolLM2, 24k Qwen2); ``--same-micro`` adds ours at the Trainer's micro-batch;
 - baseline: ``Trainer`` with its defaults (random batches padded by ``DataCollatorForSeq2Seq``, labels
   -100 on prompt and padding), the same micro-batch and accumulation, ``bf16=True`` on GPU.
 
@@ -35,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 
 from services.common.schemas.trainer import JobCreate
-from services.trainer.training import Example, StepRunner, make_example, make_optimizer
+from services.trainer.training import Example, StepRunner, auto_token_budget, make_example, make_optimizer
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
@@ -102,15 +106,19 @@ def sync(device: torch.device) -> None:
 
 def bench_ours(
     shape: str, data: list[Example], args: argparse.Namespace, device: torch.device,
-    micro: int, max_tokens: int | None,
+    micro: int, max_tokens: int | None, compile: bool = False,
 ) -> dict[str, Any]:
     model = build_model(shape, device)
+    if max_tokens == 0:  # auto, as run_job does on a GPU
+        max_tokens = auto_token_budget(model.config, torch.cuda.mem_get_info(device)[0])
     job = JobCreate(model="bench", batch_size=args.batch_size, learning_rate=1e-4, max_grad_norm=1.0)
     runner = StepRunner(
         model, make_optimizer(model, job, device), device=device, micro_batch_size=micro,
-        max_grad_norm=1.0, pad_id=0, max_tokens=max_tokens,
+        max_grad_norm=1.0, pad_id=0, max_tokens=max_tokens, compile=compile,
     )
     times, tokens = [], []
+    t_first = time.perf_counter()
+    warmup_s = 0.0
     for step in range(args.warmup + args.steps):
         batch = data[step * args.batch_size : (step + 1) * args.batch_size]
         sync(device)
@@ -120,6 +128,8 @@ def bench_ours(
         if step >= args.warmup:
             times.append(time.perf_counter() - t0)
             tokens.append(stats.tokens)
+        elif step == args.warmup - 1:
+            warmup_s = time.perf_counter() - t_first
     if args.profile and device.type == "cuda":
         from torch.profiler import ProfilerActivity, profile
 
@@ -130,8 +140,13 @@ def bench_ours(
         print(f"--- profile: ours {shape} micro={micro} max_tokens={max_tokens}")
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60))
     fpt = flops_per_token(model, statistics.mean(len(e.input_ids) for e in data))
+    extra = {
+        "optimizer": "AdamW fused" if device.type == "cuda" else "AdamW", "micro": micro, "max_tokens": max_tokens,
+        "compiled": runner.compiled, "warmup_s": warmup_s if args.warmup else None,
+    }
     del runner, model
-    extra = {"optimizer": "AdamW fused" if device.type == "cuda" else "AdamW", "micro": micro, "max_tokens": max_tokens}
+    if compile:
+        torch._dynamo.reset()
     return _summary(times, tokens, fpt, device, extra=extra)
 
 
@@ -232,7 +247,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--micro-batch-size", type=int, default=None, help="Trainer's micro-batch (and ours, same-micro run)")
-    parser.add_argument("--max-tokens", type=int, default=None, help="our padded-token budget per forward")
+    parser.add_argument("--max-tokens", type=int, default=None, help="ours, eager: padded-token budget per forward")
+    parser.add_argument("--same-micro", action="store_true", help="also run ours at the Trainer's micro-batch")
+    parser.add_argument("--no-compile", action="store_true", help="skip the compiled run")
     parser.add_argument("--profile", action="store_true", help="print a torch profile of one of our steps")
     parser.add_argument("--max-prompt", type=int, default=None)
     parser.add_argument("--max-program", type=int, default=None)
@@ -264,19 +281,27 @@ def main() -> None:
         micro = args.micro_batch_size or (4 if not gpu else (8 if vocab > 100_000 else 16))
         budget = args.max_tokens or (4096 if not gpu else (24576 if vocab > 100_000 else 32768))
         base = bench_trainer(shape, data, args, device, micro)
-        same = bench_ours(shape, data, args, device, micro, None)
-        ours = bench_ours(shape, data, args, device, args.batch_size, budget)
-        ratio = ours["median_tokens_per_s"] / base["median_tokens_per_s"]
-        results[shape] = {
-            "hf_trainer": base, "ours_same_micro": same, "ours": ours, "speedup": ratio,
-            "speedup_same_micro": same["median_tokens_per_s"] / base["median_tokens_per_s"],
-        }
-        for name, r in (("HF Trainer", base), ("ours, same micro", same), ("ours", ours)):
-            line = f"{shape:14s} {name:18s} {r['median_tokens_per_s']:>10.0f} tok/s  step {r['median_step_s']:.3f}s"
+        runs: dict[str, dict[str, Any]] = {"HF Trainer": base}
+        if args.same_micro:
+            runs["ours, same micro"] = bench_ours(shape, data, args, device, micro, None)
+        runs["ours, eager"] = bench_ours(shape, data, args, device, args.batch_size, budget)
+        if not args.no_compile:
+            auto = 0 if gpu else budget
+            runs["ours"] = bench_ours(shape, data, args, device, args.batch_size, auto, compile=True)
+        results[shape] = {name: r for name, r in runs.items()}
+        for name, r in runs.items():
+            ratio = r["median_tokens_per_s"] / base["median_tokens_per_s"]
+            r["speedup"] = ratio
+            line = f"{shape:14s} {name:18s} {r['median_tokens_per_s']:>10.0f} tok/s  step {r['median_step_s']:.3f}s  {ratio:.2f}x"
             if "mfu" in r:
                 line += f"  MFU {r['mfu']:.1%}  peak {r['peak_memory_gib']:.1f} GiB"
+            if r.get("max_tokens") is not None:
+                line += f"  budget {r['max_tokens']}"
+            if r.get("warmup_s") is not None:
+                line += f"  warm-up {r['warmup_s']:.1f}s"
             print(line, flush=True)
-        print(f"{shape:14s} speedup ours/Trainer {ratio:.2f}x (same micro-batch: {results[shape]['speedup_same_micro']:.2f}x)", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

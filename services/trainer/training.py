@@ -41,14 +41,23 @@ from services.common.schemas.buffer import SampledItem
 from services.common.schemas.trainer import JobCreate, LossPoint
 
 from . import checkpoint as ckpt
-from .data import Example, MicroBatch, bucket, collate, make_example, resolve_format, tokenize
+from .data import (
+    Example,
+    MicroBatch,
+    auto_token_budget,
+    bucket,
+    collate,
+    make_example,
+    resolve_format,
+    tokenize,
+)
 from .models import resolve_model
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "Example", "JobConfigError", "MicroBatch", "ProgramLoss", "StepRunner", "TrainResult", "bucket", "collate",
-    "load_model", "make_example", "make_optimizer", "run_job", "tokenize",
+    "Example", "JobConfigError", "MicroBatch", "ProgramLoss", "StepRunner", "TrainResult", "auto_token_budget",
+    "bucket", "collate", "compile_layers", "load_model", "make_example", "make_optimizer", "run_job", "tokenize",
 ]
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -84,6 +93,27 @@ class ProgramLoss(nn.Module):
         hidden = out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])
         logits = self.head(hidden.index_select(0, positions)).float()
         return nn.functional.cross_entropy(logits, targets, reduction="sum")
+
+
+def compile_layers(loss_module: ProgramLoss) -> bool:
+    """Regional ``torch.compile`` of the decoder layers (fused RMSNorm, RoPE, SiLU-gate, residual adds).
+
+    The layers share one compiled graph (same code, parameters passed as inputs), so it compiles once for
+    all of them, and ``dynamic=True`` keeps the batch and length dimensions symbolic: the varying bucket
+    shapes of length bucketing do not recompile. False when the decoder has no ``layers`` list.
+    """
+    layers = getattr(loss_module.decoder, "layers", None)
+    if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
+        return False
+    for layer in layers:
+        layer.compile(dynamic=True)
+    return True
+
+
+def uncompile_layers(loss_module: ProgramLoss) -> None:
+    """Back to eager decoder layers (after a compile failure)."""
+    for layer in getattr(loss_module.decoder, "layers", []):
+        layer._compiled_call_impl = None
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -184,6 +214,7 @@ class StepRunner:
         pad_id: int,
         distributed: bool = False,
         max_tokens: int | None = None,
+        compile: bool = False,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -193,7 +224,9 @@ class StepRunner:
         self.pad_id = pad_id
         self.max_tokens = max_tokens
         self.distributed = distributed
-        self.loss_module: nn.Module = ProgramLoss(model)
+        self.program_loss = ProgramLoss(model)
+        self.loss_module: nn.Module = self.program_loss
+        self.compiled = compile and compile_layers(self.program_loss)
         if distributed:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -207,7 +240,25 @@ class StepRunner:
         return nullcontext()
 
     def step(self, examples: Sequence[Example], lr: float) -> StepStats:
-        """One optimizer step on ``examples``; the loss is the mean over their program tokens."""
+        """One optimizer step on ``examples``; the loss is the mean over their program tokens.
+
+        With compiled layers, a compile failure (no working Triton/C++ toolchain, an unsupported op) falls
+        back to eager layers and redoes the step: nothing was applied yet but gradients, which are cleared.
+        """
+        if not self.compiled:
+            return self._step(examples, lr)
+        try:
+            return self._step(examples, lr)
+        except Exception as exc:  # any compiler error; the eager retry re-raises real ones
+            if not _is_compile_error(exc):
+                raise
+            log.warning("torch.compile of the decoder layers failed (%s); training eagerly", exc)
+            self.optimizer.zero_grad(set_to_none=True)
+            uncompile_layers(self.program_loss)
+            self.compiled = False
+            return self._step(examples, lr)
+
+    def _step(self, examples: Sequence[Example], lr: float) -> StepStats:
         start = time.perf_counter()
         self.model.train()
         for group in self.optimizer.param_groups:
@@ -245,6 +296,12 @@ class StepRunner:
             seconds=time.perf_counter() - start,
             grad_norm=float(grad_norm),
         )
+
+
+def _is_compile_error(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from torch.compile (dynamo/inductor/triton), not from the model or the data."""
+    mods = " ".join(c.__module__ for c in type(exc).__mro__)
+    return any(k in mods for k in ("torch._dynamo", "torch._inductor", "triton"))
 
 
 # --- a whole job -----------------------------------------------------------------------------------
@@ -363,9 +420,16 @@ def run_job(
         log.info("job resumes from %s (step %d)", resume.path, start_step)
         if on_resume is not None and main:
             on_resume(start_step)
+    max_tokens = job.max_tokens_per_micro_batch
     if job.micro_batch_size is not None:
         micro = job.micro_batch_size
-    elif job.max_tokens_per_micro_batch is not None:
+    elif max_tokens is not None:
+        micro = job.batch_size
+    elif dev.type == "cuda":
+        # Neither set: cut micro-batches by a token budget sized from the GPU memory left after the
+        # model and optimizer are resident (larger forward passes are most of the speed at these widths).
+        free, _ = torch.cuda.mem_get_info(dev)
+        max_tokens = auto_token_budget(getattr(model, "config", None), free)
         micro = job.batch_size
     else:
         micro = min(job.batch_size, DEFAULT_MICRO_BATCH)
@@ -377,7 +441,8 @@ def run_job(
         max_grad_norm=job.max_grad_norm,
         pad_id=pad_id,
         distributed=distributed,
-        max_tokens=job.max_tokens_per_micro_batch,
+        max_tokens=max_tokens,
+        compile=dev.type == "cuda",
     )
     kind = "lora" if job.lora else "full"
     writer = None
