@@ -22,7 +22,7 @@ class Settings(CommonSettings):
         description="Model fine-tuned by `btp run` when --model is not given: a local HF folder or a known name.",
     )
     mbpp_path: Path | None = Field(
-        default=None, description="MBPP (MultiPL-E reworded) JSON file; unset = ../shared/data next to the repo."
+        default=None, description="MBPP (MultiPL-E reworded) JSON file; unset = ../shared/data next to the repo when present, else the packaged copy."
     )
     poll_interval_s: float = Field(
         default=1.0, gt=0, description="How often a remote trainer job is polled, seconds."
