@@ -13,6 +13,15 @@ variant/seed fine-tune the *base* model from one buffer with one replay rule, sa
              then greedy evaluation on the same held-out tasks; the checkpoint is deleted afterwards
 summary      pass rate and accuracy with bootstrap CIs over tasks, paired change against the base
 ```
+With ``rounds`` > 1 (self-improvement iterated, the paper's C2 loop), a variant whose buffer is
+self-generated (beam, sample, passing) gets its own copy of that buffer; each round trains ``steps`` steps
+from the previous round's weights, evaluates on the held-out tasks, then samples the train tasks again
+with the new weights (same mode, k), judges the programs and adds them to the variant's buffer (only the
+fully passing ones for ``passing``). Static buffers (teacher, model-teacher) are replayed again each
+round. Every round is a phase ``variant-<name>-s<seed>-r<round>``; the last round's evaluation is the
+variant's result, and ``results.json`` keeps the per-round curve.
+``teacher_model`` (C1 with a stronger model of the same tasks) fills the ``model-teacher`` buffer with
+that model's beam-search programs for the train tasks, judged.
 Every phase writes ``<out>/phases/<phase>.json`` when it finishes; running the same command again skips
 finished phases (the buffers deduplicate re-sent programs), so an interrupted experiment resumes. The
 configuration is saved as ``<out>/config.json``; ``btp experiment --config <that file>`` repeats the run.
@@ -51,11 +60,19 @@ from services.common.schemas.trainer import JobCreate
 
 from .config import RAW_STOP
 from .datasets import assemble_program, humaneval_path, load_dataset, select
-from .experiments_stats import markdown_table, plot_alpha, plot_variants, summarize_variant
+from .experiments_stats import (
+    markdown_table,
+    plot_alpha,
+    plot_rounds,
+    plot_variants,
+    round_curve,
+    summarize_variant,
+)
 from .runs import write_json
 from .settings import Settings
 
-BufferName = Literal["beam", "sample", "teacher", "passing"]
+BufferName = Literal["beam", "sample", "teacher", "passing", "model-teacher"]
+SELF_GENERATED: frozenset[str] = frozenset({"beam", "sample", "passing"})
 
 
 class Variant(BaseModel):
@@ -147,6 +164,19 @@ class ExperimentConfig(BaseModel):
     bootstrap_draws: int = Field(2000, ge=100)
     device: str = Field("auto", description="Training device: auto, cpu, cuda.")
     torch_threads: int | None = Field(None, ge=1)
+    rounds: int = Field(
+        1,
+        ge=1,
+        le=50,
+        description="Self-improvement rounds per variant: train, evaluate, re-sample with the new weights.",
+    )
+    teacher_model: str | None = Field(
+        None, description="C1: a stronger model whose beam-search programs for the train tasks fill "
+        "the 'model-teacher' buffer (known name or HF folder)."
+    )
+    teacher_prompt_format: PromptFormat = Field(
+        "raw", description="How the teacher model is prompted (raw suits base models such as Gemma 3 270M)."
+    )
     variants: list[Variant] = Field(default_factory=default_variants)
 
     @model_validator(mode="after")
@@ -154,6 +184,10 @@ class ExperimentConfig(BaseModel):
         names = [v.name for v in self.variants]
         if len(set(names)) != len(names):
             raise ValueError("variant names must be unique")
+        if "model-teacher" in {v.buffer for v in self.variants} and not self.teacher_model:
+            raise ValueError("a variant replays the 'model-teacher' buffer but teacher_model is not set")
+        if self.rounds > 1 and self.lora:
+            raise ValueError("rounds > 1 continue from the previous round's full weights: set lora to false")
         return self
 
     def buffers_needed(self) -> set[str]:
@@ -202,6 +236,7 @@ class Experiment:
             self.teacher_tasks = select(he, "train", cfg.teacher_size)
         self.limits = Limits(time_s=cfg.judge_time_s, memory_mb=cfg.judge_memory_mb)
         self.buffers: dict[str, BufferClient] = {}
+        self.served: str | None = None
         self.generator: GeneratorClient
         self.judge: JudgeClient
 
@@ -226,6 +261,8 @@ class Experiment:
 
             url = f"sqlite:///{self.out / f'buffer-{name}.sqlite3'}"
             self.buffers[name] = embedded_buffer(stack, self.settings, url)
+            if name.startswith("own-"):  # a variant's own copy: its tasks come with the copy
+                return self.buffers[name]
             # (re)state the tasks: the upsert is idempotent and puts back the original prompts
             tasks = self.teacher_tasks if name == "teacher" else self.train_tasks
             if tasks:
@@ -239,8 +276,11 @@ class Experiment:
         job's ``prompt_format`` exactly as the generator conditions on it)."""
         return tasks
 
-    def _request(self, prompts: list[str], mode: str, k: int, seed: int | None = None) -> GenerateRequest:
-        stop = list(RAW_STOP) if self.cfg.prompt_format == "raw" else []
+    def _request(
+        self, prompts: list[str], mode: str, k: int, seed: int | None = None, fmt: PromptFormat | None = None
+    ) -> GenerateRequest:
+        fmt = fmt or self.cfg.prompt_format
+        stop = list(RAW_STOP) if fmt == "raw" else []
         return GenerateRequest(
             prompts=prompts,
             mode=mode,
@@ -250,35 +290,113 @@ class Experiment:
             stop=stop,
             seed=seed,
             temperature=self.cfg.sample_temperature,
-            prompt_format=self.cfg.prompt_format,
+            prompt_format=fmt,
         )
 
-    def sample(self, buf: BufferClient, mode: str) -> dict[str, Any]:
-        """k programs per train task from the base model (beam search or sampling), stored unjudged."""
-        buf.upsert_tasks(self.for_training(self.train_tasks))
-        stored = 0
+    def use_weights(self, weights: str) -> None:
+        """Serve ``weights`` (the base model's name or a checkpoint folder) unless already served."""
+        if self.served != weights:
+            self.generator.set_weights(weights)
+            self.served = weights
+
+    def generate_programs(
+        self,
+        mode: str,
+        *,
+        source: str,
+        round_: int,
+        generator: GeneratorClient | None = None,
+        seed0: int = 1000,
+        fmt: PromptFormat | None = None,
+    ) -> list[ExperienceIn]:
+        """k programs per train task from the served weights (beam search or sampling), not judged.
+
+        Programs are stored as the student's format expects them: a raw completion (``fmt`` raw) becomes
+        prompt + completion when the student trains in the chat format (as the teacher's references do).
+        """
+        fmt = fmt or self.cfg.prompt_format
+        whole = fmt == "raw" and self.cfg.prompt_format == "chat"
+        items: list[ExperienceIn] = []
         for i, part in enumerate(chunks(self.train_tasks, self.cfg.gen_batch)):
-            seed = None if mode == "beam" else 1000 + i
-            resp = self.generator.generate(self._request([t.prompt for t in part], mode, self.cfg.k, seed))
-            items = [
+            seed = None if mode == "beam" else seed0 + i
+            req = self._request([t.prompt for t in part], mode, self.cfg.k, seed, fmt)
+            resp = (generator or self.generator).generate(req)
+            items += [
                 ExperienceIn(
                     task_id=part[r.prompt_index].id,
-                    program=c.text,
+                    program=(part[r.prompt_index].prompt + c.text) if whole else c.text,
                     logprob=min(0.0, c.logprob),
                     token_count=c.token_count,
-                    source=f"{self.cfg.model}@base:{mode}",
-                    round=1,
-                    generation=f"{part[r.prompt_index].id}#{mode}",
+                    source=source,
+                    round=round_,
+                    generation=f"{part[r.prompt_index].id}#{mode}" + (f"-r{round_}" if round_ > 1 else ""),
                 )
                 for r in resp.results
                 for c in r.candidates
             ]
-            if items:
-                stored += buf.add_experiences(items).created
             self.log(
-                f"  sample:{mode} {min((i + 1) * self.cfg.gen_batch, len(self.train_tasks))}/{len(self.train_tasks)}"
+                f"  {source} {min((i + 1) * self.cfg.gen_batch, len(self.train_tasks))}/{len(self.train_tasks)}"
             )
-        return {"stored": stored}
+        return items
+
+    def sample(self, buf: BufferClient, mode: str, generator: GeneratorClient | None = None) -> dict[str, Any]:
+        """k programs per train task from the base model (or the teacher model), stored unjudged."""
+        buf.upsert_tasks(self.for_training(self.train_tasks))
+        if generator is None:
+            self.use_weights(self.cfg.model)
+            source = f"{self.cfg.model}@base:{mode}"
+        else:
+            source = f"{self.cfg.teacher_model}@teacher:{mode}"
+        fmt = self.cfg.teacher_prompt_format if generator is not None else None
+        items = self.generate_programs(mode, source=source, round_=1, generator=generator, fmt=fmt)
+        return {"stored": buf.add_experiences(items).created if items else 0}
+
+    def judge_items(self, items: list[ExperienceIn]) -> list[ExperienceIn]:
+        """``items`` with their pass rates (the judge's sandbox), for programs of the train tasks."""
+        by_id = {t.id: t for t in self.train_tasks}
+        out: list[ExperienceIn] = []
+        for part in chunks(items, 64):
+            reqs = [
+                JudgeRequest(
+                    program=assemble_program(by_id[e.task_id].prompt, e.program, by_id[e.task_id].metadata),
+                    tests=by_id[e.task_id].tests,
+                    limits=self.limits,
+                )
+                for e in part
+            ]
+            for exp, res in zip(part, self.judge.judge_batch(reqs).results, strict=True):
+                summary = {"verdict": res.verdict, "passed": res.passed, "total": res.total}
+                out.append(exp.model_copy(update={"pass_rate": res.pass_rate, "judge": summary}))
+        return out
+
+    def copy_buffer(self, src: BufferClient, dst: BufferClient, *, only_passing: bool = False) -> int:
+        """Copy the judged programs of the train tasks from ``src`` into ``dst`` (idempotent)."""
+        dst.upsert_tasks(self.for_training(self.train_tasks))
+        keep = []
+        for t in self.train_tasks:
+            keep += [
+                e
+                for e in src.list_experiences(task_id=t.id, judged=True, limit=1000).items
+                if not only_passing or e.pass_rate == 1.0
+            ]
+        if keep:
+            dst.add_experiences(
+                [
+                    ExperienceIn(
+                        task_id=e.task_id,
+                        program=e.program,
+                        logprob=e.logprob,
+                        token_count=e.token_count,
+                        source=e.source,
+                        round=e.round,
+                        generation=e.generation,
+                        pass_rate=e.pass_rate,
+                        judge=e.judge,
+                    )
+                    for e in keep
+                ]
+            )
+        return len(keep)
 
     def teach(self, buf: BufferClient) -> dict[str, Any]:
         """Reference programs of the teacher tasks (possibility 1: no log-probability is known)."""
@@ -322,28 +440,9 @@ class Experiment:
 
     def passing(self, src: BufferClient, dst: BufferClient) -> dict[str, Any]:
         """Copy the fully passing programs of ``src`` into ``dst`` (the rejection-sampling buffer)."""
-        dst.upsert_tasks(self.for_training(self.train_tasks))
-        keep = []
-        for t in self.train_tasks:
-            keep += [e for e in src.list_experiences(task_id=t.id, limit=1000).items if e.pass_rate == 1.0]
-        if keep:
-            ids = dst.add_experiences(
-                [
-                    ExperienceIn(
-                        task_id=e.task_id,
-                        program=e.program,
-                        logprob=e.logprob,
-                        token_count=e.token_count,
-                        source=e.source,
-                        round=e.round,
-                        generation=e.generation,
-                    )
-                    for e in keep
-                ]
-            ).ids
-            for i, e in zip(ids, keep, strict=True):
-                dst.update_experience(i, ExperienceUpdate(pass_rate=1.0, judge=e.judge))
-        return {"programs": len(keep), "tasks": len({e.task_id for e in keep})}
+        n = self.copy_buffer(src, dst, only_passing=True)
+        tasks = {e.task_id for t in self.train_tasks for e in dst.list_experiences(task_id=t.id, limit=1000).items}
+        return {"programs": n, "tasks": len(tasks)}
 
     def evaluate(self) -> dict[str, Any]:
         """Greedy program per held-out task, judged: per-task pass rate and all-pass flag."""
@@ -373,13 +472,18 @@ class Experiment:
             "per_task": per_task,
         }
 
-    def train_and_eval(self, variant: Variant, seed: int, buf: BufferClient) -> dict[str, Any]:
-        """Fine-tune the base model with ``variant``'s replay rule, evaluate, delete the checkpoint."""
+    def train_and_eval(
+        self, variant: Variant, seed: int, buf: BufferClient, *, start: str | None = None, round_: int = 1
+    ) -> dict[str, Any]:
+        """Fine-tune ``start`` (default the base model) with ``variant``'s replay rule, evaluate.
+
+        The checkpoint is kept (``checkpoint`` in the result); the caller deletes it when done with it.
+        """
         from services.trainer.training import run_job
 
         cfg = self.cfg
         job = JobCreate(
-            model=cfg.model,
+            model=start or cfg.model,
             batch_size=cfg.n,
             steps=cfg.steps,
             learning_rate=cfg.learning_rate,
@@ -387,7 +491,7 @@ class Experiment:
             max_seq_len=cfg.max_seq_len,
             prompt_format=cfg.prompt_format,
             checkpoint_every=cfg.steps,
-            seed=seed,
+            seed=seed + 1000 * (round_ - 1),
             sample=SampleRequest(
                 n=cfg.n,
                 scheme=variant.scheme,
@@ -395,28 +499,119 @@ class Experiment:
                 priority_exponent=variant.priority_exponent,
                 possibility=variant.possibility,
                 split="train",
-                seed=seed * 1000 + 1,
+                seed=seed * 1000 + round_,
             ),
         )
-        out = self.out / "checkpoints" / f"{variant.name}-s{seed}"
-        start = time.perf_counter()
+        out = self.checkpoint_dir(variant, seed, round_)
+        t0 = time.perf_counter()
         result = run_job(job, buffer=buf, output_dir=out, device=cfg.device, data_dir=self.settings.data_dir)
-        train_s = time.perf_counter() - start
+        train_s = time.perf_counter() - t0
         if result.checkpoint is None:
             raise RuntimeError(f"training of {variant.name} ended {result.status} without a checkpoint")
         drawn = buf.sample(job.sample.model_copy(update={"n": 512, "seed": 99}))
-        self.generator.set_weights(str(result.checkpoint))
+        self.use_weights(str(result.checkpoint))
         ev = self.evaluate()
-        shutil.rmtree(out, ignore_errors=True)
         mean_pr = sum(i.pass_rate or 0.0 for i in drawn.items) / max(len(drawn.items), 1)
         return {
             "eval": ev,
+            "checkpoint": str(result.checkpoint),
             "train_seconds": round(train_s, 2),
             "loss_history": [p.model_dump() for p in result.loss_history],
             "replay": {
                 "mean_pass_rate_drawn": mean_pr,
                 "distinct_programs_drawn": len({i.experience_id for i in drawn.items}),
             },
+        }
+
+    def checkpoint_dir(self, variant: Variant, seed: int, round_: int) -> Path:
+        suffix = f"-r{round_}" if self.cfg.rounds > 1 else ""
+        return self.out / "checkpoints" / f"{variant.name}-s{seed}{suffix}"
+
+    def resample(self, variant: Variant, seed: int, round_: int, buf: BufferClient) -> dict[str, Any]:
+        """Programs of the served (round ``round_ - 1``) weights for the train tasks, judged, added to ``buf``."""
+        mode = "sample" if variant.buffer == "sample" else "beam"
+        existing: set[tuple[str, str]] = set()
+        for t in self.train_tasks:
+            existing |= {(e.task_id, e.program) for e in buf.list_experiences(task_id=t.id, limit=1000).items}
+        items = self.judge_items(
+            self.generate_programs(
+                mode,
+                source=f"{self.cfg.model}@{variant.name}-s{seed}-r{round_ - 1}:{mode}",
+                round_=round_,
+                seed0=1000 * round_ + 100 * seed,
+            )
+        )
+        rates = [e.pass_rate or 0.0 for e in items]
+        keep = [e for e in items if variant.buffer != "passing" or e.pass_rate == 1.0]
+        if keep:
+            buf.add_experiences(keep)
+        stats = buf.stats()
+        judged = [d for d in stats.datasets.values() if d.mean_pass_rate is not None]
+        return {
+            "generated": len(items),
+            "added": len(keep),
+            "new_programs": len({(e.task_id, e.program) for e in keep} - existing),
+            "mean_pass_rate": sum(rates) / max(len(rates), 1),
+            "fully_passing": sum(r == 1.0 for r in rates),
+            "tasks_solved": len({e.task_id for e in items if e.pass_rate == 1.0}),
+            "buffer_size": stats.experiences,
+            "buffer_mean_pass_rate": (
+                sum((d.mean_pass_rate or 0.0) * d.judged for d in judged) / max(sum(d.judged for d in judged), 1)
+            ),
+        }
+
+    def run_variant(self, variant: Variant, seed: int, stack: ExitStack) -> dict[str, Any]:
+        """All rounds of ``variant`` with ``seed`` (resuming finished rounds); the last round's result."""
+        cfg = self.cfg
+        if cfg.rounds == 1:
+            result = self.train_and_eval(variant, seed, self.buffer(stack, variant.buffer))
+            shutil.rmtree(self.checkpoint_dir(variant, seed, 1), ignore_errors=True)
+            return result
+        if variant.buffer in SELF_GENERATED:
+            buf = self.buffer(stack, f"own-{variant.name}-s{seed}")
+            if not self.done(f"variant-{variant.name}-s{seed}-r1"):
+                self.copy_buffer(self.buffer(stack, variant.buffer), buf)
+        else:
+            buf = self.buffer(stack, variant.buffer)
+        rounds: list[dict[str, Any]] = []
+        start: str | None = None
+        for r in range(1, cfg.rounds + 1):
+            phase = f"variant-{variant.name}-s{seed}-r{r}"
+            done = self.done(phase)
+            lost = (  # a finished round whose checkpoint the next, unfinished round still needs
+                done is not None
+                and r < cfg.rounds
+                and not Path(done["checkpoint"]).exists()
+                and not self.done(f"variant-{variant.name}-s{seed}-r{r + 1}")
+            )
+            if done is None or lost:
+                t0 = time.perf_counter()
+                self.log(f"{phase}: training {cfg.steps} steps x {cfg.n} from {start or cfg.model}")
+                done = self.train_and_eval(variant, seed, buf, start=start, round_=r)
+                if r < cfg.rounds and variant.buffer in SELF_GENERATED:
+                    done["resample"] = self.resample(variant, seed, r + 1, buf)
+                done = self.finish(phase, done, t0)
+                if r > 1:
+                    shutil.rmtree(self.checkpoint_dir(variant, seed, r - 1), ignore_errors=True)
+            rounds.append(done)
+            start = done["checkpoint"]
+        shutil.rmtree(self.checkpoint_dir(variant, seed, cfg.rounds), ignore_errors=True)
+        last = rounds[-1]
+        return {
+            **{k: last[k] for k in ("eval", "loss_history", "replay")},
+            "train_seconds": round(sum(r["train_seconds"] for r in rounds), 2),
+            "rounds": [
+                {
+                    "round": i + 1,
+                    "pass_rate": r["eval"]["pass_rate"],
+                    "accuracy": r["eval"]["accuracy"],
+                    "final_loss": r["loss_history"][-1]["loss"] if r["loss_history"] else None,
+                    "replay": r["replay"],
+                    "resample": r.get("resample"),
+                    "seconds": r["seconds"],
+                }
+                for i, r in enumerate(rounds)
+            ],
         }
 
     def prepare(self, name: str | None, stack: ExitStack) -> None:
@@ -433,6 +628,16 @@ class Experiment:
             info = self.teach(buf)
             info.update(self.judge_all(buf, self.teacher_tasks))
             self.finish("teacher", info, t0)
+        elif name == "model-teacher" and not self.done("model-teacher"):
+            from .connect import embedded_generator
+
+            t0 = time.perf_counter()
+            buf = self.buffer(stack, "model-teacher")
+            with ExitStack() as teacher_stack:  # the teacher's weights are freed when it is done
+                teacher = embedded_generator(teacher_stack, self.settings, str(self.cfg.teacher_model))
+                info = self.sample(buf, "beam", generator=teacher)
+            info.update(self.judge_all(buf, self.train_tasks))
+            self.finish("model-teacher", info, t0)
         elif name == "passing" and not self.done("passing"):
             self.prepare("beam", stack)
             t0 = time.perf_counter()
@@ -457,11 +662,13 @@ class Experiment:
         started = time.perf_counter()
         with ExitStack() as stack:
             self.generator = embedded_generator(stack, self.settings, cfg.model)
+            self.served = cfg.model
             self.judge = embedded_judge(stack, self.settings)
             if shared:
                 self.prepare("beam" if "beam" in cfg.buffers_needed() else None, stack)
             if shared and not self.done("eval-base"):
                 t0 = time.perf_counter()
+                self.use_weights(cfg.model)
                 self.finish("eval-base", self.evaluate(), t0)
             for seed in cfg.seeds:
                 for v in cfg.variants:
@@ -480,14 +687,15 @@ class Experiment:
                     if v.buffer == "passing" and not (self.done("passing") or {}).get("programs"):
                         self.finish(phase, {"skipped": "no program of the beam buffer passes every test"}, t0)
                         continue
-                    self.log(f"{phase}: training {cfg.steps} steps x {cfg.n}")
-                    self.finish(phase, self.train_and_eval(v, seed, self.buffer(stack, v.buffer)), t0)
+                    self.log(f"{phase}: {cfg.rounds} round(s) of {cfg.steps} steps x {cfg.n}")
+                    self.finish(phase, self.run_variant(v, seed, stack), t0)
         summary = self.summarize()
         summary["wall_seconds_this_invocation"] = round(time.perf_counter() - started, 1)
         write_json(self.out / "results.json", summary)
         (self.out / "results.md").write_text(markdown_table(summary), encoding="utf-8")
         plot_variants(summary, self.out / "variants.png")
         plot_alpha(summary, self.out / "alpha.png")
+        plot_rounds(summary, self.out / "rounds.png")
         return summary
 
     def summarize(self) -> dict[str, Any]:
@@ -517,10 +725,13 @@ class Experiment:
                 scheme=v.scheme,
                 final_loss=[r["loss_history"][-1]["loss"] for r in runs if r and r.get("loss_history")],
                 replay=[r["replay"] for r in runs if r and "replay" in r],
+                rounds=round_curve([r["rounds"] for r in runs if r and "rounds" in r]),
             )
             variants[v.name] = entry
             seconds[v.name] = sum(r["seconds"] for r in runs if r)
-        phases = {p: self.done(p) for p in ("sample-beam", "sample-sample", "teacher", "passing")}
+        phases = {
+            p: self.done(p) for p in ("sample-beam", "sample-sample", "teacher", "model-teacher", "passing")
+        }
         return {
             "config": cfg.model_dump(mode="json"),
             "base": base_summary,
@@ -608,6 +819,7 @@ def experiment_command(
         (folder / "results.md").write_text(markdown_table(summary), encoding="utf-8")
         plot_variants(summary, folder / "variants.png")
         plot_alpha(summary, folder / "alpha.png")
+        plot_rounds(summary, folder / "rounds.png")
     if summary.get("base"):
         typer.echo(markdown_table(summary))
     typer.echo(f"results in {folder}")

@@ -95,7 +95,80 @@ def markdown_table(summary: dict[str, Any]) -> str:
             f"| {name} | {v.get('description', '')} | {v['seeds']} | {_fmt(pr)} | {_fmt_delta(pr)} | {_fmt(acc)} | "
             f"{_fmt_delta(acc)} | {pr['improved_tasks']} / {pr['worse_tasks']} |"
         )
+    table = "\n".join(lines) + "\n"
+    curves = rounds_table(summary)
+    return table + ("\nHeld-out pass rate / accuracy % after each round (mean over seeds):\n\n" + curves
+                    if curves else "")
+
+
+def round_curve(per_seed: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per-round held-out scores and buffer growth, averaged over seeds (empty for one-round runs)."""
+    if not per_seed:
+        return []
+    out = []
+    for i in range(min(len(r) for r in per_seed)):
+        rows = [r[i] for r in per_seed]
+        resampled = [row["resample"] for row in rows if row.get("resample")]
+        out.append(
+            {
+                "round": i + 1,
+                "pass_rate": mean([row["pass_rate"] for row in rows]),
+                "accuracy": mean([row["accuracy"] for row in rows]),
+                "per_seed_pass_rate": [row["pass_rate"] for row in rows],
+                "per_seed_accuracy": [row["accuracy"] for row in rows],
+                "resample_mean_pass_rate": mean([x["mean_pass_rate"] for x in resampled]) if resampled else None,
+                "resample_tasks_solved": mean([x["tasks_solved"] for x in resampled]) if resampled else None,
+                "resample_new_programs": mean([x["new_programs"] for x in resampled]) if resampled else None,
+            }
+        )
+    return out
+
+
+def rounds_table(summary: dict[str, Any]) -> str:
+    """Held-out pass rate / accuracy (%) after each round, one row per multi-round variant."""
+    rows = {n: v["rounds"] for n, v in summary["variants"].items() if len(v.get("rounds") or []) > 1}
+    if not rows:
+        return ""
+    n_rounds = max(len(r) for r in rows.values())
+    base = summary["base"]
+    head = " | ".join(f"round {i + 1}" for i in range(n_rounds))
+    lines = [
+        f"| variant | base | {head} |",
+        "|---|---|" + "---|" * n_rounds,
+    ]
+    b = f"{100 * base['pass_rate']['mean']:.1f} / {100 * base['accuracy']['mean']:.1f}"
+    for name, curve in rows.items():
+        cells = [f"{100 * c['pass_rate']:.1f} / {100 * c['accuracy']:.1f}" for c in curve]
+        lines.append(f"| {name} | {b} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def plot_rounds(summary: dict[str, Any], path: Path) -> Path | None:
+    """Held-out pass rate and accuracy after each self-improvement round, one line per variant."""
+    rows = {n: v["rounds"] for n, v in summary["variants"].items() if len(v.get("rounds") or []) > 1}
+    if not rows:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, metric in zip(axes, ("pass_rate", "accuracy"), strict=True):
+        base = 100 * summary["base"][metric]["mean"]
+        for name, curve in rows.items():
+            ax.plot([0] + [c["round"] for c in curve], [base] + [100 * c[metric] for c in curve], marker="o",
+                    label=name)
+        ax.set_xlabel("round (0 = base model)")
+        ax.set_ylabel(f"held-out {metric.replace('_', ' ')} %")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 def plot_variants(summary: dict[str, Any], path: Path) -> Path | None:

@@ -182,3 +182,74 @@ def test_config_rejects_unknown_fields() -> None:
         ExperimentConfig.model_validate({"name": "x", "bogus": 1})
     with pytest.raises(ValueError):
         Variant.model_validate({"name": "bad name!"})
+
+
+def _programs(out: Path, name: str) -> list[tuple[str, str, float]]:
+    import sqlite3
+
+    with sqlite3.connect(out / f"buffer-{name}.sqlite3") as db:
+        rows = db.execute("select task_id, program, logprob from experiences order by task_id, program").fetchall()
+    return [(str(t), str(p), round(float(lp), 4)) for t, p, lp in rows]
+
+
+def test_rounds_resample_into_each_variants_own_buffer_and_resume(tiny_model: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(
+        tiny_model,
+        rounds=2,
+        teacher_model=str(tiny_model),
+        variants=[
+            {"name": "p2value-rank"},
+            {"name": "model-teacher", "buffer": "model-teacher"},
+        ],
+    )
+    settings = Settings(data_dir=tmp_path / "data")
+    out = tmp_path / "exp"
+    summary = Experiment(cfg, out, settings, log=lambda m: None).run()
+
+    r1 = json.loads((out / "phases" / "variant-p2value-rank-s0-r1.json").read_text())
+    r2 = json.loads((out / "phases" / "variant-p2value-rank-s0-r2.json").read_text())
+    beam = json.loads((out / "phases" / "sample-beam.json").read_text())
+    # round 1's weights sampled the train tasks again; the programs were judged and kept in the variant's copy
+    assert r1["resample"]["generated"] >= 2 and 0.0 <= r1["resample"]["mean_pass_rate"] <= 1.0
+    assert r1["resample"]["buffer_size"] >= beam["stored"]
+    assert "resample" not in r2  # nothing is sampled after the last round
+    own = _programs(out, "own-p2value-rank-s0")
+    assert set(_programs(out, "beam")) <= set(own)  # the copy holds the shared buffer, untouched
+    assert len(_programs(out, "beam")) == beam["stored"]
+    # the static model-teacher buffer is replayed each round, never re-sampled
+    teacher = json.loads((out / "phases" / "model-teacher.json").read_text())
+    assert teacher["judged"] == teacher["stored"] >= 2
+    assert not (out / "buffer-own-model-teacher-s0.sqlite3").exists()
+    t1 = json.loads((out / "phases" / "variant-model-teacher-s0-r1.json").read_text())
+    assert "resample" not in t1
+    for name in ("p2value-rank", "model-teacher"):
+        curve = summary["variants"][name]["rounds"]
+        assert [c["round"] for c in curve] == [1, 2]
+        assert summary["variants"][name]["pass_rate"]["per_seed"] == [curve[-1]["pass_rate"]]
+    assert not any((out / "checkpoints").iterdir())
+    assert "round 2" in (out / "results.md").read_text()
+    assert (out / "rounds.png").stat().st_size > 0
+
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "phases").iterdir()}
+    again = Experiment(cfg, out, settings, log=lambda m: None).run()
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "phases").iterdir()} == before
+    assert again["variants"] == summary["variants"]
+
+
+def test_sampled_buffer_comes_from_the_base_weights_after_other_variants_trained(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    variants = [{"name": "p2value-rank"}, {"name": "sampling-rank", "buffer": "sample"}]
+    settings = Settings(data_dir=tmp_path / "data")
+    after = tiny_config(tiny_model, learning_rate=0.05, steps=2, variants=variants)
+    Experiment(after, tmp_path / "after", settings, log=lambda m: None).run()
+    alone = tiny_config(tiny_model, learning_rate=0.05, steps=2, variants=variants[1:])
+    Experiment(alone, tmp_path / "alone", settings, log=lambda m: None).run()
+    assert _programs(tmp_path / "after", "sample") == _programs(tmp_path / "alone", "sample")
+
+
+def test_config_rejects_model_teacher_without_a_teacher_and_rounds_with_lora(tiny_model: Path) -> None:
+    with pytest.raises(ValueError, match="teacher_model"):
+        tiny_config(tiny_model, variants=[{"name": "t", "buffer": "model-teacher"}])
+    with pytest.raises(ValueError, match="lora"):
+        tiny_config(tiny_model, rounds=2, lora=True)
