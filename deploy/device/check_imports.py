@@ -98,7 +98,7 @@ REMOTE_DISTS = {"numpy", "pyyaml", "requests", "tqdm", "click", "h11", "markupsa
 
 def unmet_requirements(whl_dir: Path) -> list[str]:
     """Requires-Dist (no extras, markers for CPython 3.12 on Linux x86-64) met by neither a wheel nor REMOTE."""
-    from packaging.metadata import Metadata  # noqa: PLC0415 (only this check needs packaging)
+    from packaging.metadata import Metadata
     from packaging.utils import canonicalize_name
 
     env = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_platform": "linux",
@@ -111,9 +111,10 @@ def unmet_requirements(whl_dir: Path) -> list[str]:
             meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
             md = Metadata.from_email(zf.read(meta), validate=False)
         for req in md.requires_dist or []:
-            if req.marker is None or req.marker.evaluate(env):
-                if canonicalize_name(req.name) not in have and (whl.name.split("-")[0], req.name) not in DATA_ONLY:
-                    unmet.append(f"{whl.name}: {req}")
+            applies = req.marker is None or req.marker.evaluate(env)
+            known = canonicalize_name(req.name) in have or (whl.name.split("-")[0], req.name) in DATA_ONLY
+            if applies and not known:
+                unmet.append(f"{whl.name}: {req}")
     return unmet
 
 
