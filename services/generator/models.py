@@ -171,12 +171,36 @@ def _is_ready(folder: Path) -> bool:
     return (folder / MARKER).is_file() and (folder / "config.json").is_file()
 
 
+TOKENIZER_PROBE = "def fibonacci(n):\n    return fibonacci(n - 1) + fibonacci(n - 2)\n"
+
+
+def check_tokenizer(tokenizer: Any, source: str, probe: str = TOKENIZER_PROBE) -> None:
+    """Refuse a tokenizer that splits code into single characters or does not round-trip it.
+
+    Seen on an H100 machine: transformers 5.17 builds Gemma 3's tokenizer from its GGUF as one token per
+    character (5.24 builds it right); the model then only ever sees garbage and writes garbage.
+    """
+    import transformers
+
+    ids = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    text = tokenizer.decode(ids)
+    if len(ids) > 0.6 * len(probe) or text != probe:
+        raise ValidationError(
+            f"the tokenizer that transformers {transformers.__version__} built from {source} is broken: "
+            f"{len(ids)} tokens for {len(probe)} characters of code, round trip "
+            f"{'ok' if text == probe else 'differs'}; convert with another transformers version or pass a "
+            "converted HF folder",
+            param="model",
+        )
+
+
 def convert_gguf(gguf: Path, out_dir: Path, *, instruct: bool, source: str) -> None:
     """Convert one GGUF file into a normal HF folder at ``out_dir`` (which must not exist yet)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     folder, fname = str(gguf.parent), gguf.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
+    check_tokenizer(tokenizer, source)
     gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype="float32")
     config = AutoConfig.from_pretrained(folder, gguf_file=fname)
     if hasattr(config, "quantization_config"):
