@@ -1,25 +1,55 @@
-import os, torch
-from pathlib import Path
-from transformers import AutoTokenizer, AutoModelForCausalLM
-f = sorted(Path("/tmp/btp/models").glob("gemma*"))[0]
-print(f)
-tok = AutoTokenizer.from_pretrained(f)
-prompts = ["def fibonacci(n):\n", 'from typing import List\n\ndef max_aggregate(xs: List[int]) -> int:\n    """\n\tWrite a function to return the largest element.\n\t"""\n']
-for dt in (torch.bfloat16, torch.float32):
-    for attn in ("sdpa", "eager"):
-        m = AutoModelForCausalLM.from_pretrained(f, dtype=dt, attn_implementation=attn).cuda()
-        for p in prompts:
-            ids = tok(p, return_tensors="pt").to("cuda")
-            out = m.generate(**ids, max_new_tokens=30, do_sample=False)
-            print(dt, attn, repr(tok.decode(out[0][ids["input_ids"].shape[1]:])), flush=True)
+"""Does a converted model write code on this machine? Greedy completions of two prompts, plain transformers
+(bf16/fp32, sdpa/eager) and through the generator service (greedy and beam), plus the tokenizer's view.
+
+    PYTHONPATH=/tmp/site:. BTP_DATA_DIR=/tmp/btp python3 deploy/device/gemma_check.py [MODEL_NAME]
+
+It found that transformers 5.17 turns Gemma 3's GGUF tokenizer into one token per character (see
+services/generator/models.py check_tokenizer).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
 from contextlib import ExitStack
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from services.common.schemas.generator import GenerateRequest
+from services.generator.models import prepare_model
 from services.pipeline.connect import embedded_generator
 from services.pipeline.settings import Settings
-from services.common.schemas.generator import GenerateRequest
-for dt in ("bfloat16", "float32"):
-    os.environ["BTP_GENERATOR_DTYPE"] = dt
-    with ExitStack() as st:
-        g = embedded_generator(st, Settings(), "gemma-3-270m")
-        for mode, k in (("greedy", 1), ("beam", 3)):
-            r = g.generate(GenerateRequest(prompts=prompts, mode=mode, num_beams=k, num_return_sequences=k, max_new_tokens=30, prompt_format="raw"))
-            print("engine", dt, mode, [repr(c.text[:80]) for res in r.results for c in res.candidates[:1]], flush=True)
+
+PROMPTS = [
+    "def fibonacci(n):\n",
+    'from typing import List\n\ndef largest(xs: List[int]) -> int:\n    """\n\tReturn the largest element.\n\t"""\n',
+]
+
+
+def main() -> None:
+    name = sys.argv[1] if len(sys.argv) > 1 else "gemma-3-270m"
+    settings = Settings()
+    folder = prepare_model(name, settings.data_dir / "models")
+    tok = AutoTokenizer.from_pretrained(folder)
+    print(folder, "tokens of prompt 0:", tok(PROMPTS[0])["input_ids"])
+    for dtype in (torch.bfloat16, torch.float32):
+        for attn in ("sdpa", "eager"):
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation=attn).cuda()
+            for prompt in PROMPTS:
+                ids = tok(prompt, return_tensors="pt").to("cuda")
+                out = model.generate(**ids, max_new_tokens=30, do_sample=False)
+                print(dtype, attn, repr(tok.decode(out[0][ids["input_ids"].shape[1] :])), flush=True)
+    for dtype_name in ("bfloat16", "float32"):
+        os.environ["BTP_GENERATOR_DTYPE"] = dtype_name
+        with ExitStack() as stack:
+            gen = embedded_generator(stack, settings, name)
+            for mode, k in (("greedy", 1), ("beam", 3)):
+                req = GenerateRequest(prompts=PROMPTS, mode=mode, num_beams=k, num_return_sequences=k,  # type: ignore[arg-type]
+                                      max_new_tokens=30, prompt_format="raw")
+                res = gen.generate(req)
+                print("generator", dtype_name, mode, [r.candidates[0].text[:80] for r in res.results], flush=True)
+
+
+if __name__ == "__main__":
+    main()
