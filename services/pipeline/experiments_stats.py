@@ -155,15 +155,18 @@ def plot_rounds(summary: dict[str, Any], path: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:  # pragma: no cover
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    colors = plt.get_cmap("tab20").colors
+    n_rounds = max(len(c) for c in rows.values())
     for ax, metric in zip(axes, ("pass_rate", "accuracy"), strict=True):
         base = 100 * summary["base"][metric]["mean"]
-        for name, curve in rows.items():
+        for i, (name, curve) in enumerate(rows.items()):
             ax.plot([0] + [c["round"] for c in curve], [base] + [100 * c[metric] for c in curve], marker="o",
-                    label=name)
+                    color=colors[(2 * i) % 20 + (i // 10) % 2], ls="-" if i < 10 else "--", label=name)
+        ax.set_xticks(range(n_rounds + 1))
         ax.set_xlabel("round (0 = base model)")
         ax.set_ylabel(f"held-out {metric.replace('_', ' ')} %")
-    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
