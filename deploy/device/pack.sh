@@ -142,12 +142,23 @@ pack_gemma() {
   split_model gemma "$cache/gemma/$GEMMA_FILE"
 }
 
+# transformers 5.17 (on the GPU image) turns Gemma 3's GGUF tokenizer into one token per character;
+# 5.24 builds it right. This group carries 5.24 and what it needs beyond the image (installed over it).
+TF_PINS=(transformers==5.24.0 huggingface-hub==2.4.0 tokenizers==0.23.3 safetensors==0.8.0 httpx2==2.16.2
+  httpcore2==2.16.2 truststore==0.10.5 click==8.5.1 idna==3.20 h11==0.16.0)
+
+pack_tf() {
+  mkdir -p "$out/tf"
+  echo "transformers for Gemma -> $out/tf: ${TF_PINS[*]}"
+  pip_download -d "$out/tf" "${TF_PINS[@]}"
+}
+
 groups=("$@")
-[ ${#groups[@]} -gt 0 ] || groups=(whl deb smollm2 gemma)
+[ ${#groups[@]} -gt 0 ] || groups=(whl deb tf smollm2 gemma)
 for g in "${groups[@]}"; do
   case "$g" in
-    whl|deb|smollm2|gemma) "pack_$g" ;;
-    *) echo "usage: bash deploy/device/pack.sh [whl] [deb] [smollm2] [gemma]" >&2; exit 2 ;;
+    whl|deb|tf|smollm2|gemma) "pack_$g" ;;
+    *) echo "usage: bash deploy/device/pack.sh [whl] [deb] [tf] [smollm2] [gemma]" >&2; exit 2 ;;
   esac
 done
 
@@ -161,7 +172,7 @@ fi
 
 echo
 echo "sizes (carry at most 64 MiB per call):"
-for d in whl deb models/smollm2 models/gemma; do
+for d in whl deb tf models/smollm2 models/gemma; do
   [ -d "$out/$d" ] || continue
   printf '  %-24s %6s  %3s files\n' ".device/$d" "$(du -sh "$out/$d" | cut -f1)" "$(find "$out/$d" -type f | wc -l)"
 done

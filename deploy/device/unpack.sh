@@ -31,6 +31,12 @@ install() {
   else
     echo "wheels: none in $dev/whl (not carried this call)"
   fi
+  if compgen -G "$dev/tf/*.whl" >/dev/null; then  # transformers 5.24 over the image's (Gemma tokenizer)
+    echo "transformers wheels: $(find "$dev/tf" -name '*.whl' | wc -l) -> $site"
+    mkdir -p "$site"
+    "$python" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-compile --no-cache-dir \
+      --upgrade --target "$site" "$dev"/tf/*.whl
+  fi
   if compgen -G "$dev/deb/*.deb" >/dev/null; then
     mkdir -p "$bwroot"
     local deb
