@@ -351,10 +351,10 @@ class Experiment:
         items = self.generate_programs(mode, source=source, round_=1, generator=generator, fmt=fmt)
         return {"stored": buf.add_experiences(items).created if items else 0}
 
-    def judge_items(self, items: list[ExperienceIn]) -> list[ExperienceIn]:
-        """``items`` with their pass rates (the judge's sandbox), for programs of the train tasks."""
-        by_id = {t.id: t for t in self.train_tasks}
-        out: list[ExperienceIn] = []
+    def judge_programs(self, tasks: list[TaskIn], items: list[Any]) -> list[tuple[float, dict[str, Any]]]:
+        """(pass rate, judge summary) of each item's ``program`` for its ``task_id``, in the judge's sandbox."""
+        by_id = {t.id: t for t in tasks}
+        out: list[tuple[float, dict[str, Any]]] = []
         for part in chunks(items, 64):
             reqs = [
                 JudgeRequest(
@@ -364,10 +364,18 @@ class Experiment:
                 )
                 for e in part
             ]
-            for exp, res in zip(part, self.judge.judge_batch(reqs).results, strict=True):
-                summary = {"verdict": res.verdict, "passed": res.passed, "total": res.total}
-                out.append(exp.model_copy(update={"pass_rate": res.pass_rate, "judge": summary}))
+            out += [
+                (res.pass_rate, {"verdict": res.verdict, "passed": res.passed, "total": res.total})
+                for res in self.judge.judge_batch(reqs).results
+            ]
         return out
+
+    def judge_items(self, items: list[ExperienceIn]) -> list[ExperienceIn]:
+        """``items`` with their pass rates, for programs of the train tasks."""
+        return [
+            e.model_copy(update={"pass_rate": rate, "judge": summary})
+            for e, (rate, summary) in zip(items, self.judge_programs(self.train_tasks, items), strict=True)
+        ]
 
     def copy_buffer(self, src: BufferClient, dst: BufferClient, *, only_passing: bool = False) -> int:
         """Copy the judged programs of the train tasks from ``src`` into ``dst`` (idempotent)."""
@@ -418,24 +426,11 @@ class Experiment:
 
     def judge_all(self, buf: BufferClient, tasks: list[TaskIn]) -> dict[str, Any]:
         """Run every unjudged program of ``tasks`` and store its pass rate."""
-        by_id = {t.id: t for t in tasks}
         pending = []
         for t in tasks:
             pending += buf.list_experiences(task_id=t.id, judged=False, limit=1000).items
-        rates = []
-        for part in chunks(pending, 64):
-            reqs = [
-                JudgeRequest(
-                    program=assemble_program(by_id[e.task_id].prompt, e.program, by_id[e.task_id].metadata),
-                    tests=by_id[e.task_id].tests,
-                    limits=self.limits,
-                )
-                for e in part
-            ]
-            for exp, res in zip(part, self.judge.judge_batch(reqs).results, strict=True):
-                summary = {"verdict": res.verdict, "passed": res.passed, "total": res.total}
-                buf.update_experience(exp.id, ExperienceUpdate(pass_rate=res.pass_rate, judge=summary))
-                rates.append(res.pass_rate)
+        for exp, (rate, summary) in zip(pending, self.judge_programs(tasks, pending), strict=True):
+            buf.update_experience(exp.id, ExperienceUpdate(pass_rate=rate, judge=summary))
         return {"judged": len(pending), "stats": buf.stats().model_dump(mode="json")}
 
     def passing(self, src: BufferClient, dst: BufferClient) -> dict[str, Any]:

@@ -156,7 +156,7 @@ def plot_rounds(summary: dict[str, Any], path: Path) -> Path | None:
     except ImportError:  # pragma: no cover
         return None
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
-    colors = plt.get_cmap("tab20").colors
+    colors = [plt.get_cmap("tab20")(i) for i in range(20)]
     n_rounds = max(len(c) for c in rows.values())
     for ax, metric in zip(axes, ("pass_rate", "accuracy"), strict=True):
         base = 100 * summary["base"][metric]["mean"]
