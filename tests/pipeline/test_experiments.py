@@ -235,6 +235,16 @@ def test_rounds_resample_into_each_variants_own_buffer_and_resume(tiny_model: Pa
     assert {p.name: p.stat().st_mtime_ns for p in (out / "phases").iterdir()} == before
     assert again["variants"] == summary["variants"]
 
+    # a run cut off after round 1 on another machine: round 1's checkpoint is gone, so round 1 is redone
+    for name in ("variant-p2value-rank-s0-r2.json", "variant-p2value-rank-s0.json"):
+        (out / "phases" / name).unlink()
+    Experiment(cfg, out, settings, log=lambda m: None).run()
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "phases").iterdir()}
+    assert after["variant-p2value-rank-s0-r1.json"] != before["variant-p2value-rank-s0-r1.json"]
+    assert after["variant-model-teacher-s0-r1.json"] == before["variant-model-teacher-s0-r1.json"]
+    assert (out / "phases" / "variant-p2value-rank-s0.json").is_file()
+    assert not any((out / "checkpoints").iterdir())
+
 
 def test_sampled_buffer_comes_from_the_base_weights_after_other_variants_trained(
     tiny_model: Path, tmp_path: Path
