@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +40,7 @@ def _env(settings: Settings) -> dict[str, str]:
         BTP_REDIS_URL=settings.redis_url,
         BTP_DATA_DIR=str(settings.data_dir),
         BTP_TRAINER_DEVICE="cpu",
+        BTP_TRAINER_QUEUE=settings.queue,
         BTP_TRAINER_VISIBILITY_TIMEOUT_S="3",
         BTP_TRAINER_RESTORE_THROTTLE="1",
         OMP_NUM_THREADS="1",
@@ -86,7 +88,9 @@ def stack(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[tuple[Setting
 
     with TestClient(create_buffer(BufferSettings(database_url=pg_url, data_dir=tmp_path))) as http:
         fill_buffer(BufferClient(client=http))  # type: ignore[arg-type]
-    settings = Settings(database_url=pg_url, redis_url=redis_url, data_dir=tmp_path, device="cpu")
+    # a queue of this test's own: a worker left over from an interrupted run can never take its jobs
+    queue = f"btp-train-test-{uuid.uuid4().hex[:12]}"
+    settings = Settings(database_url=pg_url, redis_url=redis_url, data_dir=tmp_path, device="cpu", queue=queue)
     with TestClient(create_app(settings)) as api:
         yield settings, api
 
