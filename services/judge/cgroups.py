@@ -81,6 +81,22 @@ class ContainerCgroup:
         self.dirs = made
         return [str(d / "cgroup.procs") for d in made]
 
+    def set_memory(self, memory_bytes: int) -> bool:
+        """Change the memory limit (per program); False when the kernel refuses (usage above it)."""
+        if memory_bytes == self.memory_bytes:
+            return True
+        for d in self.dirs:
+            name = "memory.max" if (d / "memory.max").exists() else "memory.limit_in_bytes"
+            if not (d / name).exists():
+                continue
+            try:
+                (d / name).write_text(str(memory_bytes))
+            except OSError as e:
+                log.warning("cgroup %s: memory limit %d refused (%s)", d, memory_bytes, e)
+                return False
+        self.memory_bytes = memory_bytes
+        return True
+
     def remove(self) -> None:
         """Remove the cgroup directories (their processes must be gone)."""
         for d in self.dirs:

@@ -4,14 +4,15 @@ Per-case statuses: ``passed``, ``wrong_answer``, ``runtime_error``, ``timeout``,
 ``output_exceeded``, ``syntax_error``. ``pass_rate = passed / total`` (Eq. 4 as a fraction); the verdict is
 ``passed`` only when every case passed.
 
-Where each verdict is decided: ``stdio`` outputs and ``call`` return values travel back from the sandbox
-and are compared here, in the service, with :mod:`.compare` (the program never sees the expected values,
-so it cannot fake them except by computing them). ``check`` asserts run inside the sandbox in a checker
-process separate from the program's (``checker=process``, the default; see checker.py), which gets only
-plain return values from it; with ``checker=inprocess`` they run next to the candidate (faster, hardened,
-but open to deliberate frame introspection). Results never come from the program's output: the harness
-reads them from a channel the program does not hold (a socket, or a pipe whose lines carry a per-run
-secret).
+Where each verdict is decided (docs/judge.md has the whole isolation model): ``stdio`` outputs and
+``call`` return values travel back from the sandbox and are compared here with :mod:`.compare` (the
+expected values never enter the sandbox). ``check`` asserts run inside the sandbox in a checker process
+that is not the program's (box/checker.py). Nothing a program produces is trusted here: the reply of a
+container is read field by field (:func:`to_response`), a malformed field decides its own case as a
+``runtime_error``, and one bad item never fails the others of a batch. Nothing derived from a program is
+parsed or compiled in this process beyond bounded JSON: syntax errors are found in the sandbox. Sizes are
+capped: the program (``max_program_kb``, 413), the tests (``max_test_kb``, 413), what a program sends
+back (``output_kb`` per case, ``reply_kb`` per program: ``output_exceeded``).
 
 Back-pressure: at most ``max_queue`` programs are admitted at once (running in one of the ``workers``
 containers or waiting for one); a request that would exceed it gets 429 and nothing of it runs.
@@ -19,12 +20,15 @@ containers or waiting for one); a request that would exceed it gets 429 and noth
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from typing import Any
 
-from services.common.errors import OverloadedError, UnavailableError, ValidationError
+from services.common.errors import OverloadedError, PayloadTooLargeError, UnavailableError, ValidationError
 from services.common.schemas.judge import (
     CallTests,
     CaseResult,
@@ -35,12 +39,13 @@ from services.common.schemas.judge import (
     StdioTests,
 )
 
-from .checks import plan_check
+from .checks import CheckPlan, plan_check
 from .compare import stdio_equal, values_equal
 from .sandbox import SandboxPool
 from .settings import Settings
 
 DETAIL_MAX = 500
+log = logging.getLogger(__name__)
 
 
 def resolve_limits(settings: Settings, limits: Limits | None) -> dict[str, Any]:
@@ -69,28 +74,77 @@ def resolve_limits(settings: Settings, limits: Limits | None) -> dict[str, Any]:
         out[name] = value
     if lim.cpu_s is None and lim.time_s is not None:
         out["cpu_s"] = min(out["time_s"], settings.max_cpu_s)
+    if lim.program_time_s is not None:
+        if lim.program_time_s > settings.max_program_time_s:
+            raise ValidationError(
+                f"limits.program_time_s = {lim.program_time_s} is above this judge's maximum "
+                f"{settings.max_program_time_s}",
+                param="limits.program_time_s",
+            )
+        out["budget_s"] = max(lim.program_time_s, out["time_s"])
+    elif settings.program_time_s is not None:
+        out["budget_s"] = max(settings.program_time_s, out["time_s"])
+    else:
+        out["budget_s"] = max(2 * out["time_s"], 5.0)
+    out["reply_kb"] = settings.reply_kb
     return out
 
 
-def _syntax_error(program: str) -> str | None:
-    try:
-        compile(program, "<program>", "exec", dont_inherit=True)
-    except SyntaxError as e:
-        return f"{type(e).__name__}: {e}"[:DETAIL_MAX]
-    except (ValueError, RecursionError, MemoryError, OverflowError) as e:
-        return f"{type(e).__name__}: {e}"[:DETAIL_MAX]
-    return None
+class MalformedValue(ValueError):
+    """A value from the sandbox that is not a well-formed tagged value."""
 
 
-def decode_value(v: Any) -> Any:
-    """Undo the harness's JSON escapes for non-finite floats."""
-    if isinstance(v, dict):
-        if set(v) == {"__float__"}:
-            return float(v["__float__"])
-        return {k: decode_value(x) for k, x in v.items()}
+_FLOAT_TAGS = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
+
+
+def decode_value(v: Any, depth: int = 0) -> Any:
+    """The value a runner's tagged JSON stands for (the inverse of box/runner.py's ``encode``).
+
+    Strict: every JSON object must be exactly one known tag with a payload of the right shape; anything
+    else raises :class:`MalformedValue`, so no returned value can decode into another type.
+    """
+    if depth > 200:
+        raise MalformedValue("value nested too deeply")
+    if v is None or isinstance(v, (bool, int, str)):
+        return v
+    if isinstance(v, float):
+        return v
     if isinstance(v, list):
-        return [decode_value(x) for x in v]
-    return v
+        return [decode_value(x, depth + 1) for x in v]
+    if not isinstance(v, dict) or len(v) != 1:
+        raise MalformedValue("not a tagged value")
+    ((tag, payload),) = v.items()
+    if tag == "f" and isinstance(payload, str) and payload in _FLOAT_TAGS:
+        return _FLOAT_TAGS[payload]
+    if tag == "b" and isinstance(payload, str):
+        try:
+            return payload.encode("latin-1")
+        except UnicodeEncodeError:
+            raise MalformedValue("bytes out of range") from None
+    if tag == "c" and isinstance(payload, list) and len(payload) == 2:
+        re_, im = (decode_value(x, depth + 1) for x in payload)
+        if all(type(x) in (int, float) for x in (re_, im)):
+            return complex(re_, im)
+        raise MalformedValue("bad complex")
+    if not isinstance(payload, list):
+        raise MalformedValue("bad container")
+    try:
+        if tag == "t":
+            return tuple(decode_value(x, depth + 1) for x in payload)
+        if tag == "s":
+            return {decode_value(x, depth + 1) for x in payload}
+        if tag == "fs":
+            return frozenset(decode_value(x, depth + 1) for x in payload)
+        if tag == "d":
+            out = {}
+            for pair in payload:
+                if not isinstance(pair, list) or len(pair) != 2:
+                    raise MalformedValue("bad dict item")
+                out[decode_value(pair[0], depth + 1)] = decode_value(pair[1], depth + 1)
+            return out
+    except TypeError as e:  # an unhashable key or set item
+        raise MalformedValue(str(e)) from None
+    raise MalformedValue(f"unknown tag {tag[:20]!r}")
 
 
 def _short(x: Any) -> str:
@@ -98,10 +152,38 @@ def _short(x: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def build_job(req: JudgeRequest, limits: dict[str, Any], checker: str = "process") -> dict[str, Any]:
+@lru_cache(maxsize=512)
+def _plan(code: str) -> CheckPlan:
+    # the same tests are judged for every program of a task: split each check source once
+    return plan_check(code)
+
+
+def _size_caps(settings: Settings, req: JudgeRequest, where: str) -> None:
+    """413 for a program or tests above the configured sizes (before anything is parsed or run)."""
+    prog = len(req.program.encode("utf-8", "surrogatepass"))
+    if prog > settings.max_program_kb * 1024:
+        raise PayloadTooLargeError(
+            f"program is {prog} bytes, above this judge's limit of {settings.max_program_kb} KiB",
+            param=f"{where}program",
+        )
+    tests = req.tests
+    if isinstance(tests, CheckTests):
+        size = len(tests.code)
+    elif isinstance(tests, StdioTests):
+        size = sum(len(c.input) + len(c.output) for c in tests.cases)
+    else:
+        size = len(json.dumps([[c.args, c.kwargs, c.expected] for c in tests.cases], default=str))
+    if size > settings.max_test_kb * 1024:
+        raise PayloadTooLargeError(
+            f"tests are {size} bytes, above this judge's limit of {settings.max_test_kb} KiB",
+            param=f"{where}tests",
+        )
+
+
+def build_job(req: JudgeRequest, limits: dict[str, Any]) -> dict[str, Any]:
     """The harness request for one program."""
     tests = req.tests
-    job: dict[str, Any] = {"kind": tests.kind, "program": req.program, "limits": dict(limits), "checker": checker}
+    job: dict[str, Any] = {"kind": tests.kind, "program": req.program, "limits": dict(limits)}
     if isinstance(tests, StdioTests):
         job["cases"] = [c.input for c in tests.cases]
         n = 1
@@ -110,7 +192,7 @@ def build_job(req: JudgeRequest, limits: dict[str, Any], checker: str = "process
         job["cases"] = [{"args": c.args, "kwargs": c.kwargs} for c in tests.cases]
         n = len(tests.cases) + 1
     else:
-        plan = plan_check(tests.code)
+        plan = _plan(tests.code)
         job["entry_point"] = tests.entry_point
         job["check_prelude"] = plan.prelude
         job["program_names"] = plan.program_names
@@ -120,57 +202,73 @@ def build_job(req: JudgeRequest, limits: dict[str, Any], checker: str = "process
     return job
 
 
-def _stdio_case(i: int, c: dict[str, Any], expected: str) -> CaseResult:
-    t = float(c.get("t", 0.0))
-    if c.get("timed_out"):
+def _num(x: Any) -> float:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else 0.0
+
+
+def _text(x: Any) -> str:
+    return x if isinstance(x, str) else ""
+
+
+def _stdio_case(i: int, c: dict[str, Any], expected: str, rule: str, time_s: float) -> CaseResult:
+    t = _num(c.get("t"))
+    if c.get("budget"):
+        return CaseResult(index=i, status="timeout", time_ms=t, detail="not run: the program's time budget was spent")
+    if c.get("timed_out") is True or t > time_s * 1000.0:
         return CaseResult(index=i, status="timeout", time_ms=t, detail="time limit exceeded")
-    if c.get("memory_exceeded"):
+    if isinstance(c.get("syntax_error"), str):
+        return CaseResult(index=i, status="syntax_error", time_ms=t, detail=c["syntax_error"][:DETAIL_MAX])
+    if c.get("memory_exceeded") is True:
         return CaseResult(index=i, status="memory_exceeded", time_ms=t, detail="memory limit exceeded")
-    if c.get("output_exceeded"):
+    if c.get("output_exceeded") is True:
         return CaseResult(index=i, status="output_exceeded", time_ms=t, detail="output limit exceeded")
     if c.get("exit_code") != 0:
-        tail = (c.get("stderr") or "").strip().splitlines()[-3:]
+        tail = _text(c.get("stderr")).strip().splitlines()[-3:]
         detail = f"exit code {c.get('exit_code')}: " + " | ".join(tail)
         return CaseResult(index=i, status="runtime_error", time_ms=t, detail=detail[:DETAIL_MAX])
-    if stdio_equal(c.get("stdout", ""), expected):
+    out = _text(c.get("stdout"))
+    if stdio_equal(out, expected, rule):
         return CaseResult(index=i, status="passed", time_ms=t)
-    got = (c.get("stdout") or "")[:100]
-    return CaseResult(index=i, status="wrong_answer", time_ms=t, detail=f"output differs: got {got!r}"[:DETAIL_MAX])
+    return CaseResult(index=i, status="wrong_answer", time_ms=t, detail=f"output differs: got {out[:100]!r}"[:DETAIL_MAX])
 
 
-def to_response(req: JudgeRequest, reply: dict[str, Any], n_cases: int) -> JudgeResponse:
-    """Verdicts from the harness's reply (comparisons for stdio and call happen here)."""
+_STATUSES = {"passed", "wrong_answer", "runtime_error", "timeout", "memory_exceeded", "output_exceeded", "syntax_error"}
+
+
+def _case(req: JudgeRequest, i: int, c: Any, time_s: float) -> CaseResult:
+    """One case of a container's reply, read field by field."""
     tests = req.tests
-    cases: list[CaseResult] = []
-    if "box_died" in reply or "error" in reply:
-        why = reply.get("box_died") or reply.get("error")
-        cases = [
-            CaseResult(index=i, status="runtime_error", time_ms=0.0, detail=f"sandbox terminated: {why}"[:DETAIL_MAX])
-            for i in range(n_cases)
-        ]
-    else:
-        raw = reply["cases"]
-        for i in range(n_cases):
-            c = raw[i] if i < len(raw) and raw[i] is not None else {"status": "runtime_error", "detail": "no result"}
-            if isinstance(tests, StdioTests):
-                cases.append(_stdio_case(i, c, tests.cases[i].output))
-                continue
-            t = float(c.get("t", 0.0))
-            status = c.get("status", "runtime_error")
-            detail = str(c.get("detail", ""))[:DETAIL_MAX]
-            if status == "value" and isinstance(tests, CallTests):
-                value = decode_value(c.get("value"))
-                expected = tests.cases[i].expected
-                if values_equal(value, expected):
-                    cases.append(CaseResult(index=i, status="passed", time_ms=t))
-                else:
-                    detail = f"expected {_short(expected)}, got {_short(value)}"
-                    cases.append(CaseResult(index=i, status="wrong_answer", time_ms=t, detail=detail))
-                continue
-            if status == "value" or (status == "passed" and isinstance(tests, CallTests)):
-                # a call case passes only by the comparison above; anything else is not a verdict
+    if not isinstance(c, dict):
+        return CaseResult(index=i, status="runtime_error", time_ms=0.0, detail="no result")
+    if isinstance(tests, StdioTests):
+        return _stdio_case(i, c, tests.cases[i].output, tests.compare, time_s)
+    t = _num(c.get("t"))
+    status = c.get("status")
+    detail = _text(c.get("detail"))[:DETAIL_MAX]
+    if status in ("value", "passed") and t > time_s * 1000.0:
+        return CaseResult(index=i, status="timeout", time_ms=t, detail="time limit exceeded")
+    if isinstance(tests, CallTests):
+        if status != "value":
+            # a call case passes only by the comparison below
+            if status not in _STATUSES or status == "passed":
                 status, detail = "runtime_error", detail or "no value returned"
-            cases.append(CaseResult(index=i, status=status, time_ms=t, detail=detail))
+            return CaseResult(index=i, status=status, time_ms=t, detail=detail)
+        try:
+            value = decode_value(c.get("value"))
+        except (MalformedValue, RecursionError, OverflowError) as e:
+            return CaseResult(index=i, status="runtime_error", time_ms=t, detail=f"malformed value: {e}"[:DETAIL_MAX])
+        expected = tests.cases[i].expected
+        if values_equal(value, expected, tests.compare):
+            return CaseResult(index=i, status="passed", time_ms=t)
+        return CaseResult(
+            index=i, status="wrong_answer", time_ms=t, detail=f"expected {_short(expected)}, got {_short(value)}"
+        )
+    if status not in _STATUSES:
+        status, detail = "runtime_error", "malformed result"
+    return CaseResult(index=i, status=status, time_ms=t, detail=detail)
+
+
+def _verdict(cases: list[CaseResult]) -> JudgeResponse:
     passed = sum(1 for c in cases if c.status == "passed")
     total = len(cases)
     return JudgeResponse(
@@ -180,6 +278,28 @@ def to_response(req: JudgeRequest, reply: dict[str, Any], n_cases: int) -> Judge
         verdict="passed" if total and passed == total else "failed",
         cases=cases,
     )
+
+
+def _all(n: int, status: Any, detail: str) -> JudgeResponse:
+    return _verdict([CaseResult(index=i, status=status, time_ms=0.0, detail=detail[:DETAIL_MAX]) for i in range(n)])
+
+
+def to_response(req: JudgeRequest, reply: dict[str, Any], n_cases: int, time_s: float = math.inf) -> JudgeResponse:
+    """Verdicts from a container's reply (comparisons for stdio and call happen here); never raises."""
+    if "box_died" in reply or "error" in reply:
+        why = reply.get("box_died") or reply.get("error")
+        return _all(n_cases, "runtime_error", f"sandbox terminated: {why}")
+    raw = reply.get("cases")
+    if not isinstance(raw, list):
+        return _all(n_cases, "runtime_error", "malformed reply from the sandbox")
+    cases = []
+    for i in range(n_cases):
+        try:
+            cases.append(_case(req, i, raw[i] if i < len(raw) else None, time_s))
+        except Exception as e:  # whatever a program sent, the answer is a verdict for its case
+            log.warning("case %d: unreadable result (%s: %s)", i, type(e).__name__, e)
+            cases.append(CaseResult(index=i, status="runtime_error", time_ms=0.0, detail="unreadable result"))
+    return _verdict(cases)
 
 
 class Judge:
@@ -210,44 +330,32 @@ class Judge:
         """Programs admitted and not finished."""
         return self._admitted
 
-    def prepare(self, req: JudgeRequest) -> tuple[dict[str, Any] | None, JudgeResponse | None, int]:
-        """Validate one request: (job, immediate response for a syntax error, number of cases)."""
+    def prepare(self, req: JudgeRequest, where: str = "") -> tuple[dict[str, Any], int]:
+        """Validate one request (sizes, limits, the check's split): (job, number of cases)."""
+        _size_caps(self.settings, req, where)
         limits = resolve_limits(self.settings, req.limits)
-        job = build_job(req, limits, self.settings.checker)
-        n = len(job["cases"])
-        err = _syntax_error(req.program)
-        if err is not None:
-            cases = [CaseResult(index=i, status="syntax_error", time_ms=0.0, detail=err) for i in range(n)]
-            return None, JudgeResponse(pass_rate=0.0, passed=0, total=n, verdict="failed", cases=cases), n
-        return job, None, n
+        job = build_job(req, limits)
+        return job, len(job["cases"])
 
     def _run(self, req: JudgeRequest, job: dict[str, Any], n: int) -> JudgeResponse:
         lim = job["limits"]
-        timeout = (n + 2) * (lim["time_s"] + 1.0) + 30.0
+        timeout = lim["budget_s"] + 2 * (lim["time_s"] + 1.0) + 30.0
         reply = self.pool.run(job, timeout)
         if "box_died" in reply and not self.pool.healthy():
             raise UnavailableError("sandbox containers cannot be restarted: " + str(reply["box_died"]))
-        return to_response(req, reply, n)
+        return to_response(req, reply, n, lim["time_s"])
 
     def judge_many(self, items: list[JudgeRequest]) -> list[JudgeResponse]:
         """Judge several programs in parallel across the warm containers; results in order."""
-        prepared = [self.prepare(r) for r in items]  # validate everything before running anything
+        where = (lambda i: f"items[{i}].") if len(items) > 1 else (lambda i: "")
+        prepared = [self.prepare(r, where(i)) for i, r in enumerate(items)]  # validate everything first
         self._admit(len(items))
         try:
-            futures: list[Future[JudgeResponse] | None] = []
-            for req, (job, immediate, n) in zip(items, prepared, strict=True):
-                if immediate is not None:
-                    futures.append(None)
-                else:
-                    assert job is not None
-                    futures.append(self._executor.submit(self._run, req, job, n))
-            out: list[JudgeResponse] = []
-            for fut, (_, immediate, _) in zip(futures, prepared, strict=True):
-                if fut is None:
-                    assert immediate is not None
-                    out.append(immediate)
-                else:
-                    out.append(fut.result())
+            futures = [
+                self._executor.submit(self._run, req, job, n)
+                for req, (job, n) in zip(items, prepared, strict=True)
+            ]
+            out = [fut.result() for fut in futures]
             with self._lock:
                 self.programs_judged += len(items)
             return out

@@ -47,11 +47,10 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-# One script from three files: checker.py first (it installs the harness's private builtins), harness.py
-# last (it ends by calling main()).
-HARNESS_SOURCE = "\n".join(
-    (Path(__file__).parent / name).read_text() for name in ("checker.py", "runner.py", "harness.py")
-)
+# One script from the files of box/ (all the code that runs inside a container): checker.py first (it
+# installs the harness's private builtins), harness.py last (it ends by calling main()).
+BOX_FILES = ("checker.py", "seccomp.py", "runner.py", "harness.py")
+HARNESS_SOURCE = "\n".join((Path(__file__).parent / "box" / name).read_text() for name in BOX_FILES)
 CHECKER_UID_OFFSET = 1_000_000
 _CGROUP_SEQ = itertools.count()
 _CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_CHOWN")
@@ -226,6 +225,12 @@ class Box:
         if not reply.get("pong"):
             self.close()
             raise SandboxUnavailable(f"sandbox container {self.index} answered {reply!r}")
+        if self.settings.backend == "bwrap" and not reply.get("seccomp"):
+            self.close()
+            raise SandboxUnavailable(
+                f"sandbox container {self.index} cannot install its seccomp filter (kernel without seccomp, or "
+                "an unsupported machine): programs could create namespaces and keyrings; refusing to start"
+            )
 
     def request(self, obj: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Send one frame and wait for the reply; :class:`BoxDied` if none comes in time."""
@@ -342,6 +347,12 @@ class SandboxPool:
         """Run one job in a free container. A dead container is replaced and the job gets ``box_died``."""
         box = self._free.get()
         try:
+            if box.proc is None:  # a restart failed earlier: try again now
+                self._replace(box)
+            if box.cgroup is not None and not box.cgroup.set_memory(self.job_memory_bytes(job)):
+                self._replace(box)  # usage above the program's limit: a fresh container, then the limit
+                if box.cgroup is not None and not box.cgroup.set_memory(self.job_memory_bytes(job)):
+                    return {"box_died": "cannot set the container's memory limit"}
             try:
                 reply = box.request(job, timeout)
             except BoxDied as e:
@@ -354,6 +365,12 @@ class SandboxPool:
             return reply
         finally:
             self._free.put(box)
+
+    def job_memory_bytes(self, job: dict[str, Any]) -> int:
+        """The container's memory limit while it runs ``job``: the program's whole process tree and its
+        tmpfs files share ``memory_mb``, plus the fixed cost of the container's own processes."""
+        s = self.settings
+        return (int(job["limits"]["memory_mb"]) + s.box_overhead_mb) * 1024 * 1024
 
     def _replace(self, box: Box) -> None:
         with self._lock:
@@ -384,7 +401,7 @@ def script_limits(time_s: float, memory_mb: int, output_kb: int, processes: int)
     """The harness's limit dict for one script run."""
     return {
         "time_s": time_s, "cpu_s": time_s, "cpu_total_s": time_s + 1, "memory_mb": memory_mb,
-        "output_kb": output_kb, "processes": processes,
+        "output_kb": output_kb, "processes": processes, "budget_s": time_s + 1, "reply_kb": output_kb + 64,
     }
 
 

@@ -27,12 +27,12 @@ class Settings(CommonSettings):
         description="`bwrap`: each program in a bubblewrap container (required for untrusted code). "
         "`process`: NO isolation, plain child processes; only when the operator opts in (warned on every start).",
     )
-    checker: Literal["process", "inprocess"] = Field(
+    checker: Literal["process"] = Field(
         default="process",
-        description="`check` tests: `process` runs the asserts in a checker process separate from the program "
-        "(the program can only return values; verdicts cannot be forged); `inprocess` runs them next to the "
-        "candidate (one process less per program, ~1.5x faster, hardened but open to deliberate frame "
-        "introspection by the program).",
+        description="`check` tests run their asserts in a checker process separate from the program (the "
+        "program can only return values; verdicts cannot be forged). The former `inprocess` mode ran them "
+        "next to the candidate, where a program could read the test through the interpreter's frames; it "
+        "is gone.",
     )
     bwrap_path: str = Field(default="bwrap", description="bubblewrap executable (name on PATH or absolute path).")
     python: str | None = Field(
@@ -66,6 +66,32 @@ class Settings(CommonSettings):
     memory_mb: int = Field(default=512, ge=16, description="Default address-space limit per process, MiB.")
     output_kb: int = Field(default=1024, ge=1, description="Default output limit per case (stdout+stderr), KiB.")
     processes: int = Field(default=16, ge=1, description="Default limit on processes+threads of a program.")
+    program_time_s: float | None = Field(
+        default=None, gt=0,
+        description="Default wall-time budget of a whole program, all its cases together (default: "
+        "2 x time_s, at least 5 s). Cases not started when it runs out are timeouts: a program that hangs "
+        "on every case costs this, not cases x time_s.",
+    )
+    max_program_time_s: float = Field(default=600.0, gt=0, description="Largest program_time_s a request may ask for.")
+    max_program_kb: int = Field(
+        default=1024, ge=1, description="Largest program (UTF-8 bytes) a request may send; above is a 413."
+    )
+    max_test_kb: int = Field(
+        default=1024, ge=1,
+        description="Largest `check` test source, stdio input/output and call arguments/expected values of one "
+        "item (UTF-8/JSON bytes); above is a 413. The check source is parsed in the service (AST split into "
+        "cases), so it stays bounded.",
+    )
+    reply_kb: int = Field(
+        default=8192, ge=64,
+        description="What one program may send back in all (returned values, captured stdout), KiB; values "
+        "past it are `output_exceeded`. Bounds the service's memory per program.",
+    )
+    box_overhead_mb: int = Field(
+        default=192, ge=32,
+        description="Memory of a container's own processes (harness, zygote, checker), added to the program's "
+        "memory_mb to make the container's cgroup limit while it runs that program.",
+    )
     max_time_s: float = Field(default=30.0, gt=0, description="Largest time_s a request may ask for.")
     max_cpu_s: float = Field(default=30.0, gt=0, description="Largest cpu_s a request may ask for.")
     max_memory_mb: int = Field(default=4096, ge=16, description="Largest memory_mb a request may ask for.")

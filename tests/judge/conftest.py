@@ -102,7 +102,7 @@ def leftovers(client: TestClient) -> list[str]:
             problems.append(f"box {box.index} not running")
             continue
         extra = descendants(box.pid)
-        if len(extra) > 3:  # bwrap's init, the harness and (once started) the long-lived checker
+        if len(extra) > 4:  # bwrap's init, the harness, its zygote and (once started) the long-lived checker
             problems.append(f"box {box.index}: {len(extra)} processes under bwrap {box.pid}")
     settings: Settings = judge.settings
     stray = processes_of_uids(range(settings.uid_base, settings.uid_base + judge.pool.size))

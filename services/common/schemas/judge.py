@@ -6,6 +6,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+CompareRule = Literal["default", "apps", "codecontests", "exact"]
+_COMPARE_DOC = (
+    "Comparison rule (docs/judge.md): `default` (the judge's own), `apps` (APPS testing_util.py), "
+    "`codecontests` (deepmind/code_contests OutputsMatch), `exact`."
+)
 CaseStatus = Literal[
     "passed",
     "wrong_answer",
@@ -30,6 +35,7 @@ class StdioTests(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["stdio"] = "stdio"
     cases: list[StdioCase] = Field(min_length=1, max_length=10_000)
+    compare: CompareRule = Field("default", description=_COMPARE_DOC)
 
 
 class CallCase(BaseModel):
@@ -46,6 +52,7 @@ class CallTests(BaseModel):
     kind: Literal["call"] = "call"
     fn_name: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
     cases: list[CallCase] = Field(min_length=1, max_length=10_000)
+    compare: CompareRule = Field("default", description=_COMPARE_DOC)
 
 
 class CheckTests(BaseModel):
@@ -69,6 +76,11 @@ class Limits(BaseModel):
     memory_mb: int | None = Field(None, ge=16, le=65536, description="Address-space limit, MiB.")
     output_kb: int | None = Field(None, ge=1, le=1_048_576, description="Output size limit, KiB.")
     processes: int | None = Field(None, ge=1, le=4096, description="Processes/threads at most.")
+    program_time_s: float | None = Field(
+        None, gt=0, le=3600,
+        description="Wall-time budget of the whole program, all cases together; cases not started when it "
+        "runs out are timeouts.",
+    )
 
 
 class JudgeRequest(BaseModel):

@@ -1,14 +1,21 @@
 # ruff: noqa: SIM105, UP031, F821
 # mypy: ignore-errors
 # (runs inside the sandbox, between checker.py and harness.py in one module: plain, standard library only)
-"""Sandbox side, runner processes: set-up of a forked runner and the bodies that run untrusted code.
+"""Sandbox side, program processes: their set-up and the bodies that run untrusted code.
 
-- :func:`child_setup`: descriptors, rlimits (address space, file size = output limit, CPU, processes,
-  open files, no core), the container's uid, cwd ``/work``; runs before any untrusted code.
-- :func:`run_inprocess`: ``call`` tests (and ``check`` with ``checker=inprocess``): the program is loaded
-  once and the cases run in-process under per-case interval timers; only values (``call``) or statuses
-  (``check`` in-process) go back on the secret-prefixed result pipe.
+Every program process is forked by the container's *zygote* (see harness.py), a process that never held
+a request, so a program's memory holds the interpreter, the preloaded modules and what its own job file
+says: the program and the arguments of its cases, never expected values or test source.
+
+- :func:`child_setup`: descriptors (the job file is read and closed first), rlimits (address space, file
+  size = output limit, CPU, processes, open files, no core), the container's uid, the seccomp filter
+  (seccomp.py), cwd ``/work``; runs before any untrusted code.
+- :func:`run_call`: ``call`` tests: the program is loaded once and the cases run in-process under
+  per-case timers; each return value goes back on the result pipe (fd 3) as tagged JSON (:func:`encode`).
+  The harness times every case on its own clock, and the service compares; the pipe carries nothing a
+  program could not also produce by returning a value.
 - :func:`run_script_child`: ``stdio`` cases and ``run_in_sandbox`` scripts, executed as ``__main__``.
+- :func:`serve_program` (checker.py): ``check`` tests.
 """
 
 import builtins
@@ -19,24 +26,27 @@ import os
 import resource
 import signal
 import sys
-import time
 import traceback
 
+JOB_FD = 4
 
-def child_setup(cfg, limits, stdin_fd, out_fd, err_fd, result_fd, extra_fd=None, uid=None):
-    """In the forked child: descriptors, rlimits, identity. Runs before any untrusted code.
 
-    Afterwards only fds 0, 1, 2, the result pipe (3) and ``extra_fd`` (moved to 4) are open.
+def child_setup(cfg, limits, fds, uid=None, seccomp=None):
+    """In a forked program process: descriptors, job, rlimits, identity, seccomp. Before untrusted code.
+
+    ``fds`` = [stdin, stdout, stderr, result channel, job file]; afterwards only 0-3 are open and the
+    job (a dict) is returned.
     """
     os.setsid()
     gc.enable()  # the harness runs without the cyclic collector; programs get the normal one
-    wanted = [stdin_fd, out_fd, err_fd, result_fd, extra_fd]
-    while wanted and wanted[-1] is None:
-        wanted.pop()
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in wanted]
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds]
     for target, fd in enumerate(high):
         os.dup2(fd, target)
-    keep = len(high)
+    job = None
+    if len(high) > JOB_FD:
+        with os.fdopen(JOB_FD, "rb") as f:
+            job = json.loads(f.read().decode("utf-8"))
+    keep = min(len(high), JOB_FD)
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
         if fd >= keep:
@@ -66,19 +76,22 @@ def child_setup(cfg, limits, stdin_fd, out_fd, err_fd, result_fd, extra_fd=None,
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
+    if seccomp is not None:
+        seccomp.install()
     os.chdir(PATHS["work"])
     os.umask(0o022)
+    return job
 
 
 class CaseTimeout(BaseException):
-    """Raised in the runner by the per-case interval timer or the CPU-limit signal."""
+    """Raised in a runner by the per-case interval timer or the CPU-limit signal."""
 
 
 class NotPlain(Exception):
     """A candidate returned an object that is not a built-in value."""
 
 
-def make_runner_tools(secret):
+def make_runner_tools():
     """Closures over saved references, created before the untrusted program runs."""
     _write = os.write
     _dumps = json.dumps
@@ -89,16 +102,15 @@ def make_runner_tools(secret):
     _complex_add, _bytes_add = complex.__add__, bytes.__add__
     none_t = _type(None)
     exact = (none_t, bool, int, float, str, bytes, complex)
-
     _getpid = os.getpid
     runner_pid = _getpid()
 
     def emit(obj):
         if _getpid() != runner_pid:  # a process the program forked does not speak for the runner
             return
-        line = (secret + "\t" + _dumps(obj) + "\n").encode("utf-8")
+        line = (_dumps(obj) + "\n").encode("utf-8", "surrogatepass")
         while line:
-            n = _write(RESULT_FD, line)
+            n = _write(3, line)
             line = line[n:]
 
     def plain(x, depth=0):
@@ -132,33 +144,45 @@ def make_runner_tools(secret):
             return _complex_add(x, 0j)
         raise NotPlain("returned a %s, not a built-in value" % getattr(t, "__name__", "?"))
 
-    def to_json(x, depth=0):
-        """JSON form of a plain value: tuples and sets become lists, non-str dict keys become str."""
-        t = _type(x)
-        if t is float and x != x:
-            return {"__float__": "nan"}
-        if t is float and x in (float("inf"), float("-inf")):
-            return {"__float__": "inf" if x > 0 else "-inf"}
-        if t in (none_t, bool, int, float, str):
-            return x
-        if t in (list, tuple):
-            return [to_json(e, depth + 1) for e in x]
-        if t in (set, frozenset):
-            items = [to_json(e, depth + 1) for e in x]
-            try:
-                items.sort(key=_dumps)
-            except Exception:
-                pass
-            return items
-        if t is dict:
-            return {(k if _type(k) is str else _dumps(to_json(k))): to_json(v, depth + 1) for k, v in x.items()}
-        if t is bytes:
-            return x.decode("latin-1")
-        if t is complex:
-            return [x.real, x.imag]
-        raise NotPlain("unsupported type")
+    return emit, plain
 
-    return emit, plain, to_json
+
+def _enc_float(x):
+    if x != x:
+        return {"f": "nan"}
+    if x in (float("inf"), float("-inf")):
+        return {"f": "inf" if x > 0 else "-inf"}
+    return x
+
+
+def encode(x, depth=0):
+    """Tagged JSON of a plain value; the service's ``decode_value`` is its exact inverse.
+
+    Every JSON object on the wire is a tag with one key, so no value a program returns (a dict that
+    looks like an encoding, say) can decode to anything but itself.
+    """
+    t = type(x)
+    if depth > 200:
+        raise NotPlain("value nested too deeply")
+    if x is None or t is bool or t is int or t is str:
+        return x
+    if t is float:
+        return _enc_float(x)
+    if t is list:
+        return [encode(e, depth + 1) for e in x]
+    if t is tuple:
+        return {"t": [encode(e, depth + 1) for e in x]}
+    if t is dict:
+        return {"d": [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in x.items()]}
+    if t is set:
+        return {"s": [encode(e, depth + 1) for e in x]}
+    if t is frozenset:
+        return {"fs": [encode(e, depth + 1) for e in x]}
+    if t is bytes:
+        return {"b": x.decode("latin-1")}
+    if t is complex:
+        return {"c": [_enc_float(x.real), _enc_float(x.imag)]}
+    raise NotPlain("unsupported type")
 
 
 def classify_exception(e):
@@ -170,39 +194,39 @@ def classify_exception(e):
     if isinstance(e, OSError) and getattr(e, "errno", None) == 27:  # EFBIG: RLIMIT_FSIZE
         return "output_exceeded", "output limit exceeded"
     if isinstance(e, AssertionError):
-        return "wrong_answer", "assertion failed" + (": " + str(e)[:200] if str(e) else "")
+        try:
+            return "wrong_answer", "assertion failed" + (": " + str(e)[:200] if str(e) else "")
+        except BaseException:
+            return "wrong_answer", "assertion failed"
     if isinstance(e, NotPlain):
         return "wrong_answer", str(e)[:300]
     if isinstance(e, SystemExit):
         return "runtime_error", "exited (SystemExit %r) during the case" % (e.code,)
-    return "runtime_error", ("%s: %s" % (type(e).__name__, e))[:500]
+    try:
+        return "runtime_error", ("%s: %s" % (type(e).__name__, e))[:500]
+    except BaseException:
+        return "runtime_error", "an exception that cannot be printed"
 
 
-def run_inprocess(job, start, pristine_builtins, secret):
-    """Runner body for ``call`` (and ``check`` with ``checker=inprocess``): load the program once, run
-    cases ``start..`` in-process.
+def run_call(job):
+    """Runner body for ``call`` tests: load the program once, run cases ``job['start']..`` in-process.
 
-    ``call``: the runner only reports return values (as JSON); the service compares them with the
-    expected values, which never enter the sandbox. ``check`` in-process (the fast mode) is hardened
-    against programs that attack the checker from inside this process: every helper is bound
-    to a local before the program runs; ``__main__`` (this harness) is replaced in ``sys.modules`` by an
-    empty module; the harness's objects were frozen out of the garbage collector's view before the fork
-    (``gc.get_objects`` does not list them); the check's code objects are compiled before the program
-    runs and, for every case, a fresh namespace (pristine builtins, prelude re-executed) and fresh function
-    objects are built from them, so patching ``check``, a case function or ``builtins`` earlier has no
-    effect; the candidate's return values are converted to plain built-in values before any assert sees
-    them. What remains possible is deliberate frame introspection from inside a candidate call.
+    Emits ``{"loaded": true}`` after the program loaded, then one line per case: ``{"i", "status":
+    "value", "value": <tagged JSON>}`` or a failure status. The expected values never enter the
+    sandbox; the harness times each case from the previous line.
     """
-    emit, plain, to_json = make_runner_tools(secret)
-    _classify, _resolve, _exec, _compile = classify_exception, resolve_callable, exec, compile
-    _isinstance, _dict, _list, _range, _float, _len = isinstance, dict, list, range, float, len
-    _function = type(run_inprocess)
+    emit, plain = make_runner_tools()
+    _classify, _resolve, _exec, _compile, _encode, _dumps = (
+        classify_exception, resolve_callable, exec, compile, encode, json.dumps
+    )
+    _write_line = write_line
+    _isinstance, _range, _len = isinstance, range, len
     _SystemExit, _SyntaxError, _BaseException = SystemExit, SyntaxError, BaseException
     _ftruncate, _lseek = os.ftruncate, os.lseek
     limits = job["limits"]
     time_s = float(limits["time_s"])
     cpu_s = float(limits["cpu_s"])
-    _perf = time.perf_counter
+    value_cap = int(job["value_cap"])
     _setitimer = signal.setitimer
     _getrusage = resource.getrusage
     _setrlimit = resource.setrlimit
@@ -226,25 +250,11 @@ def run_inprocess(job, start, pristine_builtins, secret):
     def disarm():
         _setitimer(_ITIMER_REAL, 0)
 
-    kind = job["kind"]
-    n = len(job["cases"])
-    prelude_code = None
-    case_codes = []
-    if kind == "check":
-        try:
-            prelude_code = _compile(job["check_prelude"], "<check>", "exec")
-            for i, src in enumerate(job["cases"]):
-                module = _compile(src, "<check case %d>" % i, "exec")
-                # the module's only constant code object is the case function's body
-                case_codes.append(next(c for c in module.co_consts if type(c) is type(module)))
-        except BaseException as e:  # the check itself is broken
-            for i in range(start, n):
-                emit({"i": i, "status": "runtime_error", "detail": "check failed to load: %r" % (e,), "t": 0})
-            return
-    pristine = _dict(pristine_builtins)
+    cases = job["cases"]
+    start = int(job["start"])
+    n = _len(cases)
     sys.modules["__main__"] = type(sys)("__main__")
     prog_ns = {"__name__": "__btp_solution__", "__builtins__": builtins}
-    t0 = _perf()
     try:
         arm()
         _exec(_compile(job["program"], "<program>", "exec"), prog_ns)
@@ -258,63 +268,48 @@ def run_inprocess(job, start, pristine_builtins, secret):
         else:
             status, detail = _classify(e)
             detail = "while loading: " + detail
-        t = (_perf() - t0) * 1000.0
-        for i in _range(start, n):
-            emit({"i": i, "status": status, "detail": detail, "t": t if i == start else 0.0})
+        emit({"loaded": False, "status": status, "detail": detail[:500]})
         return
     try:
-        if kind == "check":
-            fn = prog_ns[job["entry_point"]]
-        else:
-            fn = _resolve(prog_ns, job["fn_name"])
+        fn = _resolve(prog_ns, job["fn_name"])
     except _BaseException as e:
-        for i in _range(start, n):
-            emit({"i": i, "status": "runtime_error", "detail": "entry point not found: %s" % (e,), "t": 0})
+        emit({"loaded": False, "status": "runtime_error", "detail": ("entry point not found: %s" % (e,))[:500]})
         return
-
-    def candidate(*args, **kwargs):
-        return plain(fn(*args, **kwargs))
-
-    def fresh_case(i):
-        ns = {"__name__": "__btp_check__", "__builtins__": _dict(pristine)}
-        _exec(prelude_code, ns)
-        # HumanEval's checks may call helpers of the program (poly, encode_cyclic): the checker sees the
-        # program's globals wherever its own prelude defines nothing of that name
-        for k in _list(prog_ns):
-            if k not in ns:
-                ns[k] = prog_ns[k]
-        return _function(case_codes[i], ns)
-
-    cases = job["cases"]
+    emit({"loaded": True})
     for i in _range(start, n):
         try:  # the output limit is per case
             _ftruncate(1, 0)
             _lseek(1, 0, 0)
         except OSError:
             pass
-        t0 = _perf()
         try:
-            if kind == "check":
-                case_fn = fresh_case(i)
-                arm()
-                case_fn(candidate)
-                disarm()
-                msg = {"i": i, "status": "passed", "detail": ""}
+            case = cases[i]
+            arm()
+            value = plain(fn(*case.get("args", []), **case.get("kwargs", {})))
+            disarm()
+            text = _dumps(_encode(value))
+            if _len(text) > value_cap:
+                msg = {"i": i, "status": "output_exceeded", "detail": "returned value over %d bytes" % value_cap}
             else:
-                case = cases[i]
-                arm()
-                value = candidate(*case.get("args", []), **case.get("kwargs", {}))
-                disarm()
-                msg = {"i": i, "status": "value", "value": to_json(value), "detail": ""}
+                msg = '{"i": %d, "status": "value", "value": %s}' % (i, text)
         except _BaseException as e:
             disarm()
             status, detail = _classify(e)
             msg = {"i": i, "status": status, "detail": detail}
-        msg["t"] = (_perf() - t0) * 1000.0
         try:
-            emit(msg)
+            if type(msg) is str:
+                _write_line(msg)
+            else:
+                emit(msg)
         except _BaseException as e:
-            emit({"i": i, "status": "runtime_error", "detail": "result not serialisable: %r" % (e,), "t": 0})
+            emit({"i": i, "status": "runtime_error", "detail": "result not serialisable: %r" % (e,)})
+
+
+def write_line(text):
+    data = (text + "\n").encode("utf-8", "surrogatepass")
+    while data:
+        n = os.write(3, data)
+        data = data[n:]
 
 
 def resolve_callable(ns, name):
@@ -332,7 +327,7 @@ def resolve_callable(ns, name):
     raise NameError("name %r is not defined" % name)
 
 
-def run_script_child(job, stdin_text_path):
+def run_script_child(job):
     """Runner body for ``stdio``/``script``: execute the program as ``__main__``."""
     import io
 
@@ -345,7 +340,12 @@ def run_script_child(job, stdin_text_path):
     code = 0
     ns = {"__name__": "__main__", "__builtins__": builtins}
     try:
-        exec(compile(job["program"], "main.py", "exec"), ns)
+        compiled = compile(job["program"], "main.py", "exec")
+    except BaseException as e:  # SyntaxError, or a program too deep/large to compile
+        _report_flag("syntax", ("%s: %s" % (type(e).__name__, e))[:500])
+        os._exit(1)
+    try:
+        exec(compiled, ns)
     except SystemExit as e:
         c = e.code
         code = c if isinstance(c, int) else (0 if c is None else 1)
@@ -385,11 +385,8 @@ def run_script_child(job, stdin_text_path):
     os._exit(code & 0xFF)
 
 
-_FLAG_SECRET = [""]
-
-
-def _report_flag(flag):
+def _report_flag(flag, detail=""):
     try:
-        os.write(RESULT_FD, (_FLAG_SECRET[0] + "\t" + json.dumps({"flag": flag}) + "\n").encode())
+        os.write(3, (json.dumps({"flag": flag, "detail": detail}) + "\n").encode())
     except BaseException:
         pass

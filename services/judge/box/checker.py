@@ -5,25 +5,33 @@
 
 Each container has one long-lived *checker* process (:func:`checker_server`), started by the harness,
 running as a uid of its own (``uid + 1_000_000``, distinct from the programs' uid) and not dumpable.
-For every attempt of a program the harness forks a fresh *program* process (the container's program uid,
-the program's rlimits) and hands the checker one end of a socket pair to it (SCM_RIGHTS over a Unix
+For every attempt of a program the container's zygote forks a fresh *program* process (the container's
+program uid, the program's rlimits, the seccomp filter) whose job file holds only the program and its
+entry point, never the check, and the harness hands the checker one end of a socket pair to it (SCM_RIGHTS over a Unix
 socket that programs never get). The program process executes the untrusted program and serves calls
 (:func:`serve_program`): ``candidate(...)`` and any other top-level name of the program the check uses
 (HumanEval's ``poly``, or the entry point called by name) are proxies in the checker that send the
 arguments and get back the return value as a marshal frame, accepted only if it is made of plain
 built-in values (``None``, ``bool``, ``int``, ``float``, ``complex``, ``str``, ``bytes``, ``list``,
-``tuple``, ``dict``, ``set``, ``frozenset``). The asserts run in the checker, in a fresh namespace per case
+``tuple``, ``dict``, ``set``, ``frozenset``). Four more shapes cross as data and are rebuilt here by the
+checker's own classes: a ``Fraction`` or ``Decimal`` (as its numbers), an iterator or generator
+(materialised in the program process under the case's limits, rebuilt as an iterator over the items),
+a ``range``, and any other object as an *opaque* value that keeps only its truth value (so
+``assert candidate(s)`` on a ``re.Match`` works, while ``==`` with anything but itself is False).
+Arguments the candidate mutates (a list it sorts in place) are sent back and applied to the checker's
+objects. The asserts run in the checker, in a fresh namespace per case
 (pristine builtins, the check's prelude re-executed), so a program can neither override ``__eq__``, nor
 patch builtins, the checker or the harness, nor forge a result: it can only return values. Exceptions of
 built-in types raised by the candidate are re-raised in the checker (so ``except ValueError`` in a check
-works); a program process that dies, hangs past the case's time limit or is killed decides that case
+works), but the case fails whatever the check does with it: an exception is never a pass, even one that
+ends an iterator under ``all(map(...))``. A program process that dies, hangs past the case's time limit or is killed decides that case
 (the harness, its parent, reads its wait status) and a fresh one continues with the next case.
 
 The checker executes the tests' own code (test specs are trusted input, like the datasets they come
 from); it is replaced after ``CHECKER_JOBS`` programs, whenever it stops answering, and with its container.
 
-Limits: arguments must be plain values (a lambda passed to the candidate is a runtime error), mutations
-the candidate makes to its arguments are not seen by the check, and a program name the check uses is
+Limits: arguments must be plain values (a lambda passed to the candidate is a runtime error), only
+mutations of list, dict and set arguments are seen by the check, and a program name the check uses is
 always called, never read as a value.
 """
 
@@ -92,6 +100,10 @@ def send_frame(fd, obj):
         data = data[n:]
 
 
+class FrameTooLarge(Exception):
+    """A reply over the output limit."""
+
+
 def recv_frame(fd, limit):
     """One frame, or None at EOF; frames above ``limit`` bytes are refused."""
     head = read_exact(fd, 4)
@@ -99,7 +111,7 @@ def recv_frame(fd, limit):
         return None
     n = int.from_bytes(head, "big")
     if n > limit:
-        raise ValueError("frame too large")
+        raise FrameTooLarge("returned value over %d bytes" % limit)
     body = read_exact(fd, n)
     if body is None:
         return None
@@ -115,13 +127,47 @@ def _no_dump():
 
 
 _PRCTL = [None]
+_MUTABLE = (list, dict, set)
+
+
+def _safe_str(e):
+    try:
+        return str(e)[:300]
+    except BaseException:
+        return "(unprintable)"
+
+
+def value_reply(x, plain):
+    """Program side: ``("v", shape, payload)`` for a return value (see the module docstring)."""
+    try:
+        return ("v", "plain", plain(x))
+    except NotPlain:
+        pass
+    import decimal
+    import fractions
+
+    t = type(x)
+    if t is range:
+        return ("v", "range", (x.start, x.stop, x.step))
+    if t is fractions.Fraction:
+        num, den = plain(x.numerator), plain(x.denominator)
+        if type(num) is not int or type(den) is not int or den == 0:
+            raise NotPlain("returned a broken Fraction")
+        return ("v", "frac", (num, den))
+    if t is decimal.Decimal:
+        return ("v", "dec", decimal.Decimal.__str__(x))
+    if hasattr(t, "__next__") and hasattr(t, "__iter__"):
+        return ("v", "iter", plain(list(x)))
+    name = getattr(t, "__name__", "object")
+    return ("v", "opaque", (str(name)[:100] if type(name) is str else "object", bool(x)))
 
 
 def serve_program(job, rfd, wfd):
     """Program process: load the program, then answer call requests until the checker goes away."""
     _no_dump()
-    plain = make_runner_tools("")[1]
+    plain = make_runner_tools()[1]
     prog_ns = {"__name__": "__btp_solution__", "__builtins__": __import__("builtins")}
+    sys.modules["__main__"] = type(sys)("__main__")
     try:
         exec(compile(job["program"], "<program>", "exec"), prog_ns)
         load = ("ok",)
@@ -129,7 +175,7 @@ def serve_program(job, rfd, wfd):
         if isinstance(e, SystemExit):
             load = ("st", "runtime_error", "program exited (SystemExit %r) while loading" % (e.code,))
         elif isinstance(e, SyntaxError):
-            load = ("st", "syntax_error", "%s: %s" % (type(e).__name__, e))
+            load = ("st", "syntax_error", "%s: %s" % (type(e).__name__, _safe_str(e)))
         else:
             status, detail = classify_exception(e)
             load = ("st", status, "while loading: " + detail)
@@ -137,6 +183,7 @@ def serve_program(job, rfd, wfd):
     if load[0] != "ok":
         return
     entry = job["entry_point"]
+    _dumps = _marshal.dumps
     while True:
         req = recv_frame(rfd, 1 << 30)
         if req is None:
@@ -152,12 +199,22 @@ def serve_program(job, rfd, wfd):
             name = entry if name is None else name
             if name not in prog_ns:
                 raise NameError("name %r is not defined" % (name,))
-            out = ("v", plain(prog_ns[name](*args, **kwargs)))
+            watch = any(type(a) in _MUTABLE for a in args) or any(type(a) in _MUTABLE for a in kwargs.values())
+            before = _dumps((args, kwargs)) if watch else None
+            out = value_reply(prog_ns[name](*args, **kwargs), plain)
+            mutated = None
+            if watch:
+                try:
+                    if _dumps((args, kwargs)) != before:
+                        mutated = plain((args, kwargs))
+                except (ValueError, NotPlain):
+                    mutated = None  # the candidate put something unsendable in its argument: not seen
+            out = (*out, mutated)
         except BaseException as e:
             if isinstance(e, NotPlain):
-                out = ("st", "wrong_answer", str(e)[:300])
+                out = ("st", "wrong_answer", _safe_str(e))
             elif isinstance(e, Exception) and not isinstance(e, (MemoryError, OSError)):
-                out = ("exc", type(e).__name__, str(e)[:300])
+                out = ("exc", type(e).__name__, _safe_str(e))
             else:
                 status, detail = classify_exception(e)
                 out = ("st", status, detail)
@@ -171,6 +228,75 @@ def serve_program(job, rfd, wfd):
                 _cos._exit(121)
 
 
+class ProgramObject:
+    """What the checker sees of a non-value the program returned: its type name and truth value."""
+
+    __slots__ = ("_name", "_truth")
+
+    def __init__(self, name, truth):
+        self._name = name
+        self._truth = truth
+
+    def __bool__(self):
+        return self._truth
+
+    def __repr__(self):
+        return "<%s object returned by the program>" % self._name
+
+
+def rebuild(shape, payload):
+    """Checker side: the value a program reply stands for, built from checked plain data only."""
+    import decimal
+    import fractions
+
+    if shape == "plain":
+        return plain_value(payload)
+    if shape == "iter" and type(payload) is list:
+        return iter(plain_value(payload))
+    if shape == "range" and type(payload) is tuple and len(payload) == 3 and all(type(v) is int for v in payload):
+        return range(*payload)
+    if shape == "frac" and type(payload) is tuple and len(payload) == 2 and all(type(v) is int for v in payload):
+        return fractions.Fraction(payload[0], payload[1])
+    if shape == "dec" and type(payload) is str and len(payload) < 10000:
+        return decimal.Decimal(payload)
+    if shape == "opaque" and type(payload) is tuple and len(payload) == 2:
+        name, truth = payload
+        if type(name) is str and type(truth) is bool:
+            return ProgramObject(name, truth)
+    raise NotPlain("malformed value from the program")
+
+
+def sync_in_place(orig, new, depth=0):
+    """Apply the candidate's mutation of an argument (``new``) to the checker's object ``orig``."""
+    if depth > 50:
+        return
+    if type(orig) is list and type(new) is list:
+        if len(orig) != len(new):
+            orig[:] = new
+            return
+        for i in range(len(orig)):
+            if type(orig[i]) in _MUTABLE and type(orig[i]) is type(new[i]):
+                sync_in_place(orig[i], new[i], depth + 1)
+            else:
+                orig[i] = new[i]
+    elif type(orig) is dict and type(new) is dict:
+        if orig.keys() != new.keys():
+            orig.clear()
+            orig.update(new)
+            return
+        for k in new:
+            if type(orig[k]) in _MUTABLE and type(orig[k]) is type(new[k]):
+                sync_in_place(orig[k], new[k], depth + 1)
+            else:
+                orig[k] = new[k]
+    elif type(orig) is set and type(new) is set:
+        orig.clear()
+        orig.update(new)
+
+
+_TIMED_OUT = [False]
+
+
 def check_job(job, start, psock, emit, pristine_builtins):
     """Run cases ``start..`` of one program against its program process (socket ``psock``).
 
@@ -181,8 +307,9 @@ def check_job(job, start, psock, emit, pristine_builtins):
     limits = job["limits"]
     time_s = float(limits["time_s"])
     n = len(job["cases"])
-    frame_limit = int(limits["memory_mb"]) * 1024 * 1024
-    state = {"new_case": False}
+    frame_limit = int(limits["output_kb"]) * 1024 + 4096
+    # "failed": how the candidate failed during the current case, whatever the check did with it
+    state = {"new_case": False, "failed": None}
 
     def died(what):
         """The program process is gone: the harness (its parent) decides the case from its wait status."""
@@ -191,6 +318,8 @@ def check_job(job, start, psock, emit, pristine_builtins):
     def receive(what):
         try:
             out = recv_frame(p2c_r, frame_limit)
+        except FrameTooLarge as e:
+            raise CandidateFailed("output_exceeded", str(e)) from None
         except (ValueError, EOFError, TypeError):
             raise CandidateFailed("runtime_error", "malformed reply from the program") from None
         if out is None:
@@ -210,14 +339,28 @@ def check_job(job, start, psock, emit, pristine_builtins):
         except OSError:
             raise died("before the call") from None
         state["new_case"] = False
-        out = receive("during the call")
-        if out[0] == "v" and len(out) == 2:
+        try:
+            out = receive("during the call")
+        except CandidateFailed as e:
+            state["failed"] = state["failed"] or (e.status, e.detail)
+            raise
+        if out[0] == "v" and len(out) == 4:
             try:
-                return plain_value(out[1])
-            except NotPlain as e:
+                value = rebuild(out[1], out[2])
+                if out[3] is not None:
+                    new_args, new_kwargs = plain_value(out[3])
+                    for old, new in zip(args, new_args, strict=False):
+                        sync_in_place(old, new)
+                    for k, old in kwargs.items():
+                        if k in new_kwargs:
+                            sync_in_place(old, new_kwargs[k])
+            except (NotPlain, TypeError, ValueError, ArithmeticError) as e:
+                state["failed"] = state["failed"] or ("wrong_answer", str(e)[:300])
                 raise CandidateFailed("wrong_answer", str(e)) from None
+            return value
         detail = str(out[2]) if len(out) > 2 else ""
         if out[0] == "exc" and len(out) == 3:
+            state["failed"] = state["failed"] or ("runtime_error", "the candidate raised %s: %s" % (out[1], detail))
             cls = _BUILTIN_EXC.get(out[1]) if type(out[1]) is str else None
             if cls is not None:
                 try:
@@ -228,6 +371,7 @@ def check_job(job, start, psock, emit, pristine_builtins):
                     raise err
             raise CandidateError("%s: %s" % (out[1], detail))
         status = out[1] if len(out) > 1 and out[1] in STATUSES else "runtime_error"
+        state["failed"] = state["failed"] or (status, detail)
         raise CandidateFailed(status, detail)
 
     def proxy(name):
@@ -279,6 +423,8 @@ def check_job(job, start, psock, emit, pristine_builtins):
                     ns[name] = proxy(name)
             case_fn = fn_type(case_codes[i], ns)
             state["new_case"] = True
+            state["failed"] = None
+            _TIMED_OUT[0] = False
             signal.setitimer(signal.ITIMER_REAL, time_s)
             case_fn(proxy(None))
             signal.setitimer(signal.ITIMER_REAL, 0)
@@ -298,7 +444,22 @@ def check_job(job, start, psock, emit, pristine_builtins):
             else:
                 status, detail = classify_exception(e)
                 msg = {"i": i, "status": status, "detail": detail}
-        msg["t"] = (time.perf_counter() - t0) * 1000.0
+        t = (time.perf_counter() - t0) * 1000.0
+        failed = state["failed"]
+        if "died" in msg:
+            pass
+        elif _TIMED_OUT[0] or t > time_s * 1000.0:
+            # over the limit is a timeout, even when the check swallowed the alarm or the value came late
+            msg = {"i": i, "status": "timeout", "detail": "time limit exceeded"}
+            stop = True
+        elif failed is not None:
+            # the candidate failed during this case: no check can turn that into a pass
+            if failed[0] == "died":
+                msg = {"i": i, "died": failed[1]}
+            else:
+                msg = {"i": i, "status": failed[0] if failed[0] in STATUSES else "runtime_error", "detail": failed[1][:500]}
+            stop = stop or failed[0] not in ("wrong_answer", "runtime_error")
+        msg["t"] = t
         emit(msg)
         if stop:
             return "restart"
@@ -319,6 +480,7 @@ def checker_server(ctl_fd, pristine_builtins):
     sock = _socket.socket(fileno=ctl_fd)
 
     def on_alarm(signum, frame):
+        _TIMED_OUT[0] = True
         raise CaseTimeout()
 
     signal.signal(signal.SIGALRM, on_alarm)
@@ -380,7 +542,7 @@ class CheckerSupervision:
             try:
                 a.close()
                 checker_uid = int(self.cfg.get("checker_uid", self.cfg.get("uid", 0)))
-                child_setup(self.cfg, None, devnull, devnull, devnull, b.fileno(), uid=checker_uid)
+                child_setup(self.cfg, None, [devnull, devnull, devnull, b.fileno()], uid=checker_uid)
                 os.chdir("/")
                 checker_server(RESULT_FD, self.pristine)
             except BaseException:
@@ -445,25 +607,22 @@ class CheckerSupervision:
         n = len(job["cases"])
         results = [None] * n
         time_s = float(limits["time_s"])
+        # the program process learns the program and its entry point: never the check
+        program_job = {"program": job["program"], "entry_point": job["entry_point"]}
         start = 0
         devnull = os.open("/dev/null", os.O_RDWR)
         try:
             while start < n:
+                if self.budget_spent():
+                    break
                 self.ensure_checker()
                 a, b = socket.socketpair()
                 out = os.open(PATHS["private"] + "/out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                gc.freeze()
-                pid = os.fork()
-                if pid == 0:
-                    try:
-                        a.close()
-                        child_setup(self.cfg, limits, devnull, out, out, b.fileno())
-                        serve_program(job, RESULT_FD, RESULT_FD)
-                    except BaseException:
-                        os._exit(122)
-                    os._exit(0)
-                b.close()
-                os.close(out)
+                try:
+                    pid = self.spawn("program", limits, [devnull, out, out, b.fileno()], program_job)
+                finally:
+                    b.close()
+                    os.close(out)
                 body = json.dumps(dict(job, start=start)).encode("utf-8")
                 try:
                     socket.send_fds(self.ck["sock"], [len(body).to_bytes(4, "big")], [a.fileno()])
@@ -471,7 +630,8 @@ class CheckerSupervision:
                 except OSError:
                     self.stop_checker()
                 a.close()
-                nxt, deadline = start, time.monotonic() + 2 * time_s + GRACE_S
+                nxt = start
+                deadline = min(time.monotonic() + 2 * time_s + GRACE_S, self.budget_end)
                 finished = False
                 fatal = "checker gave no result"
                 while self.ck is not None:
@@ -485,7 +645,7 @@ class CheckerSupervision:
                         fatal = str(msg["fatal"])[:300]
                         continue
                     i = msg.get("i")
-                    if not isinstance(i, int) or not (nxt <= i < n):
+                    if not isinstance(i, int) or i != nxt:
                         continue
                     if "died" in msg:
                         status, rss, _ = self.wait_program(pid, limits)
@@ -493,9 +653,9 @@ class CheckerSupervision:
                         msg = {"i": i, "status": st, "detail": detail, "t": msg.get("t", 0.0)}
                     results[i] = msg
                     nxt = i + 1
-                    deadline = time.monotonic() + time_s + GRACE_S
+                    deadline = min(time.monotonic() + time_s + GRACE_S, self.budget_end)
                 if not finished:
-                    # the checker is stuck (a check that ignores its alarm) or gone: replace it
+                    # the checker is stuck (a check that ignores its alarm) or gone, or the budget ran out
                     self.stop_checker()
                     if nxt < n and results[nxt] is None:
                         results[nxt] = {"i": nxt, "status": "timeout", "detail": "time limit exceeded", "t": time_s * 1000.0}
@@ -518,20 +678,3 @@ class CheckerSupervision:
         if self.ck is not None and self.ck["jobs"] >= CHECKER_JOBS:
             self.stop_checker()
         return {"cases": results}
-
-    def fork_runner(self, limits, stdin_fd, out_fd, err_fd, body):
-        """Fork a runner with a fresh per-run secret for its result pipe."""
-        r, w = os.pipe()
-        secret = os.urandom(16).hex()
-        gc.freeze()  # hide everything the harness holds from gc.get_objects() in the runner
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.close(r)
-                child_setup(self.cfg, limits, stdin_fd, out_fd, err_fd, w)
-                body(secret)
-            except BaseException:
-                os._exit(120)
-            os._exit(0)
-        os.close(w)
-        return pid, r, secret
