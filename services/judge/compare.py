@@ -9,8 +9,9 @@ program's stdout with the expected text. ``rule`` is the test spec's ``compare``
   token by token.
 - ``apps``: APPS ``eval/testing_util.py`` (``run_test``, ``custom_compare_``): call results by Python
   ``==`` (no float tolerance), tuple results as lists, ``output == expected`` or ``output == expected[0]``
-  (APPS stores each expected result wrapped in a list), top-level dict keys converted to ``int``; stdout by
-  its cascade of stripped-text, line, ``np.allclose`` and rounded-to-3-decimals comparisons, in order.
+  (APPS stores each expected result wrapped in a list), top-level dict keys converted to ``int``; stdout
+  equal as stripped text, or line by line and token by token with APPS's ``np.allclose`` and
+  rounded-to-3-decimals tolerances (in order: APPS's own last checks compare sets of lines, which we do not).
 - ``codecontests``: ``OutputsMatch``/``ValuesMatch`` of deepmind/code_contests
   ``execution/tester_sandboxer.cc``: tokens split on ``" \\n\\t\\r\\v"``, ASCII-lowercased, numeric
   tokens within ``1e-5`` absolute.

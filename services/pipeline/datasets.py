@@ -231,10 +231,23 @@ def _statement_prompt(statement: str, how: str, starter: str = "") -> str:
     return prompt
 
 
+def _apps_args(args: Any) -> list[Any]:
+    """Call arguments as APPS's run_test builds them: a lone dict argument whose keys are all integers
+    (stored as JSON strings) gets int keys back."""
+    args = args if isinstance(args, list) else [args]
+    if args and isinstance(args[0], dict):
+        try:
+            return [{int(k): v for k, v in args[0].items()}]
+        except (TypeError, ValueError):
+            return args
+    return args
+
+
 def load_apps(path: Path, *, test_fraction: float = 0.5, split: str | None = None, max_cases: int = 50) -> LoadResult:
     """APPS JSONL (problem_id, question, input_output {inputs, outputs, fn_name?}, difficulty, starter_code).
 
-    Call-based expected values: APPS wraps each expected result in a one-element list; it is unwrapped.
+    Call-based expected values stay as APPS stores them (usually wrapped in a one-element list); the tests
+    use the judge's ``apps`` comparison rule, which is APPS's own (docs/judge.md).
     """
     result = LoadResult()
     for where, rec, err in _records_jsonl(path):
@@ -263,15 +276,16 @@ def load_apps(path: Path, *, test_fraction: float = 0.5, split: str | None = Non
         if fn:
             cases = []
             for args, out in zip(inputs, outputs, strict=False):
-                expected = out[0] if isinstance(out, list) and len(out) == 1 else out
-                cases.append({"args": args if isinstance(args, list) else [args], "expected": expected})
-            tests: dict[str, Any] = {"kind": "call", "fn_name": fn, "cases": cases}
+                # kept as APPS stores it (results wrapped in a list): the judge's "apps" rule accepts
+                # ``expected`` or ``expected[0]``, as APPS's testing_util.run_test does
+                cases.append({"args": _apps_args(args), "expected": out})
+            tests: dict[str, Any] = {"kind": "call", "fn_name": fn, "cases": cases, "compare": "apps"}
             how = f"Define the function `{fn}`; it is called with the arguments and must return the answer."
             if "class Solution" in starter:
                 metadata["solution_method"] = fn
         else:
             cases = [{"input": _text(i), "output": _text(o)} for i, o in zip(inputs, outputs, strict=False)]
-            tests = {"kind": "stdio", "cases": cases}
+            tests = {"kind": "stdio", "cases": cases, "compare": "apps"}
             how = "Python 3 program: read from standard input, write the answer to standard output."
         tid = f"APPS/{rec['problem_id']}"
         fields = {"id": tid, "dataset": "apps", "split": split or split_for(tid, test_fraction),
@@ -332,7 +346,7 @@ def load_codecontests(
         how = "Python 3 program: read from standard input, write the answer to standard output."
         metadata = {"source": rec.get("source"), "cf_rating": rec.get("cf_rating")}
         fields = {"id": tid, "dataset": "codecontests", "split": split or split_for(tid, test_fraction),
-                  "prompt": _statement_prompt(str(rec["description"]), how), "tests": {"kind": "stdio", "cases": cases},
+                  "prompt": _statement_prompt(str(rec["description"]), how), "tests": {"kind": "stdio", "cases": cases, "compare": "codecontests"},
                   "difficulty": _cc_difficulty(rec.get("difficulty")), "metadata": metadata}  # fmt: skip
         _build(result, where, tid, fields)
     return result

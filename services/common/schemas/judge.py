@@ -61,7 +61,7 @@ class CheckTests(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["check"] = "check"
     entry_point: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    code: str = Field(min_length=1, max_length=4_000_000)
+    code: str = Field(min_length=1, max_length=64_000_000)
 
 
 TestSpec = Annotated[StdioTests | CallTests | CheckTests, Field(discriminator="kind")]
@@ -87,7 +87,9 @@ class JudgeRequest(BaseModel):
     """Run one program against its tests."""
 
     model_config = ConfigDict(extra="forbid")
-    program: str = Field(max_length=4_000_000)
+    program: str = Field(
+        max_length=64_000_000, description="The program; above the judge's `max_program_kb` (default 1 MiB) is a 413."
+    )
     tests: TestSpec
     limits: Limits | None = None
 
