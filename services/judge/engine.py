@@ -114,6 +114,11 @@ def decode_value(v: Any, depth: int = 0) -> Any:
     if not isinstance(v, dict) or len(v) != 1:
         raise MalformedValue("not a tagged value")
     ((tag, payload),) = v.items()
+    if tag == "x" and isinstance(payload, str) and len(payload) < 10_000_000:
+        try:
+            return int(payload, 16)  # a huge int, in hex (linear to parse)
+        except ValueError:
+            raise MalformedValue("bad int") from None
     if tag == "f" and isinstance(payload, str) and payload in _FLOAT_TAGS:
         return _FLOAT_TAGS[payload]
     if tag == "b" and isinstance(payload, str):
@@ -148,7 +153,10 @@ def decode_value(v: Any, depth: int = 0) -> Any:
 
 
 def _short(x: Any) -> str:
-    text = repr(x)
+    try:
+        text = repr(x)
+    except ValueError:  # an int too long for decimal text
+        text = f"<int of {x.bit_length()} bits>" if isinstance(x, int) else "<unprintable value>"
     return text if len(text) <= 120 else text[:117] + "..."
 
 
@@ -207,7 +215,8 @@ def _num(x: Any) -> float:
 
 
 def _text(x: Any) -> str:
-    return x if isinstance(x, str) else ""
+    """A string from the sandbox, safe to serialise (a lone surrogate becomes '?')."""
+    return x.encode("utf-8", "replace").decode("utf-8") if isinstance(x, str) else ""
 
 
 def _stdio_case(i: int, c: dict[str, Any], expected: str, rule: str, time_s: float) -> CaseResult:
@@ -288,7 +297,7 @@ def to_response(req: JudgeRequest, reply: dict[str, Any], n_cases: int, time_s: 
     """Verdicts from a container's reply (comparisons for stdio and call happen here); never raises."""
     if "box_died" in reply or "error" in reply:
         why = reply.get("box_died") or reply.get("error")
-        return _all(n_cases, "runtime_error", f"sandbox terminated: {why}")
+        return _all(n_cases, "runtime_error", f"sandbox terminated: {_text(str(why))}")
     raw = reply.get("cases")
     if not isinstance(raw, list):
         return _all(n_cases, "runtime_error", "malformed reply from the sandbox")

@@ -618,10 +618,11 @@ class CheckerSupervision:
                 a, b = socket.socketpair()
                 out = os.open(PATHS["private"] + "/out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 try:
-                    pid = self.spawn("program", limits, [devnull, out, out, b.fileno()], program_job)
+                    self.spawn_send("program", limits, [devnull, out, out, b.fileno()], program_job)
                 finally:
                     b.close()
                     os.close(out)
+                # the checker gets its job while the zygote forks the program process
                 body = json.dumps(dict(job, start=start)).encode("utf-8")
                 try:
                     socket.send_fds(self.ck["sock"], [len(body).to_bytes(4, "big")], [a.fileno()])
@@ -629,6 +630,7 @@ class CheckerSupervision:
                 except OSError:
                     self.stop_checker()
                 a.close()
+                pid = self.spawn_wait()
                 nxt = start
                 deadline = min(time.monotonic() + 2 * time_s + GRACE_S, self.budget_end)
                 finished = False
@@ -669,8 +671,7 @@ class CheckerSupervision:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
-                self.kill_all()
-                self.wait_status(pid)
+                self.kill_all()  # the zygote reports this child's exit; the next spawn consumes it
                 start = nxt
         finally:
             os.close(devnull)

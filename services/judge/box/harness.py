@@ -104,24 +104,31 @@ class Harness(CheckerSupervision):
         self.exited = {}
 
     def kill_all(self, spare_checker=True):
-        """SIGKILL every process of the container except init, us (and the checker); reap our children."""
+        """SIGKILL every process of the container except init, us, the zygote (and the checker); reap
+        what is ours. Returns True when nothing is left: no live process, and no zombie but the zygote's
+        last child (the zygote reaps it and reports; :meth:`poll_exit` waits for that)."""
         spare = {1, self.me, self.zygote_pid}
         if spare_checker and self.ck is not None:
             spare.add(self.ck["pid"])
-        for _ in range(500):
-            others = [p for p in self.pids() if p not in spare]
-            if not others:
-                return True
-            for p in others:
+        for _ in range(2000):
+            self.reap()
+            found = [p for p in self.pids() if p not in spare]
+            live = [p for p in found if not is_zombie(p)]
+            if not live:
+                if all(p == self.child for p in found):
+                    return True
+                time.sleep(0.0005)  # zombies re-parented to us a moment ago: reap them next round
+                continue
+            for p in live:
                 try:
                     os.kill(p, signal.SIGKILL)
                 except OSError:
                     pass
-            self.reap()
             time.sleep(0.001)
         return False
 
     def pids(self):
+        """Processes of the container, zombies included."""
         if self.cfg.get("pidns"):
             return [int(p) for p in os.listdir("/proc") if p.isdigit()]
         return [self.me, *self.descendants()]
@@ -156,6 +163,36 @@ class Harness(CheckerSupervision):
                 return
 
     def wipe(self):
+        """Empty the writable directories as isolate does; False (the container is then replaced) when
+        anything could not be removed or something a wipe cannot remove is left: a System V IPC object,
+        a unix socket with a name (kept alive by descriptors in flight), a pseudo-terminal."""
+        try:
+            ok = self._wipe()
+        except Exception:  # e.g. RecursionError on a very deep tree: replace the container
+            return False
+        try:
+            with open("/proc/net/unix") as f:
+                for line in f.read().splitlines()[1:]:
+                    if len(line.split()) > 7:  # a path or an abstract name
+                        ok = False
+        except OSError:
+            pass
+        if self.cfg.get("pidns"):
+            try:
+                if [n for n in os.listdir("/dev/pts") if n != "ptmx"]:
+                    ok = False
+            except OSError:
+                pass
+            for name in ("shm", "sem", "msg"):
+                try:
+                    with open("/proc/sysvipc/" + name) as f:
+                        if len(f.read().strip().splitlines()) > 1:
+                            ok = False
+                except OSError:
+                    pass
+        return ok
+
+    def _wipe(self):
         ok = True
         for d in WIPE_DIRS:
             if not os.path.isdir(d):
@@ -171,13 +208,7 @@ class Harness(CheckerSupervision):
                     ok = False
         if self.cfg.get("drop_uid"):
             os.chown(PATHS["work"], int(self.cfg["uid"]), int(self.cfg["uid"]))
-        for name in ("shm", "sem", "msg") if self.cfg.get("pidns") else ():
-            try:
-                with open("/proc/sysvipc/" + name) as f:
-                    if len(f.read().strip().splitlines()) > 1:
-                        ok = False
-            except OSError:
-                pass
+        os.chmod(PATHS["work"], 0o755)  # the program owns /work and may have changed its mode
         return ok
 
     def collect(self, pid, fd, deadline_fn, on_msg, line_cap):
@@ -302,7 +333,11 @@ class Harness(CheckerSupervision):
                 def on_msg(msg, state=state):
                     now = time.monotonic()
                     if not state["loaded"]:
-                        if msg.get("loaded") is True:
+                        if msg.get("loaded") is True and now - state["mark"] > time_s:
+                            # loading has time_s of its own: over it, every case left is a timeout
+                            state["load_fail"] = {"status": "timeout", "detail": "time limit exceeded while loading"}
+                            state["mark"] = -1e9  # the deadline is now: collect() stops the runner
+                        elif msg.get("loaded") is True:
                             state["loaded"] = True
                             state["mark"] = now
                         elif msg.get("loaded") is False:
@@ -437,12 +472,18 @@ class Harness(CheckerSupervision):
         the zygote waits for it and reports its wait status and peak memory (:meth:`poll_exit`); what it
         leaves behind (daemons) is re-parented to us, a subreaper, and killed by :meth:`kill_all`.
         """
+        self.spawn_send(role, limits, fds, child_job)
+        return self.spawn_wait()
+
+    def spawn_send(self, role, limits, fds, child_job):
+        """First half of :meth:`spawn`: the request (the caller may do other work before the pid)."""
         import socket
 
         if self.child is not None and self.child not in self.exited:
             self.kill_all()
             self.poll_exit(self.child, 10.0)
         self.exited.clear()
+        self.child = None
         data = json.dumps(child_job).encode("utf-8")
         jfd = os.memfd_create("job", 0)
         try:
@@ -455,6 +496,9 @@ class Harness(CheckerSupervision):
             socket.send_fds(self.zygote, [req], [*fds, jfd])
         finally:
             os.close(jfd)
+
+    def spawn_wait(self):
+        """Second half of :meth:`spawn`: the child's pid."""
         ready, _, _ = select.select([self.zygote], [], [], 30)
         if not ready:
             raise RuntimeError("zygote did not answer")
@@ -485,6 +529,8 @@ class Harness(CheckerSupervision):
             except BaseException as e:
                 reply = {"error": "harness: %s" % traceback.format_exception_only(type(e), e)[-1].strip()}
             clean = self.kill_all()
+            if self.child is not None and self.poll_exit(self.child, 5.0) is None:
+                clean = False  # the zygote did not reap its last child: replace the container
             reply["dirty"] = not (self.wipe() and clean and self.zygote_alive())
             write_frame(CTL_OUT, reply)
 
@@ -526,6 +572,15 @@ def fill_budget(req, reply):
     for j, c in enumerate(cases):
         if c is None:
             cases[j] = {"i": j, "status": "timeout", "detail": BUDGET_DETAIL, "t": 0.0}
+
+
+def is_zombie(pid):
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True  # gone
+    return stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] in (b"Z", b"X")
 
 
 def read_capped(path, limit):
@@ -654,6 +709,8 @@ def run_role(cfg, req, fds, seccomp):
 
 def main():
     cfg = json.loads(sys.argv[1])
+    if hasattr(sys, "set_int_max_str_digits"):
+        sys.set_int_max_str_digits(0)  # runners print and encode big ints (hex on the wire: see encode)
     # move the control channel off fds 0/1 so runners never inherit it by accident
     global CTL_IN, CTL_OUT
     CTL_IN = os.dup(0)

@@ -155,6 +155,9 @@ def _enc_float(x):
     return x
 
 
+_BIG = 1 << 4096
+
+
 def encode(x, depth=0):
     """Tagged JSON of a plain value; the service's ``decode_value`` is its exact inverse.
 
@@ -164,6 +167,8 @@ def encode(x, depth=0):
     t = type(x)
     if depth > 200:
         raise NotPlain("value nested too deeply")
+    if t is int and (x >= _BIG or x <= -_BIG):
+        return {"x": hex(x)}  # decimal text of a huge int is quadratic to parse: hex is linear
     if x is None or t is bool or t is int or t is str:
         return x
     if t is float:

@@ -19,8 +19,9 @@ What it refuses (``EPERM``), and why:
   ``bpf``, ``perf_event_open``, ``userfaultfd``, ``io_uring_*``, ``kcmp``, module and kexec calls);
 - ``clone3`` answers ``ENOSYS`` (its flags live in memory a filter cannot read), so glibc falls back to
   ``clone``, whose flags the filter checks;
-- a foreign system-call ABI (i386 ``int 0x80`` on x86_64, x32) kills the process: the numbers above
-  would mean other calls there.
+- a foreign system-call ABI (i386 ``int 0x80`` on x86_64) kills the process, and x32 calls (same
+  architecture value, numbers with bit 30 set) are refused: the numbers above would mean other calls
+  there.
 """
 
 import struct as _sstruct
