@@ -134,11 +134,18 @@ class Snapshot:
         return arr[: self.n]
 
     def mask(
-        self, *, dataset: str | None, split: str | None, source: str | None, include_unjudged: bool
+        self,
+        *,
+        dataset: str | tuple[str, ...] | None,
+        split: str | None,
+        source: str | None,
+        include_unjudged: bool,
     ) -> npt.NDArray[np.bool_]:
-        """Which experiences a filter admits."""
+        """Which experiences a filter admits (``dataset``: one name, or any of several)."""
         keep = np.ones(self.n, dtype=bool)
-        if dataset is not None:
+        if isinstance(dataset, tuple):
+            keep &= np.isin(self.dataset_codes(), [self.tasks.datasets.get(d, -2) for d in dataset])
+        elif dataset is not None:
             keep &= self.dataset_codes() == self.tasks.datasets.get(dataset, -2)
         if split is not None:
             keep &= self.split_codes() == self.tasks.splits.get(split, -2)
@@ -366,7 +373,7 @@ class PriorityIndex:
         possibility: str,
         alpha: float,
         exponent: float,
-        dataset: str | None,
+        dataset: str | tuple[str, ...] | None,
         split: str | None,
         source: str | None,
         include_unjudged: bool,

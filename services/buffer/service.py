@@ -1,7 +1,7 @@
 """The buffer's service layer: keyword-only functions over a SQLAlchemy session, no FastAPI import.
 
 Every write runs in one transaction whose first statement bumps the change marker (see
-:mod:`services.buffer.models`); input is validated completely before that, so a rejected request
+:mod:`services.buffer.tables`); input is validated completely before that, so a rejected request
 writes nothing. Inserts use ``INSERT .. ON CONFLICT DO NOTHING`` on both dialects, so concurrent
 retries of the same batch never duplicate: the loser of a race finds the winner's row and returns its id.
 """

@@ -21,7 +21,7 @@ from services.common.client import BufferClient, GeneratorClient, JudgeClient, T
 from services.common.errors import UpstreamError, ValidationError
 from services.common.schemas.trainer import JobCreate, LossPoint
 
-from .driver import Reporter, Services
+from .run.loop import Reporter, Services
 from .settings import Settings
 
 

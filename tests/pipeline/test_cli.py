@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from services.pipeline.cli import app
+from services.pipeline.cli.main import app
 
 DATA = Path(__file__).parent / "data"
 

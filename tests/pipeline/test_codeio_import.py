@@ -25,15 +25,15 @@ from services.common.client import BufferClient, JudgeClient
 from services.common.errors import NotFoundError
 from services.common.schemas.buffer import TaskOut
 from services.common.schemas.judge import JudgeRequest
-from services.pipeline.codeio import (
+from services.pipeline.datasets.codeio.execution import RunnerConfig, judge_sandbox
+from services.pipeline.datasets.codeio.importer import (
     ImportSummary,
     buffer_sink,
     codeio_command,
     import_codeio,
     open_buffer,
 )
-from services.pipeline.codeio_records import CodeIORecord, iter_records, parse_record, read_raw_lines
-from services.pipeline.codeio_runner import RunnerConfig, judge_sandbox
+from services.pipeline.datasets.codeio.records import CodeIORecord, iter_records, parse_record, read_raw_lines
 
 DATA = Path(__file__).parent / "data" / "codeio" / "sample.jsonl"
 PG = "postgresql://postgres@127.0.0.1:5432"

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from services.pipeline.config import RAW_STOP, RunConfig, TeacherConfig
-from services.pipeline.metrics import TaskOutcome, histogram, summarize
-from services.pipeline.report import table_rows, write_report, write_sweep_report
-from services.pipeline.runs import RunFolder
+from services.pipeline.run.config import RAW_STOP, RunConfig, TeacherConfig
+from services.pipeline.run.folder import RunFolder
+from services.pipeline.run.metrics import TaskOutcome, histogram, summarize
+from services.pipeline.run.report import table_rows, write_report, write_sweep_report
 
 
 def _cfg(**kw: object) -> RunConfig:

@@ -27,11 +27,11 @@ from services.common.schemas.generator import GenerateRequest
 from services.common.schemas.judge import JudgeRequest, JudgeResponse, Limits
 from services.common.schemas.trainer import JobCreate
 
+from ..datasets.loaders import assemble_program, load_dataset, select
 from .config import RunConfig
-from .datasets import assemble_program, load_dataset, select
+from .folder import RunFolder
 from .metrics import TaskOutcome, histogram, summarize
-from .runs import RunFolder
-from .teacher import Sampler
+from .samplers import Sampler
 
 JUDGE_CHUNK = 64
 UPSERT_CHUNK = 500

@@ -28,175 +28,7 @@ configuration is saved as ``<out>/config.json``; ``btp experiment --config <that
 The services are the real ones in-process (generator, judge with bubblewrap, buffer on SQLite, training
 through :func:`services.trainer.training.run_job`).
 """
-
-from __future__ import annotations
-
-import gzip
-import json
-import shutil
-import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
-from pathlib import Path
-from typing import Annotated, Any, Literal
-
-import typer
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from services.common.client import BufferClient, GeneratorClient, JudgeClient
-from services.common.schemas.buffer import (
-    DEFAULT_POSSIBILITY,
-    ExperienceIn,
-    ExperienceUpdate,
-    Possibility,
-    SampleRequest,
-    Scheme,
-    TaskIn,
-)
-from services.common.schemas.generator import GenerateRequest, PromptFormat
-from services.common.schemas.judge import JudgeRequest, Limits
-from services.common.schemas.trainer import JobCreate
-
-from .config import RAW_STOP
-from .datasets import assemble_program, humaneval_path, load_dataset, select
-from .experiments_stats import (
-    markdown_table,
-    plot_alpha,
-    plot_rounds,
-    plot_variants,
-    round_curve,
-    summarize_variant,
-)
-from .runs import write_json
-from .settings import Settings
-
-BufferName = Literal["beam", "sample", "teacher", "passing", "model-teacher"]
-SELF_GENERATED: frozenset[str] = frozenset({"beam", "sample", "passing"})
-
-
-class Variant(BaseModel):
-    """One fine-tuning recipe: which buffer, which replay rule."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", max_length=64)
-    description: str = ""
-    buffer: BufferName = "beam"
-    scheme: Scheme = "rank"
-    alpha: float = Field(0.5, ge=0.0, le=1.0)
-    priority_exponent: float = Field(1.0, ge=0.0, le=10.0)
-    possibility: Possibility = DEFAULT_POSSIBILITY
-    alpha_sweep: bool = Field(False, description="A point of the alpha sweep (Figure 1).")
-
-
-def default_variants() -> list[Variant]:
-    """The ablations, most important first (a run cut short still answers the main question)."""
-    return [
-        Variant(
-            name="p2value-rank", description="beam buffer, P2Value rank (Eq. 8), alpha 0.5", alpha_sweep=True
-        ),
-        Variant(name="uniform", description="beam buffer, uniform replay", scheme="uniform"),
-        Variant(
-            name="rejection",
-            description="beam buffer, only pass_rate = 1 programs, uniform",
-            buffer="passing",
-            scheme="uniform",
-        ),
-        Variant(
-            name="proportional",
-            description="beam buffer, P2Value proportional (Eq. 7)",
-            scheme="proportional",
-        ),
-        Variant(
-            name="sampling-rank",
-            description="sampled (not beam) buffer, P2Value rank, alpha 0.5",
-            buffer="sample",
-        ),
-        Variant(
-            name="teacher-rank",
-            description="HumanEval reference programs (C1), P2Value rank",
-            buffer="teacher",
-        ),
-        Variant(
-            name="alpha-0",
-            description="beam buffer, rank, alpha 0 (pass rate only)",
-            alpha=0.0,
-            alpha_sweep=True,
-        ),
-        Variant(
-            name="alpha-1",
-            description="beam buffer, rank, alpha 1 (possibility only)",
-            alpha=1.0,
-            alpha_sweep=True,
-        ),
-        Variant(name="alpha-0.25", description="beam buffer, rank, alpha 0.25", alpha=0.25, alpha_sweep=True),
-        Variant(name="alpha-0.75", description="beam buffer, rank, alpha 0.75", alpha=0.75, alpha_sweep=True),
-    ]
-
-
-class ExperimentConfig(BaseModel):
-    """Everything an experiment depends on; saved as ``config.json``."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", max_length=128)
-    model: str = Field("SmolLM2-135M-Instruct", description="Student: known name or HF folder.")
-    dataset: Literal["mbpp", "humaneval"] = "mbpp"
-    dataset_path: str | None = None
-    test_fraction: float = Field(0.5, gt=0, lt=1)
-    train_size: int = Field(40, ge=1)
-    test_size: int = Field(40, ge=1)
-    teacher_size: int = Field(
-        40, ge=0, description="HumanEval train tasks whose reference programs teach (C1)."
-    )
-    k: int = Field(3, ge=1, le=16)
-    max_new_tokens: int = Field(128, ge=8, le=4096)
-    prompt_format: PromptFormat = "raw"
-    gen_batch: int = Field(8, ge=1, le=256)
-    sample_temperature: float = Field(1.0, gt=0, le=10)
-    n: int = Field(8, ge=1, description="Minibatch per optimizer step (same for every variant).")
-    steps: int = Field(8, ge=1, description="Optimizer steps (same for every variant).")
-    learning_rate: float = Field(1e-4, gt=0, le=1)
-    max_seq_len: int = Field(512, ge=16)
-    lora: bool = False
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    judge_time_s: float = Field(2.0, gt=0)
-    judge_memory_mb: int = Field(512, ge=16)
-    bootstrap_draws: int = Field(2000, ge=100)
-    device: str = Field("auto", description="Training device: auto, cpu, cuda.")
-    torch_threads: int | None = Field(None, ge=1)
-    rounds: int = Field(
-        1,
-        ge=1,
-        le=50,
-        description="Self-improvement rounds per variant: train, evaluate, re-sample with the new weights.",
-    )
-    teacher_model: str | None = Field(
-        None, description="C1: a stronger model whose beam-search programs for the train tasks fill "
-        "the 'model-teacher' buffer (known name or HF folder)."
-    )
-    teacher_prompt_format: PromptFormat = Field(
-        "raw", description="How the teacher model is prompted (raw suits base models such as Gemma 3 270M)."
-    )
-    variants: list[Variant] = Field(default_factory=default_variants)
-
-    @model_validator(mode="after")
-    def _check(self) -> ExperimentConfig:
-        names = [v.name for v in self.variants]
-        if len(set(names)) != len(names):
-            raise ValueError("variant names must be unique")
-        if "model-teacher" in {v.buffer for v in self.variants} and not self.teacher_model:
-            raise ValueError("a variant replays the 'model-teacher' buffer but teacher_model is not set")
-        if self.rounds > 1 and self.lora:
-            raise ValueError("rounds > 1 continue from the previous round's full weights: set lora to false")
-        return self
-
-    def buffers_needed(self) -> set[str]:
-        need: set[str] = {v.buffer for v in self.variants}
-        if "passing" in need:
-            need.add("beam")
-        return need
-
-
+__HEADER__
 def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -257,7 +89,7 @@ class Experiment:
 
     def buffer(self, stack: ExitStack, name: str) -> BufferClient:
         if name not in self.buffers:
-            from .connect import embedded_buffer
+            from ..connect import embedded_buffer
 
             url = f"sqlite:///{self.out / f'buffer-{name}.sqlite3'}"
             self.buffers[name] = embedded_buffer(stack, self.settings, url)
@@ -624,7 +456,7 @@ class Experiment:
             info.update(self.judge_all(buf, self.teacher_tasks))
             self.finish("teacher", info, t0)
         elif name == "model-teacher" and not self.done("model-teacher"):
-            from .connect import embedded_generator
+            from ..connect import embedded_generator
 
             t0 = time.perf_counter()
             buf = self.buffer(stack, "model-teacher")
@@ -645,7 +477,7 @@ class Experiment:
     def run(self, only: list[str] | None = None, *, shared: bool = True) -> dict[str, Any]:
         """Run (or resume) the phases; ``shared=False`` leaves the beam buffer and the base evaluation to
         another process working on the same folder (variants that need them then wait for them)."""
-        from .connect import embedded_generator, embedded_judge
+        from ..connect import embedded_generator, embedded_judge
 
         cfg = self.cfg
         if cfg.torch_threads:
@@ -752,80 +584,3 @@ class Experiment:
         }
 
 
-def load_config(path: Path) -> ExperimentConfig:
-    """An experiment config from a JSON file."""
-    return ExperimentConfig.model_validate_json(path.read_text(encoding="utf-8"))
-
-
-def experiment_command(
-    config: Annotated[
-        Path | None, typer.Option(help="JSON config (a saved config.json repeats its run).")
-    ] = None,
-    name: Annotated[str | None, typer.Option(help="Experiment name (overrides the config's).")] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Folder (default BTP_DATA_DIR/experiments/<name>).")
-    ] = None,
-    model: Annotated[str | None, typer.Option(help="Student model (overrides the config's).")] = None,
-    only: Annotated[
-        str | None, typer.Option(help="Comma-separated variant names to run (default all).")
-    ] = None,
-    shared: Annotated[
-        bool,
-        typer.Option(
-            help="Run the shared phases (beam buffer, base evaluation); --no-shared for a 2nd process."
-        ),
-    ] = True,
-    summarize_only: Annotated[
-        bool, typer.Option(help="Only rebuild results.json/results.md from finished phases.")
-    ] = False,
-) -> None:
-    """The paper's experiments at small scale: ablations, alpha sweep, teacher -> student, with CIs."""
-    from services.common.errors import BTPError
-
-    settings = Settings()
-    try:
-        cfg = (
-            load_config(config)
-            if config
-            else ExperimentConfig(name=name or time.strftime("exp-%Y%m%d-%H%M%S"))
-        )
-        updates = {k: v for k, v in (("name", name), ("model", model)) if v}
-        cfg = ExperimentConfig.model_validate(cfg.model_dump() | updates)
-    except (OSError, ValueError) as exc:
-        typer.echo(f"error: bad config: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    folder = out or settings.data_dir / "experiments" / cfg.name
-    saved = folder / "config.json"
-    if saved.exists() and load_config(saved) != cfg:
-        typer.echo(f"error: {folder} holds an experiment with another config; choose another --out", err=True)
-        raise typer.Exit(2)
-    exp = Experiment(cfg, folder, settings, log=lambda m: print(time.strftime("%H:%M:%S"), m, flush=True))
-    try:
-        summary = (
-            exp.summarize()
-            if summarize_only
-            else exp.run([s for s in (only or "").split(",") if s] or None, shared=shared)
-        )
-    except BTPError as exc:
-        typer.echo(f"error: {type(exc).__name__}: {exc.message}", err=True)
-        raise typer.Exit(1) from exc
-    if summarize_only and summary.get("base"):
-        write_json(folder / "results.json", summary)
-        (folder / "results.md").write_text(markdown_table(summary), encoding="utf-8")
-        plot_variants(summary, folder / "variants.png")
-        plot_alpha(summary, folder / "alpha.png")
-        plot_rounds(summary, folder / "rounds.png")
-    if summary.get("base"):
-        typer.echo(markdown_table(summary))
-    typer.echo(f"results in {folder}")
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m services.pipeline.experiments ...``."""
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    app.command()(experiment_command)
-    app(args=argv if argv is not None else sys.argv[1:])
-
-
-if __name__ == "__main__":
-    main()

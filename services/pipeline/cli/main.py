@@ -19,9 +19,9 @@ from rich.table import Table
 
 from services.common.errors import BTPError
 
-from .config import RunConfig, TeacherConfig
-from .datasets import DATASETS
-from .settings import Settings
+from ..datasets.loaders import DATASETS
+from ..run.config import RunConfig, TeacherConfig
+from ..settings import Settings
 
 app = typer.Typer(help="BTP: beam search sampling, testing, P2Value prioritized replay, fine-tuning.",
                   no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
@@ -103,7 +103,7 @@ def model_prepare(
     name: Annotated[str, typer.Argument(help="Known model name or local HF folder.")] = "SmolLM2-135M-Instruct",
 ) -> None:
     """Convert an offline model (e.g. the SmolLM2 GGUF wheel) into a cached HF folder."""
-    from services.generator.models import prepare_model
+    from services.models import prepare_model
 
     settings = Settings()
     start = time.perf_counter()
@@ -117,7 +117,7 @@ def model_prepare(
 def _buffer_client(settings: Settings, stack: Any) -> Any:
     from services.common.client import BufferClient
 
-    from .connect import embedded_buffer
+    from ..connect import embedded_buffer
 
     if settings.buffer_url:
         return BufferClient(settings.buffer_url, token=settings.api_token, timeout=settings.service_timeout_s)
@@ -128,7 +128,7 @@ def do_import(name: str, path: Path | None, test_fraction: float, split: str | N
     """Load a data set and upsert its good records; report every bad record by name."""
     from contextlib import ExitStack
 
-    from .datasets import load_dataset
+    from ..datasets.loaders import load_dataset
 
     settings = Settings()
     if name == "mbpp" and path is None and settings.mbpp_path:
@@ -170,14 +170,14 @@ for _name in DATASETS:
     _import_command(_name)
 
 try:  # the CodeIO importer is its own module (its own engineer); register it when present
-    from .codeio import codeio_command
+    from ..datasets.codeio.importer import codeio_command
 
     import_app.command("codeio")(codeio_command)
 except ImportError:  # pragma: no cover - depends on the optional module
     pass
 
 try:  # the paper's experiments at small scale (docs/results.md)
-    from .experiments import experiment_command
+    from ..experiments.command import experiment_command
 
     app.command("experiment", help="The paper's experiments at small scale: replay ablations, alpha sweep, "
                 "beam vs sampling, teacher -> student, with bootstrap CIs.")(experiment_command)
@@ -203,7 +203,7 @@ def _teacher(url: str | None, openai_url: str | None, openai_model: str | None, 
 
 def print_table(metrics: list[dict[str, Any]], title: str) -> None:
     """The before/after table."""
-    from .report import table_rows
+    from ..run.report import table_rows
 
     rows = table_rows(metrics)
     table = Table(title=title)
@@ -219,10 +219,10 @@ def print_table(metrics: list[dict[str, Any]], title: str) -> None:
 
 def execute(cfg: RunConfig | None, resume: str | None, settings: Settings, quiet: bool = False) -> list[dict[str, Any]]:
     """Create or resume a run folder and drive Algorithm 1 to the end."""
-    from .connect import open_services
-    from .driver import Pipeline, SilentReporter, load_tasks
-    from .runs import RunFolder
-    from .teacher import GeneratorSampler, JsonlSampler, OpenAISampler, Sampler
+    from ..connect import open_services
+    from ..run.folder import RunFolder
+    from ..run.loop import Pipeline, SilentReporter, load_tasks
+    from ..run.samplers import GeneratorSampler, JsonlSampler, OpenAISampler, Sampler
 
     runs = settings.runs_dir()
     mbpp = str(settings.mbpp_path) if settings.mbpp_path else None
@@ -374,8 +374,8 @@ def report(
     out: Annotated[Path | None, typer.Option(help="Output folder (default <run>/report).")] = None,
 ) -> None:
     """Write an HTML report with plots of a run."""
-    from .report import write_report
-    from .runs import RunFolder
+    from ..run.folder import RunFolder
+    from ..run.report import write_report
 
     try:
         folder = RunFolder.open(Settings().runs_dir(), run_name)
@@ -405,8 +405,8 @@ def sweep(
     possibility: Annotated[str, typer.Option()] = "token_mean",
 ) -> None:
     """Alpha sweep (the paper's Figure 1): one run per alpha, final held-out scores against alpha."""
-    from .report import write_sweep_report
-    from .sweep import run_sweep
+    from ..run.report import write_sweep_report
+    from ..run.sweep import run_sweep
 
     settings = Settings()
     try:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from services.common.schemas.buffer import DEFAULT_POSSIBILITY, Possibility, Scheme
 from services.common.schemas.generator import PromptFormat
 
-from .datasets import DATASETS
+from ..datasets.loaders import DATASETS
 
 RAW_STOP = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert "]
 """Stops for raw completion of a function body: the next top-level statement ends the program."""
