@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from services.pipeline.run.config import RAW_STOP, RunConfig, TeacherConfig
+from services.common.prompts import RAW_STOP
+from services.pipeline.run.config import RunConfig, TeacherConfig
 from services.pipeline.run.folder import RunFolder
 from services.pipeline.run.metrics import TaskOutcome, histogram, summarize
 from services.pipeline.run.report import table_rows, write_report, write_sweep_report
@@ -20,7 +21,14 @@ def _cfg(**kw: object) -> RunConfig:
 def test_config_defaults_and_validation() -> None:
     cfg = _cfg()
     assert cfg.k == 3 and cfg.datasets == ["mbpp"] and cfg.prompt_format == "chat" and cfg.stops() == []
-    assert _cfg(prompt_format="raw").stops() == RAW_STOP
+    assert _cfg(prompt_format="raw").stops() == list(RAW_STOP)
+
+
+def test_one_raw_stop_list_for_runs_and_the_generator() -> None:
+    """The bug: a run's raw stops differed from the generator's default; both are common.prompts.RAW_STOP."""
+    from services.generator.settings import Settings as GeneratorSettings
+
+    assert _cfg(prompt_format="raw").stops() == GeneratorSettings().raw_stop == list(RAW_STOP)
     with pytest.raises(ValidationError):
         _cfg(datasets=["nope"])
     with pytest.raises(ValidationError):

@@ -26,12 +26,33 @@ Every phase writes ``<out>/phases/<phase>.json`` when it finishes; running the s
 finished phases (the buffers deduplicate re-sent programs), so an interrupted experiment resumes. The
 configuration is saved as ``<out>/config.json``; ``btp experiment --config <that file>`` repeats the run.
 The services are the real ones in-process (generator, judge with bubblewrap, buffer on SQLite, training
-through :func:`services.trainer.training.run_job`).
+through the same :class:`~services.pipeline.run.steps.Trainer` interface as `btp run`; generating,
+judging, evaluating and the replay requests are the steps of :mod:`services.pipeline.run.steps`).
 """
-__HEADER__
-def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from services.common.client import BufferClient, GeneratorClient, JudgeClient
+from services.common.schemas.buffer import ExperienceIn, TaskIn
+from services.common.schemas.generator import PromptFormat
+from services.common.schemas.judge import Limits
+
+from ..datasets.loaders import humaneval_path, load_dataset, select
+from ..run import steps
+from ..run.folder import write_json
+from ..run.steps import SilentReporter, Trainer
+from ..settings import Settings
+from .recipes import SELF_GENERATED, ExperimentConfig, Variant
+from .stats import markdown_table, plot_alpha, plot_rounds, plot_variants, round_curve, summarize_variant
 
 
 def canonical_programs(path: Path | None = None) -> dict[str, str]:
@@ -108,22 +129,11 @@ class Experiment:
         job's ``prompt_format`` exactly as the generator conditions on it)."""
         return tasks
 
-    def _request(
-        self, prompts: list[str], mode: str, k: int, seed: int | None = None, fmt: PromptFormat | None = None
-    ) -> GenerateRequest:
-        fmt = fmt or self.cfg.prompt_format
-        stop = list(RAW_STOP) if fmt == "raw" else []
-        return GenerateRequest(
-            prompts=prompts,
-            mode=mode,
-            num_beams=k,
-            num_return_sequences=k,  # type: ignore[arg-type]
-            max_new_tokens=self.cfg.max_new_tokens,
-            stop=stop,
-            seed=seed,
-            temperature=self.cfg.sample_temperature,
-            prompt_format=fmt,
-        )
+    def generation(self, fmt: PromptFormat | None = None) -> steps.Generation:
+        """How this experiment generates (the student's prompt format unless ``fmt`` says otherwise)."""
+        cfg = self.cfg
+        return steps.Generation(max_new_tokens=cfg.max_new_tokens, prompt_format=fmt or cfg.prompt_format,
+                                temperature=cfg.sample_temperature, batch=cfg.gen_batch)  # fmt: skip
 
     def use_weights(self, weights: str) -> None:
         """Serve ``weights`` (the base model's name or a checkpoint folder) unless already served."""
@@ -149,23 +159,18 @@ class Experiment:
         fmt = fmt or self.cfg.prompt_format
         whole = fmt == "raw" and self.cfg.prompt_format == "chat"
         items: list[ExperienceIn] = []
-        for i, part in enumerate(chunks(self.train_tasks, self.cfg.gen_batch)):
+        gen = self.generation(fmt)
+        for i, part in enumerate(steps.chunks(self.train_tasks, self.cfg.gen_batch)):
             seed = None if mode == "beam" else seed0 + i
-            req = self._request([t.prompt for t in part], mode, self.cfg.k, seed, fmt)
-            resp = (generator or self.generator).generate(req)
-            items += [
-                ExperienceIn(
-                    task_id=part[r.prompt_index].id,
-                    program=(part[r.prompt_index].prompt + c.text) if whole else c.text,
-                    logprob=min(0.0, c.logprob),
-                    token_count=c.token_count,
-                    source=source,
-                    round=round_,
-                    generation=f"{part[r.prompt_index].id}#{mode}" + (f"-r{round_}" if round_ > 1 else ""),
-                )
-                for r in resp.results
-                for c in r.candidates
+            cands = steps.generate(generator or self.generator, part, gen, mode=mode, k=self.cfg.k, seed=seed)
+            per_task = [
+                [((t.prompt + c.text) if whole else c.text, c.logprob, c.token_count) for c in task_cands]
+                for t, task_cands in zip(part, cands, strict=True)
             ]
+            items += steps.experiences(
+                part, per_task, source=source, round_=round_,
+                generation=lambda t: f"{t.id}#{mode}" + (f"-r{round_}" if round_ > 1 else ""),
+            )  # fmt: skip
             self.log(
                 f"  {source} {min((i + 1) * self.cfg.gen_batch, len(self.train_tasks))}/{len(self.train_tasks)}"
             )
@@ -183,31 +188,9 @@ class Experiment:
         items = self.generate_programs(mode, source=source, round_=1, generator=generator, fmt=fmt)
         return {"stored": buf.add_experiences(items).created if items else 0}
 
-    def judge_programs(self, tasks: list[TaskIn], items: list[Any]) -> list[tuple[float, dict[str, Any]]]:
-        """(pass rate, judge summary) of each item's ``program`` for its ``task_id``, in the judge's sandbox."""
-        by_id = {t.id: t for t in tasks}
-        out: list[tuple[float, dict[str, Any]]] = []
-        for part in chunks(items, 64):
-            reqs = [
-                JudgeRequest(
-                    program=assemble_program(by_id[e.task_id].prompt, e.program, by_id[e.task_id].metadata),
-                    tests=by_id[e.task_id].tests,
-                    limits=self.limits,
-                )
-                for e in part
-            ]
-            out += [
-                (res.pass_rate, {"verdict": res.verdict, "passed": res.passed, "total": res.total})
-                for res in self.judge.judge_batch(reqs).results
-            ]
-        return out
-
     def judge_items(self, items: list[ExperienceIn]) -> list[ExperienceIn]:
         """``items`` with their pass rates, for programs of the train tasks."""
-        return [
-            e.model_copy(update={"pass_rate": rate, "judge": summary})
-            for e, (rate, summary) in zip(items, self.judge_programs(self.train_tasks, items), strict=True)
-        ]
+        return steps.judged_items(self.judge, self.train_tasks, items, self.limits)
 
     def copy_buffer(self, src: BufferClient, dst: BufferClient, *, only_passing: bool = False) -> int:
         """Copy the judged programs of the train tasks from ``src`` into ``dst`` (idempotent)."""
@@ -258,12 +241,8 @@ class Experiment:
 
     def judge_all(self, buf: BufferClient, tasks: list[TaskIn]) -> dict[str, Any]:
         """Run every unjudged program of ``tasks`` and store its pass rate."""
-        pending = []
-        for t in tasks:
-            pending += buf.list_experiences(task_id=t.id, judged=False, limit=1000).items
-        for exp, (rate, summary) in zip(pending, self.judge_programs(tasks, pending), strict=True):
-            buf.update_experience(exp.id, ExperienceUpdate(pass_rate=rate, judge=summary))
-        return {"judged": len(pending), "stats": buf.stats().model_dump(mode="json")}
+        judged = steps.judge_pending(buf, self.judge, tasks, self.limits)
+        return {"judged": judged, "stats": buf.stats().model_dump(mode="json")}
 
     def passing(self, src: BufferClient, dst: BufferClient) -> dict[str, Any]:
         """Copy the fully passing programs of ``src`` into ``dst`` (the rejection-sampling buffer)."""
@@ -272,31 +251,14 @@ class Experiment:
         return {"programs": n, "tasks": len(tasks)}
 
     def evaluate(self) -> dict[str, Any]:
-        """Greedy program per held-out task, judged: per-task pass rate and all-pass flag."""
-        per_task: dict[str, dict[str, Any]] = {}
-        for part in chunks(self.test_tasks, self.cfg.gen_batch):
-            resp = self.generator.generate(self._request([t.prompt for t in part], "greedy", 1))
-            texts = [""] * len(part)
-            for r in resp.results:
-                texts[r.prompt_index] = r.candidates[0].text if r.candidates else ""
-            reqs = [
-                JudgeRequest(
-                    program=assemble_program(t.prompt, text, t.metadata), tests=t.tests, limits=self.limits
-                )
-                for t, text in zip(part, texts, strict=True)
-            ]
-            for t, text, res in zip(part, texts, self.judge.judge_batch(reqs).results, strict=True):
-                per_task[t.id] = {
-                    "pass_rate": res.pass_rate,
-                    "passed_all": res.total > 0 and res.passed == res.total,
-                    "program": text,
-                }
-        n = len(per_task)
+        """Greedy program per held-out task, judged: per-task pass rate, all-pass flag and program."""
+        ev = steps.evaluate(self.generator, self.judge, self.test_tasks, self.generation(), self.limits)
         return {
-            "tasks": n,
-            "pass_rate": sum(o["pass_rate"] for o in per_task.values()) / max(n, 1),
-            "accuracy": sum(o["passed_all"] for o in per_task.values()) / max(n, 1),
-            "per_task": per_task,
+            **ev.summary(),
+            "per_task": {
+                o.task_id: {"pass_rate": o.pass_rate, "passed_all": o.passed_all, "program": ev.programs[o.task_id]}
+                for o in ev.outcomes
+            },
         }
 
     def train_and_eval(
@@ -306,49 +268,39 @@ class Experiment:
 
         The checkpoint is kept (``checkpoint`` in the result); the caller deletes it when done with it.
         """
-        from services.trainer.training import run_job
-
         cfg = self.cfg
-        job = JobCreate(
-            model=start or cfg.model,
-            batch_size=cfg.n,
-            steps=cfg.steps,
-            learning_rate=cfg.learning_rate,
-            lora=cfg.lora,
-            max_seq_len=cfg.max_seq_len,
-            prompt_format=cfg.prompt_format,
-            checkpoint_every=cfg.steps,
-            seed=seed + 1000 * (round_ - 1),
-            sample=SampleRequest(
-                n=cfg.n,
-                scheme=variant.scheme,
-                alpha=variant.alpha,
-                priority_exponent=variant.priority_exponent,
-                possibility=variant.possibility,
-                split="train",
-                seed=seed * 1000 + round_,
-            ),
-        )
-        out = self.checkpoint_dir(variant, seed, round_)
+        sample = steps.sample_request(variant, n=cfg.n, datasets=None, seed=steps.sample_seed(seed, round_))
+        job = steps.training_job(
+            model=start or cfg.model, sample=sample, steps=cfg.steps, learning_rate=cfg.learning_rate,
+            lora=cfg.lora, max_seq_len=cfg.max_seq_len, prompt_format=cfg.prompt_format,
+            seed=steps.job_seed(seed, round_),
+        )  # fmt: skip
         t0 = time.perf_counter()
-        result = run_job(job, buffer=buf, output_dir=out, device=cfg.device, data_dir=self.settings.data_dir)
+        checkpoint, losses = self.trainer_for(buf).train(
+            job, round_=round_, reporter=SilentReporter(), label=self.checkpoint_dir(variant, seed, round_).name
+        )
         train_s = time.perf_counter() - t0
-        if result.checkpoint is None:
-            raise RuntimeError(f"training of {variant.name} ended {result.status} without a checkpoint")
         drawn = buf.sample(job.sample.model_copy(update={"n": 512, "seed": 99}))
-        self.use_weights(str(result.checkpoint))
+        self.use_weights(checkpoint)
         ev = self.evaluate()
         mean_pr = sum(i.pass_rate or 0.0 for i in drawn.items) / max(len(drawn.items), 1)
         return {
             "eval": ev,
-            "checkpoint": str(result.checkpoint),
+            "checkpoint": checkpoint,
             "train_seconds": round(train_s, 2),
-            "loss_history": [p.model_dump() for p in result.loss_history],
+            "loss_history": losses,
             "replay": {
                 "mean_pass_rate_drawn": mean_pr,
                 "distinct_programs_drawn": len({i.experience_id for i in drawn.items}),
             },
         }
+
+    def trainer_for(self, buf: BufferClient) -> Trainer:
+        """The trainer of a job replaying ``buf``: in this process, as `btp run` embedded (each recipe's
+        buffer is its own SQLite file, which a remote trainer cannot reach)."""
+        from ..connect import InProcessTrainer
+
+        return InProcessTrainer(buf, self.out / "checkpoints", self.settings.data_dir, device=self.cfg.device)
 
     def checkpoint_dir(self, variant: Variant, seed: int, round_: int) -> Path:
         suffix = f"-r{round_}" if self.cfg.rounds > 1 else ""

@@ -7,24 +7,20 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.common.schemas.buffer import DEFAULT_POSSIBILITY, Possibility, Scheme
+from services.common.schemas.buffer import ReplayRule
 from services.common.schemas.generator import PromptFormat
 
 BufferName = Literal["beam", "sample", "teacher", "passing", "model-teacher"]
 SELF_GENERATED: frozenset[str] = frozenset({"beam", "sample", "passing"})
 
 
-class Variant(BaseModel):
-    """One fine-tuning recipe: which buffer, which replay rule."""
+class Variant(ReplayRule):
+    """One fine-tuning recipe: which buffer, which replay rule (the :class:`ReplayRule` fields)."""
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", max_length=64)
     description: str = ""
     buffer: BufferName = "beam"
-    scheme: Scheme = "rank"
-    alpha: float = Field(0.5, ge=0.0, le=1.0)
-    priority_exponent: float = Field(1.0, ge=0.0, le=10.0)
-    possibility: Possibility = DEFAULT_POSSIBILITY
     alpha_sweep: bool = Field(False, description="A point of the alpha sweep (Figure 1).")
 
 

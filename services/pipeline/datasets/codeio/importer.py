@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -259,28 +259,6 @@ def load_records(path: Path | None, cache_dir: Path) -> list[CodeIORecord | Exce
     return list(iter_records(read_raw_lines(source)))
 
 
-@contextmanager
-def open_buffer(
-    buffer_url: str | None, token: str | None, timeout: float, *, database_url: str | None, data_dir: Path
-) -> Iterator[BufferClient]:
-    """A buffer client: the service at ``buffer_url``, or the embedded app on ``database_url``."""
-    from services.common.client import BufferClient
-
-    if buffer_url:
-        with BufferClient(buffer_url, token=token, timeout=timeout) as client:
-            yield client
-        return
-    from fastapi.testclient import TestClient
-
-    from services.buffer.app import create_app
-    from services.buffer.settings import Settings as BufferSettings
-
-    app = create_app(BufferSettings(database_url=database_url, data_dir=data_dir))
-    http: Any = TestClient(app, raise_server_exceptions=False)
-    with http:
-        yield BufferClient(client=http)
-
-
 def buffer_sink(client: BufferClient) -> Callable[[list[TaskIn]], tuple[int, int]]:
     """``sink`` that upserts a batch of tasks into the buffer."""
 
@@ -389,16 +367,9 @@ def codeio_command(
 
         sink = None
         if not dry_run:
-            client = stack.enter_context(
-                open_buffer(
-                    settings.buffer_url,
-                    settings.api_token,
-                    settings.service_timeout_s,
-                    database_url=settings.database_url,
-                    data_dir=settings.data_dir,
-                )
-            )
-            sink = buffer_sink(client)
+            from ...connect import open_buffer
+
+            sink = buffer_sink(open_buffer(stack, settings))
         summary = import_codeio(records, config=config, sink=sink, dataset=dataset, test_fraction=test_fraction,
                                 workers=workers, progress=progress, on_outcome=on_outcome)  # fmt: skip
     typer.echo(summary.render())
