@@ -111,3 +111,15 @@ def test_sweep_report(tmp_path: Path) -> None:
                for a in (0.0, 0.5, 1.0)]  # fmt: skip
     path = write_sweep_report(results, tmp_path / "sweep")
     assert (tmp_path / "sweep" / "sweep.png").stat().st_size > 1000 and "s-alpha0.5" in path.read_text()
+
+
+def test_sample_request_is_scoped_to_the_runs_datasets() -> None:
+    """The bug: with two data sets the run sampled with no data set filter (every program of the buffer)."""
+    from services.pipeline.run.loop import Pipeline
+
+    cfg = _cfg(datasets=["mbpp", "humaneval"], alpha=0.25, priority_exponent=2.0, scheme="proportional")
+    pipe = Pipeline(cfg, None, None, tasks=([], []))  # type: ignore[arg-type]
+    req = pipe.sample_request(1)
+    assert req.datasets == ["mbpp", "humaneval"] and req.split == "train"
+    assert req.replay_rule() == cfg.replay_rule()
+    assert (req.alpha, req.priority_exponent, req.scheme) == (0.25, 2.0, "proportional")
