@@ -47,7 +47,7 @@ from sqlalchemy.orm import Session
 
 from . import sampling
 from .loader import ROW_DTYPE, TaskMap, load_rows, load_task_map, max_row_version, read_markers
-from .models import key64
+from .tables import key64
 
 COLUMNS: tuple[str, ...] = tuple(ROW_DTYPE.names or ())
 

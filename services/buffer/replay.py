@@ -17,9 +17,9 @@ from services.common.schemas.buffer import (
 )
 
 from .index import PriorityIndex
-from .models import Task
 from .service import CHUNK, check_text, histogram
 from .settings import Settings
+from .tables import Task
 
 
 def _fetch(session: Session, ids: list[int]) -> dict[int, tuple[str, str, str]]:

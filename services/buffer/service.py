@@ -32,8 +32,8 @@ from services.common.schemas.buffer import (
     TaskUpsertResponse,
 )
 
-from .models import BufferState, Experience, Task, group_key, key64, program_digest
 from .settings import Settings
+from .tables import BufferState, Experience, Task, group_key, key64, program_digest
 
 CHUNK = 1000
 """Rows per multi-row INSERT / IN list: well under PostgreSQL's 65,535 and SQLite's 32,766 parameters."""

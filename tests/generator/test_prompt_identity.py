@@ -22,8 +22,8 @@ from services.trainer.data import tokenize
 from .conftest import tiny_settings
 
 PROMPTS = [
-    'def add(a, b):\n    """Return the sum of a and b."""\n',
-    'def is_even(n):\n    """Return True when n is even."""\n',
+    'def add(a, b):\n    """Return the sum of a and b."""\n    return',
+    'def is_even(n):\n    """Return True when n is even."""\n    return',
 ]
 
 
