@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.pipeline import codeio_script
+from services.pipeline.datasets.codeio.box import script as codeio_script
 from services.pipeline.datasets.codeio.box.script import MARKER
 from services.pipeline.datasets.codeio.execution import RunnerConfig, build_script, evaluate, parse_stdout
 from services.pipeline.datasets.codeio.importer import ImportSummary, build_task
