@@ -1,5 +1,8 @@
 """`btp experiment`: the paper's experiments at small scale, sharing every piece of work that can be shared.
 
+(Over 500 lines on purpose: the one class holds the phase graph of an experiment and its resume
+bookkeeping; the steps themselves are :mod:`services.pipeline.run.steps`, the recipes :mod:`.recipes`.)
+
 ```
 tasks        train slice (MBPP train split) and held-out slice (MBPP test split, never trained on)
 sample:beam  beam search, k programs per train task, base weights  -> buffer-beam.sqlite3
