@@ -1,4 +1,4 @@
-"""Beam search throughput: services.generator.cuda_beam against transformers' generate(num_beams=3).
+"""Beam search throughput: services.generator.cuda against transformers' generate(num_beams=3).
 
     python bench/generator.py --device cuda          # H100: SmolLM2-135M and Qwen2-0.5B shapes, batch 1/8/32/128
     python bench/generator.py --device cpu           # CPU: SmolLM2 shape, batch 1/8, 64 new tokens
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, StoppingCriteria
 
-from services.generator.cuda_beam import cuda_beam_search
+from services.generator.cuda import cuda_beam_search
 
 HBM_BYTES_PER_S = 3.35e12
 SHAPES: dict[str, tuple[type, type, dict[str, Any]]] = {
@@ -167,13 +167,13 @@ def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def profile(args: argparse.Namespace) -> None:
     """Kernel-time breakdown of eager decoding steps (no graph) for the first model and batch."""
-    from services.generator import cuda_beam
+    from services.generator.cuda import search as cuda_search
 
     model = build(args.models[0], "cuda", torch.bfloat16)
     b = args.batches[-1]
     plist = torch.randint(1, model.config.vocab_size, (b, args.prompt_len)).tolist()
     cuda_beam_search(model, plist, num_beams=args.k, max_new_tokens=args.new, eos_token_ids=set(), pad_token_id=0)
-    session = cuda_beam._DECODERS[model].session
+    session = cuda_search._DECODERS[model].session
     assert session is not None
     with torch.inference_mode():
         session.search.reset()

@@ -3,7 +3,7 @@
     python3 deploy/device/check_imports.py [--whl .device/whl]
 
 Scans every import statement (module level and inside functions) with ``ast``; marks the modules reached
-from ``services.pipeline.experiments`` (the `btp experiment` path). Each module is: stdlib, a wheel in
+from ``services.pipeline.experiments.command`` (the `btp experiment` path). Each module is: stdlib, a wheel in
 .device/whl (from the wheels' RECORD), REMOTE (the packages that machine already has), or MISSING.
 Exit status 1 when a module on the experiment path is MISSING.
 """
@@ -124,7 +124,7 @@ def main() -> int:
     args = ap.parse_args()
     wheels = wheel_modules(args.whl)
     everything = scan(None)
-    experiment = scan("services.pipeline.experiments")
+    experiment = scan("services.pipeline.experiments.command")
     bad = 0
     print(f"{'module':20} {'path':10} source")
     for mod in sorted(everything):

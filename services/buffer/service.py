@@ -1,7 +1,7 @@
 """The buffer's service layer: keyword-only functions over a SQLAlchemy session, no FastAPI import.
 
 Every write runs in one transaction whose first statement bumps the change marker (see
-:mod:`services.buffer.models`); input is validated completely before that, so a rejected request
+:mod:`services.buffer.tables`); input is validated completely before that, so a rejected request
 writes nothing. Inserts use ``INSERT .. ON CONFLICT DO NOTHING`` on both dialects, so concurrent
 retries of the same batch never duplicate: the loser of a race finds the winner's row and returns its id.
 """
@@ -32,8 +32,8 @@ from services.common.schemas.buffer import (
     TaskUpsertResponse,
 )
 
-from .models import BufferState, Experience, Task, group_key, key64, program_digest
 from .settings import Settings
+from .tables import BufferState, Experience, Task, group_key, key64, program_digest
 
 CHUNK = 1000
 """Rows per multi-row INSERT / IN list: well under PostgreSQL's 65,535 and SQLite's 32,766 parameters."""

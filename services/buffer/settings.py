@@ -6,7 +6,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.common.schemas.buffer import DEFAULT_POSSIBILITY, Possibility
-from services.common.settings import CommonSettings
+from services.common.settings import DEFAULT_PORTS, CommonSettings
 
 
 class Settings(CommonSettings):
@@ -17,7 +17,7 @@ class Settings(CommonSettings):
     )
 
     host: str = Field("127.0.0.1", description="Address `btp serve buffer` binds to.")
-    port: int = Field(8003, ge=1, le=65535, description="Port `btp serve buffer` binds to.")
+    port: int = Field(DEFAULT_PORTS["buffer"], ge=1, le=65535, description="Port `btp serve buffer` binds to.")
     max_sample_n: int = Field(4096, ge=1, description="Largest minibatch one POST /v1/sample may ask for.")
     max_program_bytes: int = Field(
         256 * 1024, ge=1, description="Largest program (UTF-8 bytes) an experience may carry; 413 above it."

@@ -39,15 +39,11 @@ from .schemas.buffer import (
 from .schemas.generator import GenerateRequest, GenerateResponse, WeightsRequest, WeightsResponse
 from .schemas.judge import JudgeBatchRequest, JudgeBatchResponse, JudgeRequest, JudgeResponse
 from .schemas.trainer import JobCreate, JobList, JobOut
+from .settings import DEFAULT_PORTS
 
 M = TypeVar("M", bound=BaseModel)
 
-DEFAULT_URLS = {
-    "generator": "http://127.0.0.1:8001",
-    "judge": "http://127.0.0.1:8002",
-    "buffer": "http://127.0.0.1:8003",
-    "trainer": "http://127.0.0.1:8004",
-}
+DEFAULT_URLS = {name: f"http://127.0.0.1:{port}" for name, port in DEFAULT_PORTS.items()}
 
 
 @dataclass

@@ -13,6 +13,12 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+DEFAULT_PORTS: dict[str, int] = {"generator": 8001, "judge": 8002, "buffer": 8003, "trainer": 8004}
+"""Each service's default port: the one source for clients, settings, `btp serve` and `btp stack up`."""
+
+DEFAULT_TRAIN_QUEUE = "btp-train"
+"""The Celery queue of training jobs (``BTP_TRAINER_QUEUE`` overrides it)."""
+
 
 def shared(name: str) -> AliasChoices:
     """Alias so a shared field reads ``BTP_<NAME>`` whatever the subclass's env prefix is."""

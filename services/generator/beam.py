@@ -14,7 +14,7 @@ length_penalty=0)`` (its default ``early_stopping=False``):
   ``max_new_tokens``, where the best ``k`` continuations of the last step join the pool unfinished.
 
 Prompts are decoded together, left-padded, with a KV cache that is re-ordered per step; a prompt that
-is done leaves the batch. ``services.generator.cuda_beam`` offers the same function for CUDA.
+is done leaves the batch. ``services.generator.cuda`` offers the same function for CUDA.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ beside the old one and then replaces the reference, so requests already accepted
 weights and later ones use the new. A checkpoint that fails to load or to run a forward pass is a
 422 and the old weights keep serving.
 
-Beam search runs ``services.generator.cuda_beam.cuda_beam_search`` on CUDA devices when that module
+Beam search runs ``services.generator.cuda.cuda_beam_search`` on CUDA devices when that module
 imports, else the reference :func:`services.generator.beam.beam_search`.
 """
 
@@ -35,7 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services import models
 from services.common.errors import OverloadedError, UnavailableError, ValidationError
+from services.common.prompts import encode_prompt, resolve_format, stop_sequences
 from services.common.schemas.generator import (
     GeneratedCandidate,
     GenerateRequest,
@@ -44,10 +46,9 @@ from services.common.schemas.generator import (
     WeightsResponse,
 )
 
-from . import models
 from .beam import Beam
-from .prompts import encode_prompt, resolve_format, stop_sequences, trim
 from .settings import Settings
+from .trimming import trim
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def pick_beam_fn(device: str, use_cuda: bool) -> BeamFn:
 
     if use_cuda and device.startswith("cuda"):
         try:
-            from .cuda_beam import cuda_beam_search  # type: ignore[import-not-found,unused-ignore]
+            from .cuda import cuda_beam_search  # type: ignore[import-not-found,unused-ignore]
         except Exception as exc:  # the fast path is optional; fall back to the reference
             log.info("cuda_beam unavailable (%s); using the reference beam search", exc)
         else:

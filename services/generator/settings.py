@@ -7,18 +7,10 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from services.common.prompts import CHAT_STOP, RAW_STOP
 from services.common.settings import CommonSettings
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
-
-#: Stop sequences for raw (HumanEval-style) completion when the request names none: the Codex paper's
-#: set (a new top-level statement ends the function being completed) plus a closing code fence.
-DEFAULT_RAW_STOP = ("\ndef ", "\nclass ", "\nif ", "\nprint(", "\n#", "\nassert ", "\n```")
-
-#: Stop sequences for chat prompts besides the closing fence, which always applies: top-level test
-#: code that instruct models like to append after the function.
-DEFAULT_CHAT_STOP = ("\nif __name__", "\nprint(", "\nassert ")
-
 
 class Settings(CommonSettings):
     """Settings of the generator service."""
@@ -57,11 +49,11 @@ class Settings(CommonSettings):
         default=2048, ge=1, description="Longest prompt in tokens, after any chat template (422 above)."
     )
     raw_stop: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_RAW_STOP),
+        default_factory=lambda: list(RAW_STOP),
         description="Stop sequences for raw prompts when the request gives none.",
     )
     chat_stop: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_CHAT_STOP),
+        default_factory=lambda: list(CHAT_STOP),
         description="Stop sequences for chat prompts when the request gives none (the closing fence always applies).",
     )
     torch_threads: int = Field(
@@ -72,7 +64,7 @@ class Settings(CommonSettings):
         "threads are catastrophic on a shared small machine (14x slower measured on 2 busy cores).",
     )
     use_cuda_beam: bool = Field(
-        default=True, description="Use services.generator.cuda_beam on CUDA devices when it imports."
+        default=True, description="Use services.generator.cuda on CUDA devices when it imports."
     )
 
     def resolved_model_cache_dir(self) -> Path:

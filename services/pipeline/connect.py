@@ -21,15 +21,17 @@ from services.common.client import BufferClient, GeneratorClient, JudgeClient, T
 from services.common.errors import UpstreamError, ValidationError
 from services.common.schemas.trainer import JobCreate, LossPoint
 
-from .driver import Reporter, Services
+from .run.loop import Services
+from .run.steps import Reporter
 from .settings import Settings
 
 
-def quiet_embedded_logs() -> None:
-    """In-process services log at WARNING unless BTP_LOG_LEVEL says otherwise: the CLI shows progress bars."""
+def quiet_embedded_logs(settings: Settings) -> None:
+    """In-process services log at ``settings.log_level`` (``BTP_LOG_LEVEL``, WARNING for the CLI): it shows
+    progress bars."""
     import logging
 
-    level = os.environ.get("BTP_LOG_LEVEL", "WARNING").upper()
+    level = settings.log_level.upper()
     for name in ("httpx", "httpx2", "services", "celery"):
         logging.getLogger(name).setLevel(level)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -43,10 +45,6 @@ def quiet_embedded_logs() -> None:
         pass
 
 
-def _log_level() -> str:
-    return os.environ.get("BTP_LOG_LEVEL", "WARNING")
-
-
 def _embedded_client(stack: ExitStack, app: Any) -> Any:
     from fastapi.testclient import TestClient
 
@@ -58,7 +56,7 @@ def embedded_generator(stack: ExitStack, settings: Settings, model: str) -> Gene
     from services.generator.app import create_app
     from services.generator.settings import Settings as GeneratorSettings
 
-    gs = GeneratorSettings(model=model, data_dir=settings.data_dir, log_level=_log_level())
+    gs = GeneratorSettings(model=model, data_dir=settings.data_dir, log_level=settings.log_level)
     return GeneratorClient(client=_embedded_client(stack, create_app(gs)))
 
 
@@ -67,16 +65,27 @@ def embedded_judge(stack: ExitStack, settings: Settings) -> JudgeClient:
     from services.judge.app import create_app
     from services.judge.settings import Settings as JudgeSettings
 
-    return JudgeClient(client=_embedded_client(stack, create_app(JudgeSettings(data_dir=settings.data_dir, log_level=_log_level()))))
+    return JudgeClient(client=_embedded_client(stack, create_app(JudgeSettings(data_dir=settings.data_dir, log_level=settings.log_level))))
 
 
 def embedded_buffer(stack: ExitStack, settings: Settings, database_url: str) -> BufferClient:
-    """The buffer app in-process on ``database_url`` (migrated on start)."""
+    """The buffer app in-process on ``database_url`` (migrated on start): the one place an in-process
+    buffer is opened."""
     from services.buffer.app import create_app
     from services.buffer.settings import Settings as BufferSettings
 
-    bs = BufferSettings(database_url=database_url, data_dir=settings.data_dir, log_level=_log_level())
+    bs = BufferSettings(database_url=database_url, data_dir=settings.data_dir, log_level=settings.log_level)
     return BufferClient(client=_embedded_client(stack, create_app(bs)))
+
+
+def open_buffer(stack: ExitStack, settings: Settings, database_url: str | None = None) -> BufferClient:
+    """The configured buffer: ``BTP_BUFFER_URL`` when set, else in-process on ``database_url`` (default the
+    shared ``BTP_DATABASE_URL`` or the SQLite file under the data dir)."""
+    if settings.buffer_url:
+        client = BufferClient(settings.buffer_url, token=settings.api_token, timeout=settings.service_timeout_s)
+        stack.callback(client.close)
+        return client
+    return embedded_buffer(stack, settings, database_url or settings.resolved_database_url())
 
 
 class InProcessTrainer:
@@ -85,7 +94,9 @@ class InProcessTrainer:
     def __init__(self, buffer: BufferClient, checkpoints: Path, data_dir: Path, device: str = "auto") -> None:
         self.buffer, self.checkpoints, self.data_dir, self.device = buffer, checkpoints, data_dir, device
 
-    def train(self, job: JobCreate, *, round_: int, reporter: Reporter) -> tuple[str, list[dict[str, Any]]]:
+    def train(
+        self, job: JobCreate, *, round_: int, reporter: Reporter, label: str | None = None
+    ) -> tuple[str, list[dict[str, Any]]]:
         from services.trainer.training import run_job
 
         reporter.phase(f"round {round_}: fine-tuning ({job.steps} steps, n={job.batch_size})", job.steps)
@@ -93,7 +104,7 @@ class InProcessTrainer:
         def on_step(point: LossPoint) -> None:
             reporter.advance(1)
 
-        out = self.checkpoints / f"round_{round_}"
+        out = self.checkpoints / (label or f"round_{round_}")
         result = run_job(job, buffer=self.buffer, output_dir=out, on_step=on_step, device=self.device,
                          data_dir=self.data_dir)  # fmt: skip
         if result.checkpoint is None:
@@ -107,7 +118,9 @@ class RemoteTrainer:
     def __init__(self, client: TrainerClient, poll_s: float = 1.0, buffer_url: str | None = None) -> None:
         self.client, self.poll_s, self.buffer_url = client, poll_s, buffer_url
 
-    def train(self, job: JobCreate, *, round_: int, reporter: Reporter) -> tuple[str, list[dict[str, Any]]]:
+    def train(
+        self, job: JobCreate, *, round_: int, reporter: Reporter, label: str | None = None
+    ) -> tuple[str, list[dict[str, Any]]]:
         reporter.phase(f"round {round_}: fine-tuning on the trainer ({job.steps} steps)", job.steps)
         created = self.client.create_job(job.model_copy(update={"buffer_url": self.buffer_url}))
         seen = 0
@@ -131,7 +144,7 @@ def open_services(
     """Clients for every service: remote where a URL is set, embedded otherwise."""
     token, timeout = settings.api_token, settings.service_timeout_s
     with ExitStack() as stack:
-        quiet_embedded_logs()
+        quiet_embedded_logs(settings)
         if settings.trainer_url and not settings.buffer_url:
             raise ValidationError(
                 "BTP_TRAINER_URL is set but BTP_BUFFER_URL is not: a remote trainer cannot reach an "
@@ -139,10 +152,7 @@ def open_services(
                 param="trainer_url",
             )
         remote = [n for n in ("generator", "judge", "buffer", "trainer") if getattr(settings, f"{n}_url")]
-        if settings.buffer_url:
-            buffer = BufferClient(settings.buffer_url, token=token, timeout=timeout)
-        else:
-            buffer = embedded_buffer(stack, settings, buffer_database_url)
+        buffer = open_buffer(stack, settings, buffer_database_url)
         if settings.judge_url:
             judge = JudgeClient(settings.judge_url, token=token, timeout=timeout)
         else:

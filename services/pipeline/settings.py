@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from services.common.settings import CommonSettings
+from services.common.settings import CommonSettings, shared
 
 
 class Settings(CommonSettings):
@@ -17,6 +17,11 @@ class Settings(CommonSettings):
         env_prefix="BTP_PIPELINE_", extra="ignore", populate_by_name=True, validate_default=True
     )
 
+    log_level: str = Field(
+        default="WARNING",
+        validation_alias=shared("log_level"),
+        description="Log level of the in-process services and libraries: the CLI shows progress bars instead.",
+    )
     default_model: str = Field(
         default="SmolLM2-135M-Instruct",
         description="Model fine-tuned by `btp run` when --model is not given: a local HF folder or a known name.",

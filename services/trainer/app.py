@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from services.common.http import build_app
+from services.common.logging import configure_logging
 
 from .api import router
 from .celery_app import make_celery
@@ -22,6 +23,7 @@ from .settings import Settings
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The trainer HTTP API (port 8004)."""
     settings = settings or Settings()
+    configure_logging(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

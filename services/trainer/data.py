@@ -7,13 +7,13 @@ is only the length spread inside one micro-batch.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
+
+from services.common.prompts import encode_example
 
 
 @dataclass(frozen=True)
@@ -43,50 +43,10 @@ def make_example(prompt_ids: Sequence[int], program_ids: Sequence[int], max_seq_
     return Example(tuple(prompt + program), len(prompt))
 
 
-CHAT_FENCE_OPEN = "```python\n"
-CHAT_FENCE_CLOSE = "```"
-
-
-def is_instruct(folder: Path, tokenizer: Any) -> bool:
-    """The generator's rule: the ``btp_model.json`` marker, else whether the tokenizer has a chat template."""
-    marker = folder / "btp_model.json"
-    if marker.is_file():
-        try:
-            return bool(json.loads(marker.read_text()).get("instruct"))
-        except (OSError, ValueError):
-            pass
-    return bool(getattr(tokenizer, "chat_template", None))
-
-
-def resolve_format(requested: str, *, folder: Path, tokenizer: Any) -> str:
-    """``raw`` or ``chat``: ``auto`` is chat for instruct models with a chat template (as in the generator)."""
-    if requested in ("raw", "chat"):
-        return requested
-    return "chat" if is_instruct(folder, tokenizer) and getattr(tokenizer, "chat_template", None) else "raw"
-
-
 def tokenize(tokenizer: Any, prompt: str, program: str, max_seq_len: int, fmt: str = "raw") -> Example:
-    """Prompt X and program t laid out as the generator conditions on them; the target ends with EOS.
-
-    raw: X with the tokenizer's special tokens (BOS), then t. chat: X as the user turn of the chat
-    template plus the generation prompt and an opening ```python fence (exactly the generator's
-    ``encode_prompt``), then t and the closing fence, which is the generator's stop sequence.
-    """
-    if fmt == "chat":
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-        )
-        prompt_ids = list(tokenizer(text + CHAT_FENCE_OPEN, add_special_tokens=False)["input_ids"])
-        body = program if program.endswith("\n") else program + "\n"
-        program_ids = list(tokenizer(body + CHAT_FENCE_CLOSE, add_special_tokens=False)["input_ids"])
-    else:
-        prompt_ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
-        program_ids = list(tokenizer(program, add_special_tokens=False)["input_ids"])
-    if tokenizer.eos_token_id is not None:
-        program_ids = [*program_ids, tokenizer.eos_token_id]
-    if not prompt_ids:
-        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        prompt_ids = [bos] if bos is not None else []
+    """Prompt X and program t laid out exactly as the generator conditions on them
+    (:func:`services.common.prompts.encode_example`); the target ends with EOS."""
+    prompt_ids, program_ids = encode_example(tokenizer, prompt, program, fmt)
     return make_example(prompt_ids, program_ids, max_seq_len)
 
 
@@ -152,8 +112,6 @@ def collate(
         tokens=sum(len(e.input_ids) for e in examples),
         program_tokens=len(targets),
     )
-
-
 
 
 def auto_token_budget(

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy.orm import sessionmaker
 
 from services.common.client import BufferClient, GeneratorClient
-from services.common.errors import BTPError
+from services.common.errors import BTPError, ValidationError
 from services.common.schemas.trainer import JobCreate, LossPoint
 
 from . import jobs
@@ -31,27 +31,19 @@ log = logging.getLogger(__name__)
 
 @contextmanager
 def buffer_client(job: JobCreate, settings: Settings) -> Iterator[BufferClient]:
-    """A client of the buffer named by the job, the settings, or (neither) the embedded buffer app."""
+    """A client of the buffer service the job (``buffer_url``) or the settings (``BTP_BUFFER_URL``) name.
+
+    The worker never opens a buffer of its own (that is the CLI's embedded mode): without a URL the job
+    fails with a message that says what to set.
+    """
     url = job.buffer_url or settings.buffer_url
-    if url:
-        client = BufferClient(url, token=settings.api_token)
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    from fastapi.testclient import TestClient
-
-    from services.buffer.app import create_app as create_buffer_app
-    from services.buffer.settings import Settings as BufferSettings
-
-    app = create_buffer_app(
-        BufferSettings(database_url=settings.resolved_database_url(), data_dir=settings.data_dir)
-    )
-    with TestClient(app) as http:
-        if settings.api_token:
-            http.headers["Authorization"] = f"Bearer {settings.api_token}"
-        yield BufferClient(client=http)  # type: ignore[arg-type]
+    if not url:
+        raise ValidationError(
+            "no buffer service is known: set BTP_BUFFER_URL for the worker or buffer_url on the job",
+            param="buffer_url",
+        )
+    with BufferClient(url, token=settings.api_token) as client:
+        yield client
 
 
 def publish(checkpoint: Path, *, generator: GeneratorClient) -> tuple[bool, str | None]:

@@ -9,9 +9,9 @@ from sqlalchemy.orm import Session
 
 from services.common.errors import OverloadedError, UnavailableError, ValidationError
 from services.common.schemas.trainer import JobCreate, JobOut
+from services.models import check_model_name
 
 from . import jobs
-from .models import check_model_name
 from .settings import TRAIN_TASK, Settings
 
 log = logging.getLogger(__name__)

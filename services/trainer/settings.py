@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from services.common.settings import CommonSettings
+from services.common.settings import DEFAULT_PORTS, DEFAULT_TRAIN_QUEUE, CommonSettings
 
 TRAIN_TASK = "btp.train"
 """Celery task name; the API enqueues by this name only, so it never imports the training code."""
@@ -21,8 +21,8 @@ class Settings(CommonSettings):
     )
 
     host: str = Field("127.0.0.1", description="Bind address of the HTTP API.")
-    port: int = Field(8004, ge=1, le=65535, description="Port of the HTTP API.")
-    queue: str = Field("btp-train", min_length=1, description="Celery queue the training tasks go to.")
+    port: int = Field(DEFAULT_PORTS["trainer"], ge=1, le=65535, description="Port of the HTTP API.")
+    queue: str = Field(DEFAULT_TRAIN_QUEUE, min_length=1, description="Celery queue the training tasks go to.")
     device: str = Field("auto", description="Training device: auto (CUDA when present), cpu, cuda, cuda:1 ...")
     visibility_timeout_s: float = Field(
         12 * 3600.0,

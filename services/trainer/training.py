@@ -18,6 +18,9 @@ all call these functions.
 - Several GPUs: started by ``torchrun``/``accelerate launch`` (``WORLD_SIZE`` > 1) each process samples
   its own share of the minibatch and gradients are averaged by DDP; rank 0 alone writes checkpoints,
   TensorBoard and the job record.
+
+(Just over 500 lines: the job loop, the step runner and resume logic share state that is clearer
+read together than split.)
 """
 
 from __future__ import annotations
@@ -37,8 +40,11 @@ from torch import nn
 
 from services.common.client import BufferClient
 from services.common.errors import BTPError, ValidationError
+from services.common.prompts import resolve_format
 from services.common.schemas.buffer import SampledItem
 from services.common.schemas.trainer import JobCreate, LossPoint
+from services.common.settings import default_data_dir
+from services.models import is_instruct, model_dir
 
 from . import checkpoint as ckpt
 from .data import (
@@ -48,10 +54,8 @@ from .data import (
     bucket,
     collate,
     make_example,
-    resolve_format,
     tokenize,
 )
-from .models import resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -398,7 +402,7 @@ def run_job(
     if distributed:
         torch.distributed.barrier()
 
-    base_path = resolve_model(job.model, data_dir=data_dir)
+    base_path = model_dir(job.model, data_dir=data_dir or default_data_dir())
     from transformers import AutoTokenizer
 
     try:
@@ -406,7 +410,7 @@ def run_job(
     except (OSError, ValueError) as exc:
         raise JobConfigError(f"no usable tokenizer in {base_path}: {exc}", param="model") from exc
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    fmt = resolve_format(job.prompt_format, folder=base_path, tokenizer=tokenizer)
+    fmt = resolve_format(job.prompt_format, instruct=is_instruct(base_path, tokenizer), tokenizer=tokenizer)
 
     resume = ckpt.latest_checkpoint(output_dir)
     torch.manual_seed(job.seed)

@@ -14,10 +14,14 @@ from typing import Any
 
 from celery.signals import worker_init
 
+from services.common.logging import configure_logging
+
 from .celery_app import make_celery
 from .settings import Settings
 
-app = make_celery(Settings())
+_settings = Settings()
+configure_logging(_settings.log_level)
+app = make_celery(_settings)
 celery = app
 
 

@@ -292,3 +292,20 @@ def test_bad_task_bodies(client: TestClient) -> None:
     assert_envelope(client.post("/v1/tasks", json={"tasks": [task_json("t/\x00")]}), 422, "validation_error", "tasks[0].id")
     assert client.get("/v1/tasks").json()["total"] == 0
     assert_envelope(client.delete("/v1/tasks"), 405, "bad_request")
+
+
+def test_sample_scoped_to_several_datasets(client: TestClient) -> None:
+    """The bug: a run over several data sets sampled the whole buffer; ``datasets`` keeps it to its own."""
+    tasks = [task_json("a/1", dataset="a", split="train"), task_json("b/1", dataset="b", split="train"),
+             task_json("c/1", dataset="c", split="train")]  # fmt: skip
+    client.post("/v1/tasks", json={"tasks": tasks})
+    items = [experience_json(t["id"], f"prog {i}", pass_rate=1.0) for i, t in enumerate(tasks)]
+    client.post("/v1/experiences", json={"items": items})
+    body = {"n": 300, "scheme": "uniform", "split": "train", "seed": 3, "datasets": ["a", "b"]}
+    r = client.post("/v1/sample", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["population"] == 2
+    assert {i["task_id"] for i in r.json()["items"]} == {"a/1", "b/1"}
+    both = client.post("/v1/sample", json=body | {"dataset": "b"}).json()
+    assert both["population"] == 1 and {i["task_id"] for i in both["items"]} == {"b/1"}
+    assert client.post("/v1/sample", json=body | {"datasets": []}).json()["population"] == 0

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import torch
 
-from services.generator.models import MARKER, prepare_model
 from services.generator.settings import Settings
+from services.models import MARKER, prepare_model
 
 torch.set_num_threads(1)  # a shared 2-core machine: more threads only contend
 

@@ -26,7 +26,8 @@ from transformers import (
 
 from services.common.errors import ValidationError
 from services.generator.beam import beam_search
-from services.generator.cuda_beam import BeamInputError, _CompactDecoder, cuda_beam_search
+from services.generator.cuda import BeamInputError, cuda_beam_search
+from services.generator.cuda.decoder import _CompactDecoder
 
 PROMPTS = [[5, 6, 7, 8, 9], [10, 11, 12], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]
 CUDA = torch.cuda.is_available()
@@ -216,7 +217,7 @@ def test_bad_arguments_are_validation_errors(kw: dict[str, Any], param: str) -> 
 
 
 def test_import_does_not_touch_cuda() -> None:
-    code = "import torch, services.generator.cuda_beam; assert not torch.cuda.is_initialized(); print('ok')"
+    code = "import torch, services.generator.cuda; assert not torch.cuda.is_initialized(); print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.pipeline.datasets import load_mbpp
+from services.pipeline.datasets.loaders import load_mbpp
 
 
 def build_tiny_model(folder: Path, seed: int = 0) -> Path:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
-from services.pipeline.cli import app
+from services.pipeline.cli.main import app
 
 DATA = Path(__file__).parent / "data"
 
@@ -57,3 +59,25 @@ def test_model_prepare_is_cached(data_dir: Path, tiny_model: Path) -> None:
     result = CliRunner().invoke(app, ["model", "prepare", str(tiny_model)])
     assert result.exit_code == 0, result.output
     assert str(tiny_model) in result.output.replace("\n", "")
+
+
+def test_sweep_passes_every_run_option(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bug: `btp sweep` dropped --priority-exponent, --seed, --lora and the judge limits."""
+    from services.pipeline.run import report, sweep
+
+    seen: list[Any] = []
+
+    def fake_sweep(base: Any, alphas: list[float], settings: Any, execute: Any) -> list[dict[str, Any]]:
+        seen.append(base)
+        return []
+
+    monkeypatch.setattr(sweep, "run_sweep", fake_sweep)
+    monkeypatch.setattr(report, "write_sweep_report", lambda results, folder: folder / "sweep.html")
+    args = ["sweep", "--name", "sw", "--alphas", "0,1", "--priority-exponent", "2.5", "--seed", "7", "--lora",
+            "--lora-r", "4", "--judge-time-s", "3.5", "--judge-memory-mb", "256", "--test-fraction", "0.3",
+            "--possibility", "sequence"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (base,) = seen
+    assert (base.priority_exponent, base.seed, base.lora, base.lora_r) == (2.5, 7, True, 4)
+    assert (base.judge_time_s, base.judge_memory_mb, base.test_fraction, base.possibility) == (3.5, 256, 0.3, "sequence")

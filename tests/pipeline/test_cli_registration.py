@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from services.pipeline.cli import app
+from services.pipeline.cli.main import app
 
 
 def test_experiment_and_codeio_commands_are_registered() -> None:

@@ -12,6 +12,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +26,14 @@ from services.common.client import BufferClient, JudgeClient
 from services.common.errors import NotFoundError
 from services.common.schemas.buffer import TaskOut
 from services.common.schemas.judge import JudgeRequest
-from services.pipeline.codeio import (
+from services.pipeline.datasets.codeio.execution import RunnerConfig, judge_sandbox
+from services.pipeline.datasets.codeio.importer import (
     ImportSummary,
     buffer_sink,
     codeio_command,
     import_codeio,
-    open_buffer,
 )
-from services.pipeline.codeio_records import CodeIORecord, iter_records, parse_record, read_raw_lines
-from services.pipeline.codeio_runner import RunnerConfig, judge_sandbox
+from services.pipeline.datasets.codeio.records import CodeIORecord, iter_records, parse_record, read_raw_lines
 
 DATA = Path(__file__).parent / "data" / "codeio" / "sample.jsonl"
 PG = "postgresql://postgres@127.0.0.1:5432"
@@ -58,12 +58,22 @@ def sample_records() -> list[CodeIORecord | Exception]:
     return list(iter_records(read_raw_lines(DATA)))
 
 
+
+@contextmanager
+def buffer_at(database_url: str, data_dir: Path) -> Iterator[BufferClient]:
+    """The in-process buffer on ``database_url``, opened where the CLI opens it."""
+    from services.pipeline.connect import open_buffer
+    from services.pipeline.settings import Settings
+
+    with ExitStack() as stack:
+        yield open_buffer(stack, Settings(data_dir=data_dir, buffer_url=None), database_url)
+
 @pytest.fixture(scope="module")
 def imported(
     sample_records: list[CodeIORecord | Exception], pg_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ImportSummary, dict[str, TaskOut], BufferClient]]:
     data_dir = tmp_path_factory.mktemp("btp")
-    with open_buffer(None, None, 60.0, database_url=pg_url, data_dir=data_dir) as client:
+    with buffer_at(pg_url, data_dir) as client:
         summary = import_codeio(
             sample_records,
             config=RunnerConfig(tests=TESTS),
@@ -310,7 +320,7 @@ def test_cli_imports_into_the_configured_buffer(
     summary = json.loads(out.read_text())
     assert summary["tests_per_task"] == {"3": 2} and summary["splits"] == {"test": 2}
     assert summary["skipped"] == {"reference_failed": 1}
-    with open_buffer(None, None, 60.0, database_url=pg_url, data_dir=tmp_path) as client:
+    with buffer_at(pg_url, tmp_path) as client:
         listed = client.list_tasks(dataset="codeio_cli", split="test")
     assert sorted(t.id for t in listed.items) == ["codeio_cli/0002", "codeio_cli/0003"]
 

@@ -13,9 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.pipeline import codeio_script
-from services.pipeline.codeio import ImportSummary, build_task
-from services.pipeline.codeio_records import (
+from services.pipeline.datasets.codeio.box import script as codeio_script
+from services.pipeline.datasets.codeio.box.script import MARKER
+from services.pipeline.datasets.codeio.execution import RunnerConfig, build_script, evaluate, parse_stdout
+from services.pipeline.datasets.codeio.importer import ImportSummary, build_task
+from services.pipeline.datasets.codeio.records import (
     WHEEL_MEMBER,
     CodeIODataError,
     CodeIORecord,
@@ -32,8 +34,6 @@ from services.pipeline.codeio_records import (
     split_for,
     task_id,
 )
-from services.pipeline.codeio_runner import RunnerConfig, build_script, evaluate, parse_stdout
-from services.pipeline.codeio_script import MARKER
 
 DATA = Path(__file__).parent / "data" / "codeio" / "sample.jsonl"
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from pydantic import AliasChoices
 
-from services.pipeline.cli import SERVICE_NAMES, app
+from services.pipeline.cli.main import SERVICE_NAMES, app
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS_OF = {"buffer": "buffer", "judge": "judge", "generator": "generator", "trainer": "trainer",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.pipeline.datasets import (
+from services.pipeline.datasets.loaders import (
     assemble_program,
     load_apps,
     load_codecontests,

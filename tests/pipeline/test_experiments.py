@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from services.pipeline.experiments import Experiment, ExperimentConfig, Variant, main
-from services.pipeline.experiments_stats import bootstrap_ci, summarize_variant
+from services.pipeline.experiments.command import main
+from services.pipeline.experiments.experiment import Experiment
+from services.pipeline.experiments.recipes import ExperimentConfig, Variant
+from services.pipeline.experiments.stats import bootstrap_ci, summarize_variant
 from services.pipeline.settings import Settings
 
 CODE = [
@@ -143,7 +145,7 @@ def test_experiment_runs_resumes_and_saves_its_config(tiny_model: Path, tmp_path
 def test_cli_refuses_bad_and_conflicting_configs(tiny_model: Path, tmp_path: Path) -> None:
     import typer
 
-    from services.pipeline.experiments import experiment_command
+    from services.pipeline.experiments.command import experiment_command
 
     app = typer.Typer()
     app.command()(experiment_command)

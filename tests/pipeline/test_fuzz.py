@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from services.pipeline.cli import app
-from services.pipeline.datasets import load_apps, load_codecontests
+from services.pipeline.cli.main import app
+from services.pipeline.datasets.loaders import load_apps, load_codecontests
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-5, 5) | st.floats(allow_nan=False) | st.text(max_size=8),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import services.pipeline.datasets as datasets
+import services.pipeline.datasets.loaders as datasets
 
 
 def test_packaged_mbpp_loads_all_397_tasks() -> None:

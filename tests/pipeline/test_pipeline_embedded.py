@@ -12,11 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from services.common.schemas.trainer import JobCreate
-from services.pipeline.cli import app, execute
-from services.pipeline.config import RunConfig
+from services.pipeline.cli.main import app, execute
 from services.pipeline.connect import open_services
-from services.pipeline.driver import Pipeline, Reporter
-from services.pipeline.runs import RunFolder
+from services.pipeline.run.config import RunConfig
+from services.pipeline.run.folder import RunFolder
+from services.pipeline.run.loop import Pipeline, Reporter
 from services.pipeline.settings import Settings
 
 
@@ -96,7 +96,7 @@ def test_crash_then_resume(tiny_model: Path, data_dir: Path) -> None:
 def test_teacher_jsonl_programs_train_the_student(tiny_model: Path, data_dir: Path, tmp_path: Path) -> None:
     settings = Settings()
     cfg = _cfg(tiny_model, "teach")
-    from services.pipeline.driver import load_tasks
+    from services.pipeline.run.loop import load_tasks
 
     train, _ = load_tasks(cfg)
     lines = [json.dumps({"task_id": t.id, "program": "    return None\n", "logprob": -3.0}) for t in train]

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from services.pipeline.config import RAW_STOP, RunConfig, TeacherConfig
-from services.pipeline.metrics import TaskOutcome, histogram, summarize
-from services.pipeline.report import table_rows, write_report, write_sweep_report
-from services.pipeline.runs import RunFolder
+from services.common.prompts import RAW_STOP
+from services.pipeline.run.config import RunConfig, TeacherConfig
+from services.pipeline.run.folder import RunFolder
+from services.pipeline.run.metrics import TaskOutcome, histogram, summarize
+from services.pipeline.run.report import table_rows, write_report, write_sweep_report
 
 
 def _cfg(**kw: object) -> RunConfig:
@@ -20,7 +21,14 @@ def _cfg(**kw: object) -> RunConfig:
 def test_config_defaults_and_validation() -> None:
     cfg = _cfg()
     assert cfg.k == 3 and cfg.datasets == ["mbpp"] and cfg.prompt_format == "chat" and cfg.stops() == []
-    assert _cfg(prompt_format="raw").stops() == RAW_STOP
+    assert _cfg(prompt_format="raw").stops() == list(RAW_STOP)
+
+
+def test_one_raw_stop_list_for_runs_and_the_generator() -> None:
+    """The bug: a run's raw stops differed from the generator's default; both are common.prompts.RAW_STOP."""
+    from services.generator.settings import Settings as GeneratorSettings
+
+    assert _cfg(prompt_format="raw").stops() == GeneratorSettings().raw_stop == list(RAW_STOP)
     with pytest.raises(ValidationError):
         _cfg(datasets=["nope"])
     with pytest.raises(ValidationError):
@@ -103,3 +111,15 @@ def test_sweep_report(tmp_path: Path) -> None:
                for a in (0.0, 0.5, 1.0)]  # fmt: skip
     path = write_sweep_report(results, tmp_path / "sweep")
     assert (tmp_path / "sweep" / "sweep.png").stat().st_size > 1000 and "s-alpha0.5" in path.read_text()
+
+
+def test_sample_request_is_scoped_to_the_runs_datasets() -> None:
+    """The bug: with two data sets the run sampled with no data set filter (every program of the buffer)."""
+    from services.pipeline.run.loop import Pipeline
+
+    cfg = _cfg(datasets=["mbpp", "humaneval"], alpha=0.25, priority_exponent=2.0, scheme="proportional")
+    pipe = Pipeline(cfg, None, None, tasks=([], []))  # type: ignore[arg-type]
+    req = pipe.sample_request(1)
+    assert req.datasets == ["mbpp", "humaneval"] and req.split == "train"
+    assert req.replay_rule() == cfg.replay_rule()
+    assert (req.alpha, req.priority_exponent, req.scheme) == (0.25, 2.0, "proportional")

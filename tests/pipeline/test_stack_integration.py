@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from services.pipeline.datasets import load_mbpp, select
-from services.pipeline.stack import free_port, port_open
+from services.pipeline.cli.stack import free_port, port_open
+from services.pipeline.datasets.loaders import load_mbpp, select
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ def stack(tiny_model: Path, pg_url: str, tmp_path: Path) -> Any:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BTP_")}
     env |= {"BTP_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "200", "BTP_JUDGE_WORKERS": "2"}
     queue = f"btp-test-{uuid.uuid4().hex[:8]}"
-    cmd = [sys.executable, "-m", "services.pipeline.cli", "stack", "up", "--model", str(tiny_model),
+    cmd = [sys.executable, "-m", "services.pipeline.cli.main", "stack", "up", "--model", str(tiny_model),
            "--database-url", pg_url, "--queue", queue, "--health-timeout", "400",
            *[a for name, port in ports.items() for a in (f"--{name}-port", str(port))]]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -116,7 +116,7 @@ def test_one_round_over_http(stack: Any, tiny_model: Path, tmp_path: Path) -> No
     # the same `btp run` that embeds everything drives the remote stack when the URLs are set
     env = {k: v for k, v in os.environ.items() if not k.startswith("BTP_")}
     env |= {f"BTP_{name.upper()}_URL": url for name, url in urls.items()} | {"BTP_DATA_DIR": str(tmp_path / "cli")}
-    run = subprocess.run([sys.executable, "-m", "services.pipeline.cli", "run", "--name", "remote", "--model",
+    run = subprocess.run([sys.executable, "-m", "services.pipeline.cli.main", "run", "--name", "remote", "--model",
                           str(tiny_model), "--train-size", "2", "--test-size", "2", "--k", "2", "--max-new-tokens",
                           "8", "--n", "2", "--steps", "1", "--prompt-format", "raw"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)  # fmt: skip

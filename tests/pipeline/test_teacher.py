@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from services.common.errors import ValidationError
-from services.pipeline.datasets import load_mbpp, select
-from services.pipeline.teacher import JsonlSampler, extract_code
+from services.pipeline.datasets.loaders import load_mbpp, select
+from services.pipeline.run.samplers import JsonlSampler, extract_code
 
 
 def test_extract_code_takes_the_first_fence() -> None:

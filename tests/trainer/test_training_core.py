@@ -74,13 +74,13 @@ def test_chat_format_matches_the_generator_prompt(tiny_llama: Path, tmp_path: Pa
     """chat: the prompt is exactly the generator's encode_prompt; the target is program + fence + EOS."""
     from transformers import AutoTokenizer
 
-    from services.generator.prompts import encode_prompt
-    from services.trainer.data import resolve_format
+    from services.common.prompts import encode_prompt, resolve_format
+    from services.models import is_instruct
 
     tok = AutoTokenizer.from_pretrained(tiny_llama)
-    assert resolve_format("auto", folder=tiny_llama, tokenizer=tok) == "raw"  # no chat template
+    assert resolve_format("auto", instruct=is_instruct(tiny_llama, tok), tokenizer=tok) == "raw"  # no chat template
     tok.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}<assistant>"
-    assert resolve_format("auto", folder=tmp_path, tokenizer=tok) == "chat"
+    assert resolve_format("auto", instruct=is_instruct(tmp_path, tok), tokenizer=tok) == "chat"
     prompt, program = "Add two numbers.", "def add(a, b):\n    return a + b"
     ex = tokenize(tok, prompt, program, 512, "chat")
     assert list(ex.input_ids[: ex.n_prompt]) == encode_prompt(tok, prompt, "chat")

@@ -39,6 +39,7 @@ def _env(settings: Settings) -> dict[str, str]:
         BTP_DATABASE_URL=str(settings.database_url),
         BTP_REDIS_URL=settings.redis_url,
         BTP_DATA_DIR=str(settings.data_dir),
+        BTP_BUFFER_URL=str(settings.buffer_url),
         BTP_TRAINER_DEVICE="cpu",
         BTP_TRAINER_QUEUE=settings.queue,
         BTP_TRAINER_VISIBILITY_TIMEOUT_S="3",
@@ -61,13 +62,18 @@ def worker(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 20 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _wait(pred: Callable[[], Any], timeout: float, what: str, log: Path) -> Any:
@@ -80,19 +86,39 @@ def _wait(pred: Callable[[], Any], timeout: float, what: str, log: Path) -> Any:
     raise AssertionError(f"timed out waiting for {what}\n--- worker log ---\n{log.read_text()[-4000:]}")
 
 
+@contextmanager
+def buffer_service(pg_url: str, data_dir: Path, log: Path) -> Iterator[str]:
+    """The buffer service (uvicorn on its factory) on a free port: the worker talks to it over HTTP."""
+    from services.pipeline.cli.stack import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BTP_")}
+    env.update(PYTHONPATH=str(ROOT), BTP_DATABASE_URL=pg_url, BTP_DATA_DIR=str(data_dir), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "uvicorn", "services.buffer.app:create_app", "--factory", "--port", str(port)]
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with BufferClient(url) as client:
+            client.wait_until_healthy(timeout=60)
+        assert proc.poll() is None, log.read_text()[-4000:]
+        yield url
+    finally:
+        _stop(proc)
+
+
 @pytest.fixture()
 def stack(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[tuple[Settings, TestClient]]:
-    """Trainer settings + API client; the buffer (same PostgreSQL database) filled with experiences."""
-    from services.buffer.app import create_app as create_buffer
-    from services.buffer.settings import Settings as BufferSettings
-
-    with TestClient(create_buffer(BufferSettings(database_url=pg_url, data_dir=tmp_path))) as http:
-        fill_buffer(BufferClient(client=http))  # type: ignore[arg-type]
-    # a queue of this test's own: a worker left over from an interrupted run can never take its jobs
-    queue = f"btp-train-test-{uuid.uuid4().hex[:12]}"
-    settings = Settings(database_url=pg_url, redis_url=redis_url, data_dir=tmp_path, device="cpu", queue=queue)
-    with TestClient(create_app(settings)) as api:
-        yield settings, api
+    """Trainer settings + API client; the buffer service (its own process) filled with experiences."""
+    with buffer_service(pg_url, tmp_path, tmp_path / "buffer.log") as buffer_url:
+        with BufferClient(buffer_url) as client:
+            fill_buffer(client)
+        # a queue of this test's own: a worker left over from an interrupted run can never take its jobs
+        queue = f"btp-train-test-{uuid.uuid4().hex[:12]}"
+        settings = Settings(database_url=pg_url, redis_url=redis_url, data_dir=tmp_path, device="cpu", queue=queue,
+                            buffer_url=buffer_url)  # fmt: skip
+        with TestClient(create_app(settings)) as api:
+            yield settings, api
 
 
 def _job(model: Path, **kw: Any) -> dict[str, Any]:

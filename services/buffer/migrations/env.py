@@ -11,7 +11,7 @@ import os
 
 from alembic import context
 
-from services.buffer.models import Base
+from services.buffer.tables import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -108,16 +108,30 @@ class ExperienceList(BaseModel):
     total: int = Field(ge=0)
 
 
-class SampleRequest(BaseModel):
-    """PPER minibatch request (Eq. 6-8), sampled with replacement."""
+class ReplayRule(BaseModel):
+    """How programs are replayed (Eq. 6-8): the one model of the four knobs, used by :class:`SampleRequest`,
+    a run's configuration and an experiment's variants (each extends it, so the JSON stays flat)."""
 
     model_config = ConfigDict(extra="forbid")
-    n: int = Field(64, ge=1, description="Minibatch size; at most the service's configured maximum.")
     scheme: Scheme = "rank"
     alpha: float = Field(0.5, ge=0.0, le=1.0, description="Weight of the possibility in P2Value (Eq. 6).")
     priority_exponent: float = Field(1.0, ge=0.0, le=10.0, description="Exponent e of Eq. 7.")
     possibility: Possibility = DEFAULT_POSSIBILITY
+
+    def replay_rule(self) -> ReplayRule:
+        """Just the four replay fields (of a subclass such as a run configuration)."""
+        return ReplayRule.model_validate(self.model_dump(include=set(ReplayRule.model_fields)))
+
+
+class SampleRequest(ReplayRule):
+    """PPER minibatch request (Eq. 6-8), sampled with replacement."""
+
+    model_config = ConfigDict(extra="forbid")
+    n: int = Field(64, ge=1, description="Minibatch size; at most the service's configured maximum.")
     dataset: str | None = Field(None, max_length=128)
+    datasets: list[str] | None = Field(
+        None, max_length=64, description="Any of these data sets (a run over several draws from its own only)."
+    )
     split: str | None = Field(None, max_length=64)
     source: str | None = Field(None, max_length=512)
     include_unjudged: bool = Field(False, description="Unjudged experiences count with pass_rate 0.")

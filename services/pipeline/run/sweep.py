@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..settings import Settings
 from .config import RunConfig
-from .runs import RunFolder
-from .settings import Settings
+from .folder import RunFolder
 
 
 def run_name(base: str, alpha: float) -> str:

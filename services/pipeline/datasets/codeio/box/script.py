@@ -1,6 +1,6 @@
 """The script the CodeIO importer runs INSIDE the judge's sandbox, one run per record.
 
-Never imported by the importer for execution: :mod:`services.pipeline.codeio_runner` reads this file's
+Never imported by the importer for execution: :mod:`services.pipeline.datasets.codeio.execution` reads this file's
 source, appends one call line with the record's payload, and hands the text to
 ``services.judge.sandbox.run_in_sandbox``. Standard library only.
 

@@ -21,13 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from services.common.client import DEFAULT_URLS, SyncClient
+from services.common.client import SyncClient
 from services.common.errors import UnavailableError
+from services.common.settings import DEFAULT_PORTS, DEFAULT_TRAIN_QUEUE
 
 SERVICES = ("buffer", "judge", "generator", "trainer")
-DEFAULT_PORTS = {name: int(urlsplit(url).port or 0) for name, url in DEFAULT_URLS.items()}
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/btp"
-TRAIN_QUEUE = "btp-train"
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -107,7 +106,7 @@ class StackConfig:
     data_dir: Path = Path.home() / ".cache" / "btp"
     model: str | None = None
     api_token: str | None = None
-    queue: str = TRAIN_QUEUE
+    queue: str = DEFAULT_TRAIN_QUEUE
     extra_env: dict[str, str] = field(default_factory=dict)
     health_timeout_s: float = 600.0
 

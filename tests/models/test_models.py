@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from services import models
 from services.common.errors import NotFoundError, ValidationError
-from services.generator import models
-
-from .conftest import persistent_cache
+from tests.generator.conftest import persistent_cache
 
 
 def test_prepare_is_cached_and_complete(smol_dir: Path) -> None:

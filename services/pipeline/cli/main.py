@@ -18,10 +18,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from services.common.errors import BTPError
+from services.common.settings import DEFAULT_PORTS, DEFAULT_TRAIN_QUEUE
 
-from .config import RunConfig, TeacherConfig
-from .datasets import DATASETS
-from .settings import Settings
+from ..datasets.loaders import DATASETS
+from ..run.config import RunConfig, TeacherConfig
+from ..settings import Settings
 
 app = typer.Typer(help="BTP: beam search sampling, testing, P2Value prioritized replay, fine-tuning.",
                   no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
@@ -81,18 +82,20 @@ def serve(
         raise _fail(f"unknown service {name!r}; choose one of {', '.join(SERVICE_NAMES)}", 2)
     import uvicorn
 
-    from .stack import DEFAULT_PORTS
-
     uvicorn.run(f"services.{name}.app:create_app", factory=True, host=host, port=port or DEFAULT_PORTS[name])
 
 
 @app.command()
 def worker(
     queue: Annotated[str | None, typer.Option(help="Celery queue (default BTP_TRAINER_QUEUE or btp-train).")] = None,
-    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+    loglevel: Annotated[str | None, typer.Option(help="Celery log level (default BTP_LOG_LEVEL or INFO).")] = None,
 ) -> None:
     """Start the trainer's Celery worker (one job at a time)."""
-    queue = queue or os.environ.get("BTP_TRAINER_QUEUE", "btp-train")
+    from services.trainer.settings import Settings as TrainerSettings
+
+    trainer = TrainerSettings()
+    queue = queue or trainer.queue
+    loglevel = loglevel or trainer.log_level
     cmd = [sys.executable, "-m", "celery", "-A", "services.trainer.worker", "worker", "--pool=solo",
            "--concurrency=1", "-Q", queue, f"--loglevel={loglevel}"]  # fmt: skip
     os.execv(sys.executable, cmd)
@@ -103,7 +106,7 @@ def model_prepare(
     name: Annotated[str, typer.Argument(help="Known model name or local HF folder.")] = "SmolLM2-135M-Instruct",
 ) -> None:
     """Convert an offline model (e.g. the SmolLM2 GGUF wheel) into a cached HF folder."""
-    from services.generator.models import prepare_model
+    from services.models import prepare_model
 
     settings = Settings()
     start = time.perf_counter()
@@ -117,7 +120,7 @@ def model_prepare(
 def _buffer_client(settings: Settings, stack: Any) -> Any:
     from services.common.client import BufferClient
 
-    from .connect import embedded_buffer
+    from ..connect import embedded_buffer
 
     if settings.buffer_url:
         return BufferClient(settings.buffer_url, token=settings.api_token, timeout=settings.service_timeout_s)
@@ -128,7 +131,7 @@ def do_import(name: str, path: Path | None, test_fraction: float, split: str | N
     """Load a data set and upsert its good records; report every bad record by name."""
     from contextlib import ExitStack
 
-    from .datasets import load_dataset
+    from ..datasets.loaders import load_dataset
 
     settings = Settings()
     if name == "mbpp" and path is None and settings.mbpp_path:
@@ -170,14 +173,14 @@ for _name in DATASETS:
     _import_command(_name)
 
 try:  # the CodeIO importer is its own module (its own engineer); register it when present
-    from .codeio import codeio_command
+    from ..datasets.codeio.importer import codeio_command
 
     import_app.command("codeio")(codeio_command)
 except ImportError:  # pragma: no cover - depends on the optional module
     pass
 
 try:  # the paper's experiments at small scale (docs/results.md)
-    from .experiments import experiment_command
+    from ..experiments.command import experiment_command
 
     app.command("experiment", help="The paper's experiments at small scale: replay ablations, alpha sweep, "
                 "beam vs sampling, teacher -> student, with bootstrap CIs.")(experiment_command)
@@ -201,9 +204,23 @@ def _teacher(url: str | None, openai_url: str | None, openai_model: str | None, 
     return None
 
 
+_OPTION_FIELDS = {"lr": "learning_rate", "dataset": "datasets"}
+"""CLI option names that differ from their RunConfig field."""
+
+
+def run_config(options: dict[str, Any], settings: Settings, **fixed: Any) -> RunConfig:
+    """A RunConfig from a command's options (every option named like a field, or in :data:`_OPTION_FIELDS`):
+    `btp run` and `btp sweep` build their configurations here, so no option is dropped on the way."""
+    values = {_OPTION_FIELDS.get(k, k): v for k, v in options.items()}
+    values = {k: v for k, v in values.items() if k in RunConfig.model_fields and v is not None}
+    values.setdefault("model", settings.default_model)
+    values.setdefault("datasets", ["mbpp"])
+    return RunConfig.model_validate(values | fixed)
+
+
 def print_table(metrics: list[dict[str, Any]], title: str) -> None:
     """The before/after table."""
-    from .report import table_rows
+    from ..run.report import table_rows
 
     rows = table_rows(metrics)
     table = Table(title=title)
@@ -219,10 +236,10 @@ def print_table(metrics: list[dict[str, Any]], title: str) -> None:
 
 def execute(cfg: RunConfig | None, resume: str | None, settings: Settings, quiet: bool = False) -> list[dict[str, Any]]:
     """Create or resume a run folder and drive Algorithm 1 to the end."""
-    from .connect import open_services
-    from .driver import Pipeline, SilentReporter, load_tasks
-    from .runs import RunFolder
-    from .teacher import GeneratorSampler, JsonlSampler, OpenAISampler, Sampler
+    from ..connect import open_services
+    from ..run.folder import RunFolder
+    from ..run.loop import Pipeline, SilentReporter, load_tasks
+    from ..run.samplers import GeneratorSampler, JsonlSampler, OpenAISampler, Sampler
 
     runs = settings.runs_dir()
     mbpp = str(settings.mbpp_path) if settings.mbpp_path else None
@@ -301,17 +318,10 @@ def run(
             if not value:
                 raise _fail(f"--dataset-path wants NAME=PATH, got {item!r}", 2)
             paths[key] = str(Path(value).resolve())
+        options = dict(locals())
         try:
-            cfg = RunConfig.model_validate({
-                "name": name or time.strftime("run-%Y%m%d-%H%M%S"), "model": model or settings.default_model,
-                "datasets": dataset or ["mbpp"], "dataset_paths": paths, "train_size": train_size,
-                "test_size": test_size, "test_fraction": test_fraction, "rounds": rounds, "k": k,
-                "max_new_tokens": max_new_tokens, "prompt_format": prompt_format, "alpha": alpha,
-                "priority_exponent": priority_exponent, "scheme": scheme, "possibility": possibility, "n": n,
-                "steps": steps, "learning_rate": lr, "lora": lora, "lora_r": lora_r, "judge_time_s": judge_time_s,
-                "judge_memory_mb": judge_memory_mb, "seed": seed,
-                "teacher": _teacher(teacher_url, teacher_openai_url, teacher_model, teacher_jsonl),
-            })  # fmt: skip
+            cfg = run_config(options, settings, name=name or time.strftime("run-%Y%m%d-%H%M%S"), dataset_paths=paths,
+                             teacher=_teacher(teacher_url, teacher_openai_url, teacher_model, teacher_jsonl))  # fmt: skip
         except ValueError as exc:
             raise _fail(f"bad option: {exc}", 2) from exc
     start = time.perf_counter()
@@ -330,13 +340,13 @@ def run(
 @stack_app.command("up")
 def stack_up(
     host: Annotated[str, typer.Option(help="Bind address of every service.")] = "127.0.0.1",
-    generator_port: Annotated[int, typer.Option(help="Generator port.")] = 8001,
-    judge_port: Annotated[int, typer.Option(help="Judge port.")] = 8002,
-    buffer_port: Annotated[int, typer.Option(help="Buffer port.")] = 8003,
-    trainer_port: Annotated[int, typer.Option(help="Trainer API port.")] = 8004,
+    generator_port: Annotated[int, typer.Option(help="Generator port.")] = DEFAULT_PORTS["generator"],
+    judge_port: Annotated[int, typer.Option(help="Judge port.")] = DEFAULT_PORTS["judge"],
+    buffer_port: Annotated[int, typer.Option(help="Buffer port.")] = DEFAULT_PORTS["buffer"],
+    trainer_port: Annotated[int, typer.Option(help="Trainer API port.")] = DEFAULT_PORTS["trainer"],
     model: Annotated[str | None, typer.Option(help="Model the generator serves (BTP_GENERATOR_MODEL).")] = None,
     database_url: Annotated[str | None, typer.Option(help="PostgreSQL URL (default BTP_DATABASE_URL or local btp).")] = None,
-    queue: Annotated[str, typer.Option(help="Celery queue of the trainer.")] = "btp-train",
+    queue: Annotated[str, typer.Option(help="Celery queue of the trainer.")] = DEFAULT_TRAIN_QUEUE,
     health_timeout: Annotated[float, typer.Option(help="Seconds to wait for every /health.")] = 600.0,
 ) -> None:
     """Start PostgreSQL, Redis, the four services and a Celery worker; stop them on Ctrl-C/SIGTERM."""
@@ -374,8 +384,8 @@ def report(
     out: Annotated[Path | None, typer.Option(help="Output folder (default <run>/report).")] = None,
 ) -> None:
     """Write an HTML report with plots of a run."""
-    from .report import write_report
-    from .runs import RunFolder
+    from ..run.folder import RunFolder
+    from ..run.report import write_report
 
     try:
         folder = RunFolder.open(Settings().runs_dir(), run_name)
@@ -394,29 +404,32 @@ def sweep(
     dataset: Annotated[list[str] | None, typer.Option(help="Data set(s).")] = None,
     train_size: Annotated[int, typer.Option(min=1)] = _D["train_size"],
     test_size: Annotated[int, typer.Option(min=1)] = _D["test_size"],
+    test_fraction: Annotated[float, typer.Option(min=0.01, max=0.99)] = _D["test_fraction"],
     rounds: Annotated[int, typer.Option(min=1)] = 1,
     k: Annotated[int, typer.Option(min=1, max=16)] = _D["k"],
     max_new_tokens: Annotated[int, typer.Option(min=8)] = _D["max_new_tokens"],
     prompt_format: Annotated[str, typer.Option(help="raw, chat or auto.")] = _D["prompt_format"],
+    priority_exponent: Annotated[float, typer.Option(min=0.0, max=10.0, help="Exponent of Eq. 7.")] = _D["priority_exponent"],
+    scheme: Annotated[str, typer.Option(help="rank, proportional or uniform.")] = _D["scheme"],
+    possibility: Annotated[str, typer.Option(help="sequence, token_mean or beam_softmax.")] = _D["possibility"],
     n: Annotated[int, typer.Option(min=1)] = _D["n"],
     steps: Annotated[int, typer.Option(min=1)] = _D["steps"],
     lr: Annotated[float, typer.Option()] = _D["learning_rate"],
-    scheme: Annotated[str, typer.Option()] = "rank",
-    possibility: Annotated[str, typer.Option()] = "token_mean",
+    lora: Annotated[bool, typer.Option(help="LoRA instead of full fine-tuning.")] = _D["lora"],
+    lora_r: Annotated[int, typer.Option(min=1, help="LoRA rank.")] = _D["lora_r"],
+    judge_time_s: Annotated[float, typer.Option(help="Judge wall time per case, seconds.")] = _D["judge_time_s"],
+    judge_memory_mb: Annotated[int, typer.Option(help="Judge memory limit, MiB.")] = _D["judge_memory_mb"],
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the PPER draws and training.")] = _D["seed"],
 ) -> None:
     """Alpha sweep (the paper's Figure 1): one run per alpha, final held-out scores against alpha."""
-    from .report import write_sweep_report
-    from .sweep import run_sweep
+    from ..run.report import write_sweep_report
+    from ..run.sweep import run_sweep
 
     settings = Settings()
+    options = dict(locals())
     try:
         values = [float(a) for a in alphas.split(",") if a.strip()]
-        base = RunConfig.model_validate({
-            "name": name or time.strftime("sweep-%Y%m%d-%H%M%S"), "model": model or settings.default_model,
-            "datasets": dataset or ["mbpp"], "train_size": train_size, "test_size": test_size, "rounds": rounds,
-            "k": k, "max_new_tokens": max_new_tokens, "prompt_format": prompt_format, "n": n, "steps": steps, "learning_rate": lr,
-            "scheme": scheme, "possibility": possibility,
-        })  # fmt: skip
+        base = run_config(options, settings, name=name or time.strftime("sweep-%Y%m%d-%H%M%S"))
     except ValueError as exc:
         raise _fail(f"bad option: {exc}", 2) from exc
     try:

@@ -163,7 +163,7 @@ def load_humaneval(path: Path | None = None, *, test_fraction: float = 0.5, spli
 
 def default_mbpp_path() -> Path:
     """The MBPP file: ``../shared/data/`` beside the repository when present, else the packaged copy."""
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     shared = repo.parent / "shared" / "data" / MBPP_FILE
     return shared if shared.exists() else Path(__file__).resolve().parent / "data" / MBPP_FILE
 

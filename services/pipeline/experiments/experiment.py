@@ -1,5 +1,8 @@
 """`btp experiment`: the paper's experiments at small scale, sharing every piece of work that can be shared.
 
+(Over 500 lines on purpose: the one class holds the phase graph of an experiment and its resume
+bookkeeping; the steps themselves are :mod:`services.pipeline.run.steps`, the recipes :mod:`.recipes`.)
+
 ```
 tasks        train slice (MBPP train split) and held-out slice (MBPP test split, never trained on)
 sample:beam  beam search, k programs per train task, base weights  -> buffer-beam.sqlite3
@@ -26,7 +29,8 @@ Every phase writes ``<out>/phases/<phase>.json`` when it finishes; running the s
 finished phases (the buffers deduplicate re-sent programs), so an interrupted experiment resumes. The
 configuration is saved as ``<out>/config.json``; ``btp experiment --config <that file>`` repeats the run.
 The services are the real ones in-process (generator, judge with bubblewrap, buffer on SQLite, training
-through :func:`services.trainer.training.run_job`).
+through the same :class:`~services.pipeline.run.steps.Trainer` interface as `btp run`; generating,
+judging, evaluating and the replay requests are the steps of :mod:`services.pipeline.run.steps`).
 """
 
 from __future__ import annotations
@@ -34,172 +38,24 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, Any, Literal
-
-import typer
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Any
 
 from services.common.client import BufferClient, GeneratorClient, JudgeClient
-from services.common.schemas.buffer import (
-    DEFAULT_POSSIBILITY,
-    ExperienceIn,
-    ExperienceUpdate,
-    Possibility,
-    SampleRequest,
-    Scheme,
-    TaskIn,
-)
-from services.common.schemas.generator import GenerateRequest, PromptFormat
-from services.common.schemas.judge import JudgeRequest, Limits
-from services.common.schemas.trainer import JobCreate
+from services.common.schemas.buffer import ExperienceIn, TaskIn
+from services.common.schemas.generator import PromptFormat
+from services.common.schemas.judge import Limits
 
-from .config import RAW_STOP
-from .datasets import assemble_program, humaneval_path, load_dataset, select
-from .experiments_stats import (
-    markdown_table,
-    plot_alpha,
-    plot_rounds,
-    plot_variants,
-    round_curve,
-    summarize_variant,
-)
-from .runs import write_json
-from .settings import Settings
-
-BufferName = Literal["beam", "sample", "teacher", "passing", "model-teacher"]
-SELF_GENERATED: frozenset[str] = frozenset({"beam", "sample", "passing"})
-
-
-class Variant(BaseModel):
-    """One fine-tuning recipe: which buffer, which replay rule."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", max_length=64)
-    description: str = ""
-    buffer: BufferName = "beam"
-    scheme: Scheme = "rank"
-    alpha: float = Field(0.5, ge=0.0, le=1.0)
-    priority_exponent: float = Field(1.0, ge=0.0, le=10.0)
-    possibility: Possibility = DEFAULT_POSSIBILITY
-    alpha_sweep: bool = Field(False, description="A point of the alpha sweep (Figure 1).")
-
-
-def default_variants() -> list[Variant]:
-    """The ablations, most important first (a run cut short still answers the main question)."""
-    return [
-        Variant(
-            name="p2value-rank", description="beam buffer, P2Value rank (Eq. 8), alpha 0.5", alpha_sweep=True
-        ),
-        Variant(name="uniform", description="beam buffer, uniform replay", scheme="uniform"),
-        Variant(
-            name="rejection",
-            description="beam buffer, only pass_rate = 1 programs, uniform",
-            buffer="passing",
-            scheme="uniform",
-        ),
-        Variant(
-            name="proportional",
-            description="beam buffer, P2Value proportional (Eq. 7)",
-            scheme="proportional",
-        ),
-        Variant(
-            name="sampling-rank",
-            description="sampled (not beam) buffer, P2Value rank, alpha 0.5",
-            buffer="sample",
-        ),
-        Variant(
-            name="teacher-rank",
-            description="HumanEval reference programs (C1), P2Value rank",
-            buffer="teacher",
-        ),
-        Variant(
-            name="alpha-0",
-            description="beam buffer, rank, alpha 0 (pass rate only)",
-            alpha=0.0,
-            alpha_sweep=True,
-        ),
-        Variant(
-            name="alpha-1",
-            description="beam buffer, rank, alpha 1 (possibility only)",
-            alpha=1.0,
-            alpha_sweep=True,
-        ),
-        Variant(name="alpha-0.25", description="beam buffer, rank, alpha 0.25", alpha=0.25, alpha_sweep=True),
-        Variant(name="alpha-0.75", description="beam buffer, rank, alpha 0.75", alpha=0.75, alpha_sweep=True),
-    ]
-
-
-class ExperimentConfig(BaseModel):
-    """Everything an experiment depends on; saved as ``config.json``."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", max_length=128)
-    model: str = Field("SmolLM2-135M-Instruct", description="Student: known name or HF folder.")
-    dataset: Literal["mbpp", "humaneval"] = "mbpp"
-    dataset_path: str | None = None
-    test_fraction: float = Field(0.5, gt=0, lt=1)
-    train_size: int = Field(40, ge=1)
-    test_size: int = Field(40, ge=1)
-    teacher_size: int = Field(
-        40, ge=0, description="HumanEval train tasks whose reference programs teach (C1)."
-    )
-    k: int = Field(3, ge=1, le=16)
-    max_new_tokens: int = Field(128, ge=8, le=4096)
-    prompt_format: PromptFormat = "raw"
-    gen_batch: int = Field(8, ge=1, le=256)
-    sample_temperature: float = Field(1.0, gt=0, le=10)
-    n: int = Field(8, ge=1, description="Minibatch per optimizer step (same for every variant).")
-    steps: int = Field(8, ge=1, description="Optimizer steps (same for every variant).")
-    learning_rate: float = Field(1e-4, gt=0, le=1)
-    max_seq_len: int = Field(512, ge=16)
-    lora: bool = False
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    judge_time_s: float = Field(2.0, gt=0)
-    judge_memory_mb: int = Field(512, ge=16)
-    bootstrap_draws: int = Field(2000, ge=100)
-    device: str = Field("auto", description="Training device: auto, cpu, cuda.")
-    torch_threads: int | None = Field(None, ge=1)
-    rounds: int = Field(
-        1,
-        ge=1,
-        le=50,
-        description="Self-improvement rounds per variant: train, evaluate, re-sample with the new weights.",
-    )
-    teacher_model: str | None = Field(
-        None, description="C1: a stronger model whose beam-search programs for the train tasks fill "
-        "the 'model-teacher' buffer (known name or HF folder)."
-    )
-    teacher_prompt_format: PromptFormat = Field(
-        "raw", description="How the teacher model is prompted (raw suits base models such as Gemma 3 270M)."
-    )
-    variants: list[Variant] = Field(default_factory=default_variants)
-
-    @model_validator(mode="after")
-    def _check(self) -> ExperimentConfig:
-        names = [v.name for v in self.variants]
-        if len(set(names)) != len(names):
-            raise ValueError("variant names must be unique")
-        if "model-teacher" in {v.buffer for v in self.variants} and not self.teacher_model:
-            raise ValueError("a variant replays the 'model-teacher' buffer but teacher_model is not set")
-        if self.rounds > 1 and self.lora:
-            raise ValueError("rounds > 1 continue from the previous round's full weights: set lora to false")
-        return self
-
-    def buffers_needed(self) -> set[str]:
-        need: set[str] = {v.buffer for v in self.variants}
-        if "passing" in need:
-            need.add("beam")
-        return need
-
-
-def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+from ..datasets.loaders import humaneval_path, load_dataset, select
+from ..run import steps
+from ..run.folder import write_json
+from ..run.steps import SilentReporter, Trainer
+from ..settings import Settings
+from .recipes import SELF_GENERATED, ExperimentConfig, Variant
+from .stats import markdown_table, plot_alpha, plot_rounds, plot_variants, round_curve, summarize_variant
 
 
 def canonical_programs(path: Path | None = None) -> dict[str, str]:
@@ -257,7 +113,7 @@ class Experiment:
 
     def buffer(self, stack: ExitStack, name: str) -> BufferClient:
         if name not in self.buffers:
-            from .connect import embedded_buffer
+            from ..connect import embedded_buffer
 
             url = f"sqlite:///{self.out / f'buffer-{name}.sqlite3'}"
             self.buffers[name] = embedded_buffer(stack, self.settings, url)
@@ -276,22 +132,11 @@ class Experiment:
         job's ``prompt_format`` exactly as the generator conditions on it)."""
         return tasks
 
-    def _request(
-        self, prompts: list[str], mode: str, k: int, seed: int | None = None, fmt: PromptFormat | None = None
-    ) -> GenerateRequest:
-        fmt = fmt or self.cfg.prompt_format
-        stop = list(RAW_STOP) if fmt == "raw" else []
-        return GenerateRequest(
-            prompts=prompts,
-            mode=mode,
-            num_beams=k,
-            num_return_sequences=k,  # type: ignore[arg-type]
-            max_new_tokens=self.cfg.max_new_tokens,
-            stop=stop,
-            seed=seed,
-            temperature=self.cfg.sample_temperature,
-            prompt_format=fmt,
-        )
+    def generation(self, fmt: PromptFormat | None = None) -> steps.Generation:
+        """How this experiment generates (the student's prompt format unless ``fmt`` says otherwise)."""
+        cfg = self.cfg
+        return steps.Generation(max_new_tokens=cfg.max_new_tokens, prompt_format=fmt or cfg.prompt_format,
+                                temperature=cfg.sample_temperature, batch=cfg.gen_batch)  # fmt: skip
 
     def use_weights(self, weights: str) -> None:
         """Serve ``weights`` (the base model's name or a checkpoint folder) unless already served."""
@@ -317,23 +162,18 @@ class Experiment:
         fmt = fmt or self.cfg.prompt_format
         whole = fmt == "raw" and self.cfg.prompt_format == "chat"
         items: list[ExperienceIn] = []
-        for i, part in enumerate(chunks(self.train_tasks, self.cfg.gen_batch)):
+        gen = self.generation(fmt)
+        for i, part in enumerate(steps.chunks(self.train_tasks, self.cfg.gen_batch)):
             seed = None if mode == "beam" else seed0 + i
-            req = self._request([t.prompt for t in part], mode, self.cfg.k, seed, fmt)
-            resp = (generator or self.generator).generate(req)
-            items += [
-                ExperienceIn(
-                    task_id=part[r.prompt_index].id,
-                    program=(part[r.prompt_index].prompt + c.text) if whole else c.text,
-                    logprob=min(0.0, c.logprob),
-                    token_count=c.token_count,
-                    source=source,
-                    round=round_,
-                    generation=f"{part[r.prompt_index].id}#{mode}" + (f"-r{round_}" if round_ > 1 else ""),
-                )
-                for r in resp.results
-                for c in r.candidates
+            cands = steps.generate(generator or self.generator, part, gen, mode=mode, k=self.cfg.k, seed=seed)
+            per_task = [
+                [((t.prompt + c.text) if whole else c.text, c.logprob, c.token_count) for c in task_cands]
+                for t, task_cands in zip(part, cands, strict=True)
             ]
+            items += steps.experiences(
+                part, per_task, source=source, round_=round_,
+                generation=lambda t: f"{t.id}#{mode}" + (f"-r{round_}" if round_ > 1 else ""),
+            )  # fmt: skip
             self.log(
                 f"  {source} {min((i + 1) * self.cfg.gen_batch, len(self.train_tasks))}/{len(self.train_tasks)}"
             )
@@ -351,31 +191,9 @@ class Experiment:
         items = self.generate_programs(mode, source=source, round_=1, generator=generator, fmt=fmt)
         return {"stored": buf.add_experiences(items).created if items else 0}
 
-    def judge_programs(self, tasks: list[TaskIn], items: list[Any]) -> list[tuple[float, dict[str, Any]]]:
-        """(pass rate, judge summary) of each item's ``program`` for its ``task_id``, in the judge's sandbox."""
-        by_id = {t.id: t for t in tasks}
-        out: list[tuple[float, dict[str, Any]]] = []
-        for part in chunks(items, 64):
-            reqs = [
-                JudgeRequest(
-                    program=assemble_program(by_id[e.task_id].prompt, e.program, by_id[e.task_id].metadata),
-                    tests=by_id[e.task_id].tests,
-                    limits=self.limits,
-                )
-                for e in part
-            ]
-            out += [
-                (res.pass_rate, {"verdict": res.verdict, "passed": res.passed, "total": res.total})
-                for res in self.judge.judge_batch(reqs).results
-            ]
-        return out
-
     def judge_items(self, items: list[ExperienceIn]) -> list[ExperienceIn]:
         """``items`` with their pass rates, for programs of the train tasks."""
-        return [
-            e.model_copy(update={"pass_rate": rate, "judge": summary})
-            for e, (rate, summary) in zip(items, self.judge_programs(self.train_tasks, items), strict=True)
-        ]
+        return steps.judged_items(self.judge, self.train_tasks, items, self.limits)
 
     def copy_buffer(self, src: BufferClient, dst: BufferClient, *, only_passing: bool = False) -> int:
         """Copy the judged programs of the train tasks from ``src`` into ``dst`` (idempotent)."""
@@ -426,12 +244,8 @@ class Experiment:
 
     def judge_all(self, buf: BufferClient, tasks: list[TaskIn]) -> dict[str, Any]:
         """Run every unjudged program of ``tasks`` and store its pass rate."""
-        pending = []
-        for t in tasks:
-            pending += buf.list_experiences(task_id=t.id, judged=False, limit=1000).items
-        for exp, (rate, summary) in zip(pending, self.judge_programs(tasks, pending), strict=True):
-            buf.update_experience(exp.id, ExperienceUpdate(pass_rate=rate, judge=summary))
-        return {"judged": len(pending), "stats": buf.stats().model_dump(mode="json")}
+        judged = steps.judge_pending(buf, self.judge, tasks, self.limits)
+        return {"judged": judged, "stats": buf.stats().model_dump(mode="json")}
 
     def passing(self, src: BufferClient, dst: BufferClient) -> dict[str, Any]:
         """Copy the fully passing programs of ``src`` into ``dst`` (the rejection-sampling buffer)."""
@@ -440,31 +254,14 @@ class Experiment:
         return {"programs": n, "tasks": len(tasks)}
 
     def evaluate(self) -> dict[str, Any]:
-        """Greedy program per held-out task, judged: per-task pass rate and all-pass flag."""
-        per_task: dict[str, dict[str, Any]] = {}
-        for part in chunks(self.test_tasks, self.cfg.gen_batch):
-            resp = self.generator.generate(self._request([t.prompt for t in part], "greedy", 1))
-            texts = [""] * len(part)
-            for r in resp.results:
-                texts[r.prompt_index] = r.candidates[0].text if r.candidates else ""
-            reqs = [
-                JudgeRequest(
-                    program=assemble_program(t.prompt, text, t.metadata), tests=t.tests, limits=self.limits
-                )
-                for t, text in zip(part, texts, strict=True)
-            ]
-            for t, text, res in zip(part, texts, self.judge.judge_batch(reqs).results, strict=True):
-                per_task[t.id] = {
-                    "pass_rate": res.pass_rate,
-                    "passed_all": res.total > 0 and res.passed == res.total,
-                    "program": text,
-                }
-        n = len(per_task)
+        """Greedy program per held-out task, judged: per-task pass rate, all-pass flag and program."""
+        ev = steps.evaluate(self.generator, self.judge, self.test_tasks, self.generation(), self.limits)
         return {
-            "tasks": n,
-            "pass_rate": sum(o["pass_rate"] for o in per_task.values()) / max(n, 1),
-            "accuracy": sum(o["passed_all"] for o in per_task.values()) / max(n, 1),
-            "per_task": per_task,
+            **ev.summary(),
+            "per_task": {
+                o.task_id: {"pass_rate": o.pass_rate, "passed_all": o.passed_all, "program": ev.programs[o.task_id]}
+                for o in ev.outcomes
+            },
         }
 
     def train_and_eval(
@@ -474,49 +271,39 @@ class Experiment:
 
         The checkpoint is kept (``checkpoint`` in the result); the caller deletes it when done with it.
         """
-        from services.trainer.training import run_job
-
         cfg = self.cfg
-        job = JobCreate(
-            model=start or cfg.model,
-            batch_size=cfg.n,
-            steps=cfg.steps,
-            learning_rate=cfg.learning_rate,
-            lora=cfg.lora,
-            max_seq_len=cfg.max_seq_len,
-            prompt_format=cfg.prompt_format,
-            checkpoint_every=cfg.steps,
-            seed=seed + 1000 * (round_ - 1),
-            sample=SampleRequest(
-                n=cfg.n,
-                scheme=variant.scheme,
-                alpha=variant.alpha,
-                priority_exponent=variant.priority_exponent,
-                possibility=variant.possibility,
-                split="train",
-                seed=seed * 1000 + round_,
-            ),
-        )
-        out = self.checkpoint_dir(variant, seed, round_)
+        sample = steps.sample_request(variant, n=cfg.n, datasets=None, seed=steps.sample_seed(seed, round_))
+        job = steps.training_job(
+            model=start or cfg.model, sample=sample, steps=cfg.steps, learning_rate=cfg.learning_rate,
+            lora=cfg.lora, max_seq_len=cfg.max_seq_len, prompt_format=cfg.prompt_format,
+            seed=steps.job_seed(seed, round_),
+        )  # fmt: skip
         t0 = time.perf_counter()
-        result = run_job(job, buffer=buf, output_dir=out, device=cfg.device, data_dir=self.settings.data_dir)
+        checkpoint, losses = self.trainer_for(buf).train(
+            job, round_=round_, reporter=SilentReporter(), label=self.checkpoint_dir(variant, seed, round_).name
+        )
         train_s = time.perf_counter() - t0
-        if result.checkpoint is None:
-            raise RuntimeError(f"training of {variant.name} ended {result.status} without a checkpoint")
         drawn = buf.sample(job.sample.model_copy(update={"n": 512, "seed": 99}))
-        self.use_weights(str(result.checkpoint))
+        self.use_weights(checkpoint)
         ev = self.evaluate()
         mean_pr = sum(i.pass_rate or 0.0 for i in drawn.items) / max(len(drawn.items), 1)
         return {
             "eval": ev,
-            "checkpoint": str(result.checkpoint),
+            "checkpoint": checkpoint,
             "train_seconds": round(train_s, 2),
-            "loss_history": [p.model_dump() for p in result.loss_history],
+            "loss_history": losses,
             "replay": {
                 "mean_pass_rate_drawn": mean_pr,
                 "distinct_programs_drawn": len({i.experience_id for i in drawn.items}),
             },
         }
+
+    def trainer_for(self, buf: BufferClient) -> Trainer:
+        """The trainer of a job replaying ``buf``: in this process, as `btp run` embedded (each recipe's
+        buffer is its own SQLite file, which a remote trainer cannot reach)."""
+        from ..connect import InProcessTrainer
+
+        return InProcessTrainer(buf, self.out / "checkpoints", self.settings.data_dir, device=self.cfg.device)
 
     def checkpoint_dir(self, variant: Variant, seed: int, round_: int) -> Path:
         suffix = f"-r{round_}" if self.cfg.rounds > 1 else ""
@@ -624,7 +411,7 @@ class Experiment:
             info.update(self.judge_all(buf, self.teacher_tasks))
             self.finish("teacher", info, t0)
         elif name == "model-teacher" and not self.done("model-teacher"):
-            from .connect import embedded_generator
+            from ..connect import embedded_generator
 
             t0 = time.perf_counter()
             buf = self.buffer(stack, "model-teacher")
@@ -645,7 +432,7 @@ class Experiment:
     def run(self, only: list[str] | None = None, *, shared: bool = True) -> dict[str, Any]:
         """Run (or resume) the phases; ``shared=False`` leaves the beam buffer and the base evaluation to
         another process working on the same folder (variants that need them then wait for them)."""
-        from .connect import embedded_generator, embedded_judge
+        from ..connect import embedded_generator, embedded_judge
 
         cfg = self.cfg
         if cfg.torch_threads:
@@ -752,80 +539,3 @@ class Experiment:
         }
 
 
-def load_config(path: Path) -> ExperimentConfig:
-    """An experiment config from a JSON file."""
-    return ExperimentConfig.model_validate_json(path.read_text(encoding="utf-8"))
-
-
-def experiment_command(
-    config: Annotated[
-        Path | None, typer.Option(help="JSON config (a saved config.json repeats its run).")
-    ] = None,
-    name: Annotated[str | None, typer.Option(help="Experiment name (overrides the config's).")] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Folder (default BTP_DATA_DIR/experiments/<name>).")
-    ] = None,
-    model: Annotated[str | None, typer.Option(help="Student model (overrides the config's).")] = None,
-    only: Annotated[
-        str | None, typer.Option(help="Comma-separated variant names to run (default all).")
-    ] = None,
-    shared: Annotated[
-        bool,
-        typer.Option(
-            help="Run the shared phases (beam buffer, base evaluation); --no-shared for a 2nd process."
-        ),
-    ] = True,
-    summarize_only: Annotated[
-        bool, typer.Option(help="Only rebuild results.json/results.md from finished phases.")
-    ] = False,
-) -> None:
-    """The paper's experiments at small scale: ablations, alpha sweep, teacher -> student, with CIs."""
-    from services.common.errors import BTPError
-
-    settings = Settings()
-    try:
-        cfg = (
-            load_config(config)
-            if config
-            else ExperimentConfig(name=name or time.strftime("exp-%Y%m%d-%H%M%S"))
-        )
-        updates = {k: v for k, v in (("name", name), ("model", model)) if v}
-        cfg = ExperimentConfig.model_validate(cfg.model_dump() | updates)
-    except (OSError, ValueError) as exc:
-        typer.echo(f"error: bad config: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    folder = out or settings.data_dir / "experiments" / cfg.name
-    saved = folder / "config.json"
-    if saved.exists() and load_config(saved) != cfg:
-        typer.echo(f"error: {folder} holds an experiment with another config; choose another --out", err=True)
-        raise typer.Exit(2)
-    exp = Experiment(cfg, folder, settings, log=lambda m: print(time.strftime("%H:%M:%S"), m, flush=True))
-    try:
-        summary = (
-            exp.summarize()
-            if summarize_only
-            else exp.run([s for s in (only or "").split(",") if s] or None, shared=shared)
-        )
-    except BTPError as exc:
-        typer.echo(f"error: {type(exc).__name__}: {exc.message}", err=True)
-        raise typer.Exit(1) from exc
-    if summarize_only and summary.get("base"):
-        write_json(folder / "results.json", summary)
-        (folder / "results.md").write_text(markdown_table(summary), encoding="utf-8")
-        plot_variants(summary, folder / "variants.png")
-        plot_alpha(summary, folder / "alpha.png")
-        plot_rounds(summary, folder / "rounds.png")
-    if summary.get("base"):
-        typer.echo(markdown_table(summary))
-    typer.echo(f"results in {folder}")
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m services.pipeline.experiments ...``."""
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    app.command()(experiment_command)
-    app(args=argv if argv is not None else sys.argv[1:])
-
-
-if __name__ == "__main__":
-    main()

@@ -13,13 +13,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.common.schemas.buffer import DEFAULT_POSSIBILITY, Possibility, Scheme
+from services.common.schemas.buffer import ReplayRule
 from services.common.schemas.generator import PromptFormat
 
-from .datasets import DATASETS
-
-RAW_STOP = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert "]
-"""Stops for raw completion of a function body: the next top-level statement ends the program."""
+from ..datasets.loaders import DATASETS
+from .steps import default_stops
 
 
 class TeacherConfig(BaseModel):
@@ -43,8 +41,8 @@ class TeacherConfig(BaseModel):
         return self
 
 
-class RunConfig(BaseModel):
-    """Algorithm 1's knobs."""
+class RunConfig(ReplayRule):
+    """Algorithm 1's knobs (the replay rule's four fields, Eq. 6-8, come from :class:`ReplayRule`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -62,12 +60,8 @@ class RunConfig(BaseModel):
         "chat",
         description="chat: SmolLM2-135M-Instruct answers in its chat template (non-zero pass rates); raw: plain completion.",
     )
-    stop: list[str] | None = Field(None, description="Stop sequences; default RAW_STOP for raw, none for chat.")
+    stop: list[str] | None = Field(None, description="Stop sequences; default services.common.prompts.RAW_STOP for raw, the generator's chat stops for chat.")
     gen_batch: int = Field(8, ge=1, le=256, description="Prompts per generate call.")
-    alpha: float = Field(0.5, ge=0.0, le=1.0)
-    priority_exponent: float = Field(1.0, ge=0.0, le=10.0)
-    scheme: Scheme = "rank"
-    possibility: Possibility = DEFAULT_POSSIBILITY
     n: int = Field(8, ge=1, le=4096, description="PPER minibatch size per optimizer step.")
     steps: int = Field(4, ge=1, le=1_000_000)
     learning_rate: float = Field(5e-5, gt=0.0, le=1.0)
@@ -90,4 +84,4 @@ class RunConfig(BaseModel):
         """The stop sequences used for generation."""
         if self.stop is not None:
             return self.stop
-        return list(RAW_STOP) if self.prompt_format == "raw" else []
+        return default_stops(self.prompt_format)

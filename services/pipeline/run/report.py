@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .runs import RunFolder
+from .folder import RunFolder
 
 
 def _plt() -> Any:

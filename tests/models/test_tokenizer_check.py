@@ -10,7 +10,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from services.common.errors import ValidationError
-from services.generator.models import TOKENIZER_PROBE, check_tokenizer
+from services.models import TOKENIZER_PROBE, check_tokenizer
 
 
 def char_level_tokenizer() -> PreTrainedTokenizerFast:

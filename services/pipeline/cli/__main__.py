@@ -1,0 +1,5 @@
+"""``python -m services.pipeline.cli ...`` is ``btp ...``."""
+
+from .main import main
+
+main()

@@ -1,0 +1,1 @@
+"""`btp experiment`: the paper's experiments at small scale (recipes, the experiment, statistics, command)."""
