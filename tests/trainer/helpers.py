@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
 
 CODE_SAMPLES = [
     "def add(a, b):\n    return a + b\n",
@@ -113,3 +121,37 @@ def fill_buffer(buffer: object, dataset: str = "toy") -> None:
         for i, (_, program, rate) in enumerate(PROGRAMS)
     ]
     buffer.add_experiences(items)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 20 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def buffer_service(pg_url: str, data_dir: Path, log: Path) -> Iterator[str]:
+    """The buffer service (uvicorn on its factory) on a free port: the worker talks to it over HTTP."""
+    from services.pipeline.cli.stack import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BTP_")}
+    env.update(PYTHONPATH=str(ROOT), BTP_DATABASE_URL=pg_url, BTP_DATA_DIR=str(data_dir), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "uvicorn", "services.buffer.app:create_app", "--factory", "--port", str(port)]
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        from services.common.client import BufferClient
+
+        with BufferClient(url) as client:
+            client.wait_until_healthy(timeout=60)
+        assert proc.poll() is None, log.read_text()[-4000:]
+        yield url
+    finally:
+        _stop(proc)

@@ -13,6 +13,8 @@ import pytest
 from services.common.client import BufferClient
 from services.trainer import checkpoint as ckpt
 
+from .helpers import buffer_service
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
@@ -25,16 +27,17 @@ def test_torchrun_two_processes(tiny_llama: Path, buffer: BufferClient, tmp_path
     config = tmp_path / "job.json"
     config.write_text(json.dumps(job))
     out = tmp_path / "ddp"
+    db = f"sqlite:///{tmp_path / 'buffer.sqlite3'}"  # the file the `buffer` fixture filled
     env = {k: v for k, v in os.environ.items() if not k.startswith("BTP_")}
-    env.update(
-        PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", BTP_TRAINER_DEVICE="cpu", BTP_DATA_DIR=str(tmp_path),
-        BTP_DATABASE_URL=f"sqlite:///{tmp_path / 'buffer.sqlite3'}",  # the embedded buffer's file
-    )
+    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", BTP_TRAINER_DEVICE="cpu", BTP_DATA_DIR=str(tmp_path))
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         "-m", "services.trainer.launch", "--config", str(config), "--output-dir", str(out),
     ]
-    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    # each rank samples from the buffer service over HTTP, as a worker does
+    with buffer_service(db, tmp_path, tmp_path / "buffer.log") as url:
+        env["BTP_BUFFER_URL"] = url
+        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
     steps = [x for x in lines if "loss" in x]

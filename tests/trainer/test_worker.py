@@ -26,7 +26,7 @@ from services.trainer import checkpoint as ckpt
 from services.trainer.app import create_app
 from services.trainer.settings import Settings
 
-from .helpers import fill_buffer
+from .helpers import _stop, buffer_service, fill_buffer
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -65,17 +65,6 @@ def worker(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
         _stop(proc)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL after 20 s."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def _wait(pred: Callable[[], Any], timeout: float, what: str, log: Path) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -84,27 +73,6 @@ def _wait(pred: Callable[[], Any], timeout: float, what: str, log: Path) -> Any:
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}\n--- worker log ---\n{log.read_text()[-4000:]}")
-
-
-@contextmanager
-def buffer_service(pg_url: str, data_dir: Path, log: Path) -> Iterator[str]:
-    """The buffer service (uvicorn on its factory) on a free port: the worker talks to it over HTTP."""
-    from services.pipeline.cli.stack import free_port
-
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BTP_")}
-    env.update(PYTHONPATH=str(ROOT), BTP_DATABASE_URL=pg_url, BTP_DATA_DIR=str(data_dir), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "uvicorn", "services.buffer.app:create_app", "--factory", "--port", str(port)]
-    with open(log, "ab") as fh:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        with BufferClient(url) as client:
-            client.wait_until_healthy(timeout=60)
-        assert proc.poll() is None, log.read_text()[-4000:]
-        yield url
-    finally:
-        _stop(proc)
 
 
 @pytest.fixture()
