@@ -40,7 +40,7 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from services.buffer import sampling  # noqa: E402
+from services.buffer import priority as sampling  # noqa: E402
 from services.buffer.tables import group_key, key64  # noqa: E402
 
 PG = os.environ.get("BTP_BENCH_PG", "host=127.0.0.1 port=5432 user=postgres")

@@ -45,7 +45,7 @@ import numpy.typing as npt
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from . import sampling
+from . import priority as sampling
 from .loader import ROW_DTYPE, TaskMap, load_rows, load_task_map, max_row_version, read_markers
 from .tables import key64
 

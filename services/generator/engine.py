@@ -210,7 +210,7 @@ class Engine:
                 "pad_token_id": handle.pad_token_id, "stop": first.stop, "tokenizer": handle.tokenizer,
             }
             if req.mode == "sample":
-                from .sampling import sample
+                from .ancestral import sample
 
                 beams += sample(
                     handle.model, part, num_return_sequences=first.returns, temperature=req.temperature,

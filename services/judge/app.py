@@ -36,7 +36,7 @@ from fastapi import FastAPI, Request
 from services.common.http import build_app
 
 from .api import router
-from .engine import Judge
+from .judging import Judge
 from .sandbox import SandboxPool, SandboxUnavailable
 from .settings import Settings
 

@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 
 from services.common.errors import UnavailableError
 
-from .engine import Judge
+from .judging import Judge
 
 
 def get_judge(request: Request) -> Judge:

@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 # One script from the files of box/ (all the code that runs inside a container): checker.py first (it
 # installs the harness's private builtins), harness.py last (it ends by calling main()).
-BOX_FILES = ("checker.py", "seccomp.py", "runner.py", "harness.py")
+BOX_FILES = ("checker.py", "seccomp.py", "program.py", "harness.py")
 HARNESS_SOURCE = "\n".join((Path(__file__).parent / "box" / name).read_text() for name in BOX_FILES)
 CHECKER_UID_OFFSET = 1_000_000
 _CGROUP_SEQ = itertools.count()

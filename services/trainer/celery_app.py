@@ -47,7 +47,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
     @app.task(name=TRAIN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
     def train(self: Any, job_id: str) -> str:
         """Run (or resume) one training job by id."""
-        from .runner import execute_job
+        from .executor import execute_job
 
         return execute_job(job_id, settings)
 

@@ -36,7 +36,7 @@ def _rank() -> int:
 
 def run_config(config: Path, output_dir: Path, settings: Settings, buffer_url: str | None) -> int:
     """Run a job described by a JSON file (no job table)."""
-    from .runner import buffer_client
+    from .executor import buffer_client
     from .training import run_job
 
     job = JobCreate.model_validate_json(config.read_text())
@@ -54,14 +54,14 @@ def run_config(config: Path, output_dir: Path, settings: Settings, buffer_url: s
 
 def run_stored(job_id: str, settings: Settings) -> int:
     """Run a job of the job table: rank 0 records it, the other ranks only train."""
-    from .runner import execute_job
+    from .executor import execute_job
 
     if _rank() == 0:
         state = execute_job(job_id, settings)
         return 0 if state in ("succeeded", "cancelled", "skipped") else 1
     from .db import make_engine, make_sessionmaker
+    from .executor import buffer_client, job_dir
     from .jobs import get_job
-    from .runner import buffer_client, job_dir
     from .training import run_job
 
     with make_sessionmaker(make_engine(settings.resolved_database_url()))() as session:

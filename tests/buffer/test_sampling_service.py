@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from .conftest import experience_json, task_json
-from .test_sampling import chi_square_pvalue
+from .test_priority import chi_square_pvalue
 
 
 @pytest.mark.parametrize("scheme", ["proportional", "rank", "uniform"])

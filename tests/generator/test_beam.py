@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import torch
 
+from services.generator.ancestral import sample
 from services.generator.beam import beam_search
-from services.generator.sampling import sample
 
 from .conftest import teacher_forced, tiny_config
 

@@ -11,7 +11,7 @@ import pytest
 from services.common.errors import ValidationError
 from services.common.schemas.judge import JudgeRequest, Limits
 from services.judge.checks import plan_check
-from services.judge.engine import resolve_limits, to_response
+from services.judge.judging import resolve_limits, to_response
 
 from .conftest import make_settings
 

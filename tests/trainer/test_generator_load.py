@@ -53,7 +53,7 @@ def test_lora_adapter_and_full_checkpoint_load_in_the_generator(
         full_out = _generate(gen)
         # What the worker does on success when publish_to_generator is set.
         from services.common.client import GeneratorClient
-        from services.trainer.runner import publish
+        from services.trainer.executor import publish
 
         assert publish(adapter, generator=GeneratorClient(client=gen)) == (True, None)  # type: ignore[arg-type]
         assert gen.get("/health").json()["checkpoint"] == str(adapter)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from services.buffer import sampling
+from services.buffer import priority as sampling
 
 
 def chi_square_pvalue(counts: np.ndarray, probs: np.ndarray, draws: int) -> float:

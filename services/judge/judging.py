@@ -98,7 +98,7 @@ _FLOAT_TAGS = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
 
 
 def decode_value(v: Any, depth: int = 0) -> Any:
-    """The value a runner's tagged JSON stands for (the inverse of box/runner.py's ``encode``).
+    """The value a runner's tagged JSON stands for (the inverse of box/program.py's ``encode``).
 
     Strict: every JSON object must be exactly one known tag with a payload of the right shape; anything
     else raises :class:`MalformedValue`, so no returned value can decode into another type.
