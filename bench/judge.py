@@ -15,6 +15,8 @@
    each, ``check`` programs with 10 asserts each, and ``stdio`` programs (one forked runner per case).
 3. Fixed cost per program: median latency of one ``POST /v1/judge`` with a single trivial case, and the
    throughput of 1-case programs.
+4. With ``--environment PATH`` (a virtualenv with numpy, e.g. from deploy/judge-env.sh): the same fixed
+   cost in that environment, for a trivial program and for one that uses numpy, against the bare one.
 """
 
 from __future__ import annotations
@@ -150,13 +152,45 @@ def fixed_cost(client: TestClient, n: int) -> tuple[float, float]:
     return statistics.median(lat) * 1000, n / (time.perf_counter() - t)
 
 
+def environment_cost(env: Path, n: int) -> None:
+    """Part 4: per-program latency in a named environment against the bare interpreter, same run."""
+    numpy_prog = "import numpy as np\ndef f(x):\n    return int(np.arange(x).sum())\n"
+    plain_prog = "def f(x):\n    return sum(range(x))\n"
+    tests = {"kind": "call", "fn_name": "f", "cases": [{"args": [10], "expected": 45}]}
+    runs = [
+        ("bare, plain program", plain_prog, None, True), ("environment, plain program", plain_prog, "sci", True),
+        ("environment, numpy program", numpy_prog, "sci", True),
+        ("same, numpy not preloaded", numpy_prog, "sci", False),
+    ]
+    for name, program, environment, preload in runs:
+        settings = Settings(workers=1, environment_workers=1, environments={"sci": str(env)}, uid_base=62000,
+                            environment_preload=["numpy", "sympy"] if preload else [])  # fmt: skip
+        with TestClient(create_app(settings)) as client:
+            body = {"program": program, "tests": tests, "environment": environment}
+            lat = []
+            for _ in range(n):
+                t = time.perf_counter()
+                r = client.post("/v1/judge", json=body)
+                lat.append(time.perf_counter() - t)
+                assert r.json()["verdict"] == "passed", r.json()
+        lat.sort()
+        print(f"{name:28s} median {statistics.median(lat) * 1000:6.2f} ms per program "
+              f"(p10 {lat[n // 10] * 1000:.2f}, p90 {lat[9 * n // 10] * 1000:.2f}; {n} sequential)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--hang-every", type=int, default=100, help="one hanging program per this many tasks")
     ap.add_argument("--only-humaneval", action="store_true", help="skip the trivial-case and fixed-cost parts")
+    ap.add_argument("--environment", type=Path, help="a judge environment (virtualenv with numpy) to cost")
+    ap.add_argument("--only-environment", action="store_true", help="only part 4")
     args = ap.parse_args()
+    if args.environment:
+        environment_cost(args.environment, 100)
+        if args.only_environment:
+            return
     problems = humaneval()
     print(f"cores={os.cpu_count()} workers={args.workers} rounds={args.rounds} load={os.getloadavg()[0]:.2f}")
     load_note = "(load average above the core count: timings are contended; ratios are same-run)"

@@ -37,8 +37,10 @@ from services.common.http import build_app
 
 from .api import router
 from .judging import Judge
-from .sandbox import SandboxPool, SandboxUnavailable
+from .sandbox import SandboxPool, SandboxUnavailable, load_environment
 from .settings import Settings
+
+ENV_UID_OFFSET = 400_000  # uids of environment pools: uid_base + ENV_UID_OFFSET + 256 * k + i
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ def _health(request: Request) -> dict[str, Any]:
         "queued": judge.queued,
         "programs_judged": judge.programs_judged,
         "container_restarts": judge.pool.restarts,
+        "environments": {name: {"workers": p.size, "healthy": p.healthy()} for name, p in judge.environments.items()},
     }
 
 
@@ -71,12 +74,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "network visible). Never judge untrusted code this way."
             )
         pool = SandboxPool(settings)
+        environments: dict[str, SandboxPool] = {}
         try:
             pool.start()
+            for k, (name, path) in enumerate(sorted(settings.environments.items())):
+                env = load_environment(name, path, settings)
+                # uids of their own, far from the default pool's: programs of two pools never share a uid
+                environments[name] = SandboxPool(
+                    settings, settings.environment_workers, environment=env, uid_offset=ENV_UID_OFFSET + 256 * k
+                )
+                environments[name].start()
         except SandboxUnavailable as e:
+            pool.close()
+            for p in environments.values():
+                p.close()
             log.error("judge cannot start: %s", e)
             raise RuntimeError(f"judge cannot start: {e}") from e
-        judge = Judge(settings, pool)
+        judge = Judge(settings, pool, environments)
         app.state.judge = judge
         try:
             yield

@@ -314,10 +314,14 @@ def to_response(req: JudgeRequest, reply: dict[str, Any], n_cases: int, time_s: 
 class Judge:
     """Judges programs on a :class:`SandboxPool`; thread-safe."""
 
-    def __init__(self, settings: Settings, pool: SandboxPool) -> None:
+    def __init__(
+        self, settings: Settings, pool: SandboxPool, environments: dict[str, SandboxPool] | None = None
+    ) -> None:
         self.settings = settings
         self.pool = pool
-        self._executor = ThreadPoolExecutor(max_workers=pool.size, thread_name_prefix="btp-judge")
+        self.environments = environments or {}
+        workers = pool.size + sum(p.size for p in self.environments.values())
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="btp-judge")
         self._lock = threading.Lock()
         self._admitted = 0
         self.programs_judged = 0
@@ -344,13 +348,22 @@ class Judge:
         _size_caps(self.settings, req, where)
         limits = resolve_limits(self.settings, req.limits)
         job = build_job(req, limits)
+        env = req.environment or req.tests.environment
+        if env is not None:
+            if env not in self.environments:
+                known = ", ".join(sorted(self.environments)) or "none configured (BTP_JUDGE_ENVIRONMENTS)"
+                raise ValidationError(
+                    f"unknown environment {env!r}; this judge has: {known}", param=f"{where}environment"
+                )
+            job["environment"] = env
         return job, len(job["cases"])
 
     def _run(self, req: JudgeRequest, job: dict[str, Any], n: int) -> JudgeResponse:
         lim = job["limits"]
         timeout = lim["budget_s"] + 2 * (lim["time_s"] + 1.0) + 30.0
-        reply = self.pool.run(job, timeout)
-        if "box_died" in reply and not self.pool.healthy():
+        pool = self.environments[job["environment"]] if job.get("environment") else self.pool
+        reply = pool.run(job, timeout)
+        if "box_died" in reply and not pool.healthy():
             raise UnavailableError("sandbox containers cannot be restarted: " + str(reply["box_died"]))
         return to_response(req, reply, n, lim["time_s"])
 
@@ -379,6 +392,8 @@ class Judge:
         """Stop the worker threads and the containers."""
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.pool.close()
+        for pool in self.environments.values():
+            pool.close()
 
 
 __all__ = ["CheckTests", "Judge", "build_job", "resolve_limits", "to_response"]

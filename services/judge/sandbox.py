@@ -92,7 +92,44 @@ def privileged_mode() -> bool:
     return os.geteuid() == 0
 
 
-def bwrap_command(settings: Settings, *, privileged: bool) -> list[str]:
+@dataclass(frozen=True)
+class Environment:
+    """A named interpreter environment (a virtualenv of the sandbox's interpreter) programs may use."""
+
+    name: str
+    path: str
+    site_dirs: tuple[str, ...]
+    preload: tuple[str, ...]
+
+
+def load_environment(name: str, path: str, settings: Settings) -> Environment:
+    """Check a configured environment: a virtualenv made from the sandbox's own interpreter."""
+    root = Path(path).resolve()
+    cfg = root / "pyvenv.cfg"
+    if not cfg.is_file():
+        raise SandboxUnavailable(
+            f"judge environment {name!r}: {root} is not a virtualenv (no pyvenv.cfg); create it with "
+            f"`bash deploy/judge-env.sh {name} numpy sympy` or set BTP_JUDGE_ENVIRONMENTS"
+        )
+    python = resolve_python(settings)
+    want = subprocess.run(
+        [python, "-S", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True
+    ).stdout.strip()
+    sites = tuple(str(d) for d in sorted(root.glob(f"lib/python{want}/site-packages")))
+    if not sites:
+        raise SandboxUnavailable(
+            f"judge environment {name!r}: {root} has no lib/python{want}/site-packages; it must be a virtualenv "
+            f"of the sandbox's interpreter {python} (Python {want})"
+        )
+    return Environment(name=name, path=str(root), site_dirs=sites, preload=tuple(settings.environment_preload))
+
+
+ENV_MOUNT = "/env"  # where a container sees its environment (bwrap would make host parents 0700 dirs)
+
+
+def bwrap_command(
+    settings: Settings, *, privileged: bool, extra_ro: tuple[tuple[str, str], ...] = ()
+) -> list[str]:
     """The bubblewrap command line up to (not including) the command to run."""
     bwrap = shutil.which(settings.bwrap_path) or settings.bwrap_path
     cmd = [
@@ -106,6 +143,8 @@ def bwrap_command(settings: Settings, *, privileged: bool) -> list[str]:
             cmd += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             cmd += ["--ro-bind", path, path]
+    for src, dest in extra_ro:
+        cmd += ["--ro-bind", src, dest]
     tmp = str(settings.tmpfs_mb * 1024 * 1024)
     cmd += [
         "--proc", "/proc", "--dev", "/dev",
@@ -116,7 +155,10 @@ def bwrap_command(settings: Settings, *, privileged: bool) -> list[str]:
         "--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/work",
         "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONHASHSEED", "0",
         # one malloc arena: per-thread 64 MiB arenas would eat the address-space limit of threaded programs
-        "--setenv", "MALLOC_ARENA_MAX", "1", "--chdir", "/",
+        "--setenv", "MALLOC_ARENA_MAX", "1",
+        # numerical libraries start one thread per core by default: one, within the processes limit
+        "--setenv", "OPENBLAS_NUM_THREADS", "1", "--setenv", "OMP_NUM_THREADS", "1", "--setenv", "MKL_NUM_THREADS", "1",
+        "--chdir", "/",
     ]
     if privileged:
         cmd += ["--cap-drop", "ALL"]
@@ -169,10 +211,19 @@ class Box:
     """
 
     def __init__(
-        self, index: int, settings: Settings, *, privileged: bool, spawner: ThreadPoolExecutor | None = None
+        self,
+        index: int,
+        settings: Settings,
+        *,
+        privileged: bool,
+        spawner: ThreadPoolExecutor | None = None,
+        environment: Environment | None = None,
+        uid_offset: int = 0,
     ) -> None:
         self.spawner = spawner
         self.index = index
+        self.environment = environment
+        self.uid_offset = uid_offset
         self.settings = settings
         self.privileged = privileged
         self.proc: subprocess.Popen[bytes] | None = None
@@ -185,18 +236,30 @@ class Box:
         if self.settings.backend == "process":
             self._scratch = tempfile.mkdtemp(prefix=f"btp-judge-box{self.index}-")
             work = os.path.join(self._scratch, "work")
-            cfg = {
+            cfg: dict[str, Any] = {
                 "pidns": False, "drop_uid": False,
                 "paths": {"work": work, "private": os.path.join(self._scratch, "private")}, "wipe": [work],
             }
+            cfg.update(self._environment_cfg())
             return [python, "-s", "-S", "-B", "-c", HARNESS_SOURCE, json.dumps(cfg)]
-        uid = self.settings.uid_base + self.index
+        uid = self.settings.uid_base + self.uid_offset + self.index
         # the checker runs as a uid of its own, so programs can neither signal nor inspect it
         cfg = {"pidns": True, "drop_uid": self.privileged, "uid": uid, "checker_uid": uid + CHECKER_UID_OFFSET}
+        cfg.update(self._environment_cfg(ENV_MOUNT))
+        extra = ((self.environment.path, ENV_MOUNT),) if self.environment else ()
+        # PYTHONPATH too: a program's own child interpreters (subprocess, multiprocessing) see the packages
+        setenv = ["--setenv", "PYTHONPATH", ":".join(cfg["site"])] if self.environment else []
         return [
-            *bwrap_command(self.settings, privileged=self.privileged),
+            *bwrap_command(self.settings, privileged=self.privileged, extra_ro=extra), *setenv,
             python, "-s", "-S", "-B", "-c", HARNESS_SOURCE, json.dumps(cfg),
         ]
+
+    def _environment_cfg(self, mount: str | None = None) -> dict[str, Any]:
+        env = self.environment
+        if env is None:
+            return {}
+        sites = [mount + d[len(env.path):] if mount else d for d in env.site_dirs]
+        return {"site": sites, "preload": list(env.preload)}
 
     def start(self) -> None:
         """Start the container (in its own cgroup where possible) and wait for its harness to answer."""
@@ -213,7 +276,10 @@ class Box:
             return subprocess.Popen(
                 cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                 start_new_session=True,
-                env={"PATH": "/usr/local/bin:/usr/bin:/bin", "MALLOC_ARENA_MAX": "1", "PYTHONHASHSEED": "0"},
+                env={
+                    "PATH": "/usr/local/bin:/usr/bin:/bin", "MALLOC_ARENA_MAX": "1", "PYTHONHASHSEED": "0",
+                    **({"PYTHONPATH": ":".join(self.environment.site_dirs)} if self.environment else {}),
+                },
             )
 
         self.proc = self.spawner.submit(spawn).result() if self.spawner else spawn()
@@ -301,9 +367,18 @@ class Box:
 class SandboxPool:
     """A fixed set of warm containers; ``run`` takes a free one (waiting if needed) for one program."""
 
-    def __init__(self, settings: Settings, size: int | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        size: int | None = None,
+        *,
+        environment: Environment | None = None,
+        uid_offset: int = 0,
+    ) -> None:
         self.settings = settings
         self.size = size or settings.workers
+        self.environment = environment
+        self.uid_offset = uid_offset
         self.privileged = False
         self.boxes: list[Box] = []
         self._free: queue.Queue[Box] = queue.Queue()
@@ -320,7 +395,9 @@ class SandboxPool:
         else:
             resolve_python(self.settings)
         boxes = [
-            Box(i, self.settings, privileged=self.privileged, spawner=self._spawner) for i in range(self.size)
+            Box(i, self.settings, privileged=self.privileged, spawner=self._spawner, environment=self.environment,
+                uid_offset=self.uid_offset)
+            for i in range(self.size)
         ]
         errors: list[BaseException] = []
 

@@ -87,6 +87,19 @@ class Settings(CommonSettings):
         description="What one program may send back in all (returned values, captured stdout), KiB; values "
         "past it are `output_exceeded`. Bounds the service's memory per program.",
     )
+    environments: dict[str, str] = Field(
+        default_factory=dict,
+        description="Named interpreter environments programs may ask for (`environment` on a request or test "
+        'spec), as JSON: {"scientific": "/path/to/venv"}. Each is a virtualenv of the sandbox\'s own '
+        "interpreter (deploy/judge-env.sh makes one), mounted read-only into containers of its own, with "
+        "the same isolation.",
+    )
+    environment_workers: int = Field(default=1, ge=1, le=64, description="Warm containers per environment.")
+    environment_preload: list[str] = Field(
+        default_factory=lambda: ["numpy", "sympy"],
+        description="Modules imported once per container of an environment (those it lacks are skipped), so "
+        "programs do not pay for the import.",
+    )
     box_overhead_mb: int = Field(
         default=192, ge=32,
         description="Memory of a container's own processes (harness, zygote, checker), added to the program's "

@@ -338,3 +338,28 @@ def test_cli_dry_run_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert "1 of 1 records imported" in result.output
     assert not (tmp_path / "buffer.sqlite3").exists()
     assert os.environ["BTP_DATA_DIR"] == str(tmp_path)
+
+
+NUMPY_REFERENCE = "import numpy as np\n\ndef main_solution(a):\n    return int(np.arange(a).sum())\n"
+
+
+def test_a_judge_environment_keeps_tasks_that_need_its_packages(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.judge.test_environments import make_scientific
+
+    env = make_scientific()
+    record = _synthetic(0, NUMPY_REFERENCE, "def generate_inputs(rng):\n    return {'a': rng.randint(0, 50)}\n")
+    config = RunnerConfig(tests=5, min_tests=2)
+    with judge_sandbox(1) as bare:  # the bare interpreter: skipped, as today
+        summary = import_codeio([record], config=config, sink=None, sandbox=bare)
+    assert dict(summary.skipped) == {"missing_package": 1}
+    monkeypatch.setenv("BTP_JUDGE_ENVIRONMENTS", json.dumps({"scientific": str(env)}))
+    sunk: list[Any] = []
+    summary = import_codeio(
+        [record], config=config, sink=lambda tasks: (sunk.extend(tasks), (len(tasks), 0))[1], workers=1,
+        environment="scientific",
+    )
+    assert summary.imported == 1 and dict(summary.skipped) == {}
+    task = sunk[0]
+    assert task.tests.environment == "scientific" and len(task.tests.cases) >= 2
+    with pytest.raises(ValueError, match="unknown judge environment 'nope'"):
+        import_codeio([record], config=config, sink=None, workers=1, environment="nope")

@@ -36,6 +36,11 @@ class StdioTests(BaseModel):
     kind: Literal["stdio"] = "stdio"
     cases: list[StdioCase] = Field(min_length=1, max_length=10_000)
     compare: CompareRule = Field("default", description=_COMPARE_DOC)
+    environment: str | None = Field(
+        None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Named interpreter environment (BTP_JUDGE_ENVIRONMENTS) the program runs in; default: the "
+        "sandbox's bare interpreter (standard library only).",
+    )
 
 
 class CallCase(BaseModel):
@@ -53,6 +58,11 @@ class CallTests(BaseModel):
     fn_name: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
     cases: list[CallCase] = Field(min_length=1, max_length=10_000)
     compare: CompareRule = Field("default", description=_COMPARE_DOC)
+    environment: str | None = Field(
+        None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Named interpreter environment (BTP_JUDGE_ENVIRONMENTS) the program runs in; default: the "
+        "sandbox's bare interpreter (standard library only).",
+    )
 
 
 class CheckTests(BaseModel):
@@ -62,6 +72,11 @@ class CheckTests(BaseModel):
     kind: Literal["check"] = "check"
     entry_point: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     code: str = Field(min_length=1, max_length=64_000_000)
+    environment: str | None = Field(
+        None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Named interpreter environment (BTP_JUDGE_ENVIRONMENTS) the program runs in; default: the "
+        "sandbox's bare interpreter (standard library only).",
+    )
 
 
 TestSpec = Annotated[StdioTests | CallTests | CheckTests, Field(discriminator="kind")]
@@ -92,6 +107,11 @@ class JudgeRequest(BaseModel):
     )
     tests: TestSpec
     limits: Limits | None = None
+    environment: str | None = Field(
+        None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Named interpreter environment (BTP_JUDGE_ENVIRONMENTS) the program runs in; default: the "
+        "sandbox's bare interpreter (standard library only).",
+    )
 
 
 class CaseResult(BaseModel):

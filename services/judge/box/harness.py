@@ -726,7 +726,12 @@ def main():
         _PRCTL[0] = ctypes.CDLL(None).prctl
     except Exception:
         pass
-    for name in PRELOAD:
+    if cfg.get("site"):  # a named environment: its packages, imported once here for every program
+        import site
+
+        for d in cfg["site"]:
+            site.addsitedir(d)
+    for name in (*PRELOAD, *cfg.get("preload", ())):
         try:
             __import__(name)
         except Exception:

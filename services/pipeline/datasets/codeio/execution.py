@@ -228,13 +228,21 @@ def evaluate(index: int, run: RunResultLike, config: RunnerConfig, equal: Equal)
 
 
 @contextmanager
-def judge_sandbox(workers: int) -> Iterator[SandboxRun]:
-    """The judge's ``run_in_sandbox`` over a warm pool of ``workers`` containers (judge settings from env)."""
-    from services.judge.sandbox import SandboxPool, run_in_sandbox
+def judge_sandbox(workers: int, environment: str | None = None) -> Iterator[SandboxRun]:
+    """The judge's ``run_in_sandbox`` over a warm pool of ``workers`` containers (judge settings from env),
+    in the named judge ``environment`` (``BTP_JUDGE_ENVIRONMENTS``) when one is given."""
+    from services.judge.app import ENV_UID_OFFSET
+    from services.judge.sandbox import SandboxPool, load_environment, run_in_sandbox
     from services.judge.settings import Settings as JudgeSettings
 
     settings = JudgeSettings()
-    pool = SandboxPool(settings, size=max(1, workers))
+    env = None
+    if environment is not None:
+        if environment not in settings.environments:
+            known = ", ".join(sorted(settings.environments)) or "none"
+            raise ValueError(f"unknown judge environment {environment!r} (BTP_JUDGE_ENVIRONMENTS has: {known})")
+        env = load_environment(environment, settings.environments[environment], settings)
+    pool = SandboxPool(settings, size=max(1, workers), environment=env, uid_offset=ENV_UID_OFFSET if env else 0)
     pool.start()
     try:
         yield functools.partial(run_in_sandbox, settings=settings, pool=pool)  # type: ignore[misc]

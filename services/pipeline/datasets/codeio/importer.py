@@ -107,7 +107,9 @@ class ImportSummary:
         return "\n".join(lines)
 
 
-def build_task(record: CodeIORecord, outcome: RecordOutcome, *, dataset: str, test_fraction: float) -> TaskIn:
+def build_task(
+    record: CodeIORecord, outcome: RecordOutcome, *, dataset: str, test_fraction: float, environment: str | None = None
+) -> TaskIn:
     """The buffer task of one record that produced cases."""
     from services.common.schemas.buffer import TaskIn
     from services.common.schemas.judge import CallTests
@@ -129,7 +131,7 @@ def build_task(record: CodeIORecord, outcome: RecordOutcome, *, dataset: str, te
         dataset=dataset,
         split=split_for(record, test_fraction),
         prompt=build_prompt(record),
-        tests=CallTests(kind="call", fn_name="main_solution", cases=outcome.cases),
+        tests=CallTests(kind="call", fn_name="main_solution", cases=outcome.cases, environment=environment),
         difficulty=difficulty_bucket(record.difficulty),
         metadata=metadata,
     )
@@ -184,6 +186,7 @@ def import_codeio(
     equal: Equal | None = None,
     progress: Callable[[ImportSummary], None] | None = None,
     on_outcome: Callable[[CodeIORecord, RecordOutcome], None] | None = None,
+    environment: str | None = None,
 ) -> ImportSummary:
     """Run every record in the sandbox and hand complete tasks to ``sink`` in batches.
 
@@ -220,13 +223,15 @@ def import_codeio(
         pending.clear()
 
     with ExitStack() as stack:
-        run = sandbox if sandbox is not None else stack.enter_context(judge_sandbox(workers))
+        run = sandbox if sandbox is not None else stack.enter_context(judge_sandbox(workers, environment))
         for record, outcome in _outcomes(good, config, max(1, workers), run, equal):
             _record_outcome(summary, record, outcome)
             if on_outcome is not None:
                 on_outcome(record, outcome)
             if outcome.ok:
-                pending.append(build_task(record, outcome, dataset=dataset, test_fraction=test_fraction))
+                pending.append(
+                    build_task(record, outcome, dataset=dataset, test_fraction=test_fraction, environment=environment)
+                )
                 if len(pending) >= batch_size:
                     flush()
             summary.elapsed_s = time.monotonic() - started
@@ -326,6 +331,14 @@ def codeio_command(
         bool, typer.Option("--dry-run", help="Run everything but write nothing to the buffer.")
     ] = False,
     summary_json: Annotated[Path | None, typer.Option(help="Also write the summary as JSON here.")] = None,
+    environment: Annotated[
+        str | None,
+        typer.Option(
+            help="Judge environment (BTP_JUDGE_ENVIRONMENTS, e.g. one made by deploy/judge-env.sh with numpy) "
+            "to run the references in; stored on the tasks, so their programs are judged there too. Keeps "
+            "the tasks whose references need those packages."
+        ),
+    ] = None,
     outcomes_jsonl: Annotated[
         Path | None, typer.Option(help="Write one JSON line per record (index, skip reason, detail, tests).")
     ] = None,
@@ -371,7 +384,8 @@ def codeio_command(
 
             sink = buffer_sink(open_buffer(stack, settings))
         summary = import_codeio(records, config=config, sink=sink, dataset=dataset, test_fraction=test_fraction,
-                                workers=workers, progress=progress, on_outcome=on_outcome)  # fmt: skip
+                                workers=workers, progress=progress, on_outcome=on_outcome,
+                                environment=environment)  # fmt: skip
     typer.echo(summary.render())
     if summary_json is not None:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
