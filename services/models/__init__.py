@@ -17,6 +17,7 @@ from .prepare import (
 from .registry import (
     KNOWN_MODELS,
     MARKER,
+    allowed_model_ref,
     KnownModel,
     check_model_name,
     is_instruct,
@@ -25,7 +26,7 @@ from .registry import (
 )
 
 __all__ = [
-    "KNOWN_MODELS", "MARKER", "TOKENIZER_PROBE", "KnownModel", "LoadedModel", "assemble_chunks",
+    "KNOWN_MODELS", "MARKER", "allowed_model_ref", "TOKENIZER_PROBE", "KnownModel", "LoadedModel", "assemble_chunks",
     "check_model_name", "check_tokenizer", "convert_gguf", "find_gguf", "is_adapter", "is_instruct",
     "is_local_model", "known_model", "load_folder", "model_dir", "pick_device", "pick_dtype",
     "prepare_model", "resolve_model",
