@@ -24,6 +24,7 @@ What every service refuses here, before any route runs (README, "Limits and rule
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -47,8 +48,8 @@ from .errors import (
     ValidationError,
     error_for_status,
 )
-from .schemas.types import UNSTORABLE
 from .logging import REQUEST_ID_HEADER, new_request_id, reset_request_id, set_request_id
+from .schemas.types import UNSTORABLE
 
 log = logging.getLogger(__name__)
 
@@ -188,14 +189,13 @@ class ServiceMiddleware:
 
         try:
             path = scope.get("path", "")
-            if path not in PUBLIC_PATHS:
-                if not bearer_ok(headers, self.api_token):
-                    resp = error_response(
-                        AuthenticationError("missing or invalid bearer token", param="Authorization"),
-                        {"WWW-Authenticate": "Bearer"},
-                    )
-                    await resp(scope, receive, send_wrapper)
-                    return
+            if path not in PUBLIC_PATHS and not bearer_ok(headers, self.api_token):
+                resp = error_response(
+                    AuthenticationError("missing or invalid bearer token", param="Authorization"),
+                    {"WWW-Authenticate": "Bearer"},
+                )
+                await resp(scope, receive, send_wrapper)
+                return
             length = headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
                 resp = error_response(
@@ -242,10 +242,8 @@ class ServiceMiddleware:
                     state["started"] = True
                 await send(message)
 
-        try:
+        with contextlib.suppress(BodyTooLarge):  # a route read the body outside FastAPI: answered below
             await self.app(scope, limited_receive, guarded_send)
-        except BodyTooLarge:
-            pass  # a route read the body outside FastAPI's handler: answered below
         if state["over"] and not state["started"]:
             # Whatever the app made of the refused body (FastAPI's 413, a handler's own error), the
             # client gets the 413; nothing the app sent after reading too much went out.

@@ -10,7 +10,6 @@ from services.common.schemas.generator import (
     WeightsRequest,
     WeightsResponse,
 )
-
 from services.models import allowed_model_ref
 
 from .deps import EngineDep

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 

@@ -9,7 +9,6 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import ExitStack
-from pathlib import Path
 
 import pytest
 
@@ -122,7 +121,7 @@ def test_every_unparsable_body_is_invalid_json(services: dict[str, Service], nam
         ("buffer", "/v1/sample", {"n": 4, "seed": True}, "seed"),
         ("buffer", "/v1/sample", {"n": 4, "alpha": True}, "alpha"),
         ("judge", "/v1/judge", {"program": "", "tests": {"kind": "check", "entry_point": "f", "code": "x"},
-                                "limits": {"memory_mb": True}}, "limits.memory_mb"),  # fmt: skip
+                                "limits": {"memory_mb": True}}, "limits.memory_mb"),
     ],
 )
 def test_booleans_are_not_counts(services: dict[str, Service], name: str, target: str, body: dict[str, object],

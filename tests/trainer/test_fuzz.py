@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from services.trainer.app import create_app
-from tests.common.hostile import check_hostile_variants, check_unparsable_bodies
 from services.trainer.settings import Settings
+from tests.common.hostile import check_hostile_variants, check_unparsable_bodies
 
 from .conftest import REDIS_URL
 
