@@ -98,7 +98,7 @@ async def experience_batch(request: Request) -> ExperienceCreateRequest:
     try:
         return ExperienceCreateRequest.model_validate_json(await request.body())
     except PydanticValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+        raise RequestValidationError(exc.errors(include_url=False)) from None  # ctx names unstorable fields
 
 
 @router.post(

@@ -6,11 +6,25 @@
 - :class:`ServiceMiddleware`: pure ASGI middleware for the request id (``X-Request-ID``), bearer-token
   auth on every path but ``/health``, a request-body size limit and Prometheus request metrics.
 - :func:`health_router` and :func:`metrics_router`.
+
+What every service refuses here, before any route runs (README, "Limits and rules"):
+
+- A body over ``max_body_bytes`` is a 413 however it arrives: a ``Content-Length`` above the limit is
+  refused before reading, and a chunked body (no ``Content-Length``) is counted as it is received and
+  refused at the first chunk past the limit, so at most the limit is ever held in memory. The app never
+  sees a truncated body: reading it raises, and whatever the app then answers is replaced by the 413.
+- A path or query string with a NUL character (``%00``) is a 422: no database stores it, and no id,
+  name or filter contains it.
+- Every body that does not parse as JSON is a 400 ``invalid_json``: malformed text, invalid UTF-8, nesting
+  deeper than the parser's recursion limit, and integers longer than Python's 4300-digit limit.
+- ``/health`` answers without a token, but then only ``{"status", "service"}``: the service's details
+  (counters, sandbox privileges, queue) need the bearer token when ``BTP_API_TOKEN`` is set.
 - :func:`build_app`: one call that wires the above into a FastAPI app.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -19,7 +33,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -35,6 +49,7 @@ from .errors import (
     error_for_status,
 )
 from .logging import REQUEST_ID_HEADER, new_request_id, reset_request_id, set_request_id
+from .schemas.types import UNSTORABLE
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +78,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if isinstance(exc, BodyTooLarge):
+            return error_response(exc.error)
+        if exc.status_code == 400 and isinstance(exc.__cause__, (RecursionError, ValueError)):
+            # FastAPI turns every parser failure but JSONDecodeError (nesting past the recursion limit,
+            # an integer past 4300 digits, invalid UTF-8) into a bare 400: they are all unparsable JSON.
+            reason = "nested too deeply" if isinstance(exc.__cause__, RecursionError) else str(exc.__cause__)
+            return error_response(InvalidJSONError(f"request body is not valid JSON: {reason}"[:300], param="body"))
         cls = error_for_status(exc.status_code)
         detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         return error_response(cls(detail, status_code=exc.status_code), getattr(exc, "headers", None))
@@ -73,8 +95,13 @@ def install_error_handlers(app: FastAPI) -> None:
         if errors and errors[0].get("type") == "json_invalid":
             return error_response(InvalidJSONError("request body is not valid JSON", param="body"))
         first = errors[0] if errors else {}
-        param = _loc_to_param(first.get("loc", ()))
+        loc = list(first.get("loc", ()))
+        if first.get("type") == UNSTORABLE:  # raised by the model: the field is in the context
+            loc.append(first.get("ctx", {}).get("where", ""))
+        param = _loc_to_param(loc)
         msg = str(first.get("msg", "invalid request"))
+        if first.get("type") == UNSTORABLE:
+            msg = f"{first.get('ctx', {}).get('reason', 'unstorable')}, which cannot be stored"
         text = f"{param}: {msg}" if param else msg
         if len(errors) > 1:
             text += f" (and {len(errors) - 1} more)"
@@ -88,6 +115,33 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(Exception, on_unexpected)
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive`` when a body passes the limit; FastAPI's HTTPException, so its body parser
+    re-raises it as is."""
+
+    def __init__(self, limit: int) -> None:
+        self.error = PayloadTooLargeError(f"request body over {limit} bytes", param="body")
+        super().__init__(status_code=413, detail=self.error.message)
+
+
+def bearer_ok(headers: Mapping[str, str], api_token: str | None) -> bool:
+    """Whether the request may use the service: no token configured, or the right bearer token."""
+    if not api_token:
+        return True
+    auth = headers.get("authorization", "")
+    return hmac.compare_digest(auth.encode(), f"Bearer {api_token}".encode())
+
+
+def _has_nul(scope: Scope) -> str | None:
+    """``path`` or ``query`` when that part of the URL holds a NUL character (percent-encoded or not)."""
+    if "\x00" in scope.get("path", ""):
+        return "path"
+    query = bytes(scope.get("query_string", b"")).lower()
+    if b"%00" in query or b"\x00" in query:
+        return "query"
+    return None
 
 
 class ServiceMiddleware:
@@ -135,16 +189,13 @@ class ServiceMiddleware:
 
         try:
             path = scope.get("path", "")
-            if self.api_token and path not in PUBLIC_PATHS:
-                auth = headers.get("authorization", "")
-                expected = f"Bearer {self.api_token}"
-                if not hmac.compare_digest(auth.encode(), expected.encode()):
-                    resp = error_response(
-                        AuthenticationError("missing or invalid bearer token", param="Authorization"),
-                        {"WWW-Authenticate": "Bearer"},
-                    )
-                    await resp(scope, receive, send_wrapper)
-                    return
+            if path not in PUBLIC_PATHS and not bearer_ok(headers, self.api_token):
+                resp = error_response(
+                    AuthenticationError("missing or invalid bearer token", param="Authorization"),
+                    {"WWW-Authenticate": "Bearer"},
+                )
+                await resp(scope, receive, send_wrapper)
+                return
             length = headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
                 resp = error_response(
@@ -152,7 +203,14 @@ class ServiceMiddleware:
                 )
                 await resp(scope, receive, send_wrapper)
                 return
-            await self.app(scope, receive, send_wrapper)
+            part = _has_nul(scope)
+            if part is not None:
+                resp = error_response(
+                    ValidationError(f"{part} contains a NUL character, which no id or name may hold", param=part)
+                )
+                await resp(scope, receive, send_wrapper)
+                return
+            await self._call_limited(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
             route_path = getattr(route, "path", None) or "unmatched"
@@ -160,6 +218,37 @@ class ServiceMiddleware:
             self.requests.labels(self.service, method, route_path, str(status_holder["status"])).inc()
             self.latency.labels(self.service, method, route_path).observe(time.perf_counter() - start)
             reset_request_id(token)
+
+
+    async def _call_limited(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app with a ``receive`` that counts body bytes and stops at the limit (chunked bodies)."""
+        limit = self.max_body_bytes
+        state = {"received": 0, "over": False, "started": False}
+
+        async def limited_receive() -> Message:
+            if state["over"]:  # the app asked again after the refusal: the client is as good as gone
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > limit:
+                    state["over"] = True
+                    raise BodyTooLarge(limit)
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if not state["over"]:
+                if message["type"] == "http.response.start":
+                    state["started"] = True
+                await send(message)
+
+        with contextlib.suppress(BodyTooLarge):  # a route read the body outside FastAPI: answered below
+            await self.app(scope, limited_receive, guarded_send)
+        if state["over"] and not state["started"]:
+            # Whatever the app made of the refused body (FastAPI's 413, a handler's own error), the
+            # client gets the 413; nothing the app sent after reading too much went out.
+            state["over"] = False
+            await error_response(BodyTooLarge(limit).error)(scope, receive, send)
 
 
 def health_router(details: Callable[[Request], dict[str, Any]] | None = None) -> APIRouter:
@@ -170,7 +259,10 @@ def health_router(details: Callable[[Request], dict[str, Any]] | None = None) ->
     def health(request: Request) -> dict[str, Any]:
         """Service health and identity."""
         body: dict[str, Any] = {"status": "ok", "service": request.app.state.service_name}
-        if details is not None:
+        # Without the token a caller learns only that the service is up: counters, sandbox privileges
+        # and queue depth describe the host and its load, so they need the bearer token when one is set.
+        authorized = bearer_ok(request.headers, getattr(request.app.state, "api_token", None))
+        if details is not None and authorized:
             body.update(details(request))
         return body
 
@@ -206,6 +298,7 @@ def build_app(
     registry = CollectorRegistry()
     app.state.service_name = service
     app.state.metrics_registry = registry
+    app.state.api_token = api_token
     install_error_handlers(app)
     app.add_middleware(
         ServiceMiddleware,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from services.common.schemas.generator import (
     GenerateRequest,
@@ -10,6 +10,7 @@ from services.common.schemas.generator import (
     WeightsRequest,
     WeightsResponse,
 )
+from services.models import allowed_model_ref
 
 from .deps import EngineDep
 
@@ -32,6 +33,7 @@ async def generate(req: GenerateRequest, engine: EngineDep) -> GenerateResponse:
 
 
 @router.post("/weights", response_model=WeightsResponse, responses=ERRORS)  # type: ignore[arg-type]
-async def set_weights(req: WeightsRequest, engine: EngineDep) -> WeightsResponse:
-    """Swap the served weights (full HF folder, LoRA adapter folder or known name) without a restart."""
-    return await engine.swap_weights(req.checkpoint)
+async def set_weights(req: WeightsRequest, engine: EngineDep, request: Request) -> WeightsResponse:
+    """Swap the served weights (known name, or a folder under the model roots) without a restart."""
+    roots = request.app.state.settings.allowed_model_roots()
+    return await engine.swap_weights(allowed_model_ref(req.checkpoint, roots, param="checkpoint"))

@@ -70,3 +70,11 @@ class Settings(CommonSettings):
     def resolved_model_cache_dir(self) -> Path:
         """The converted-model cache directory."""
         return self.model_cache_dir or (self.data_dir / "models")
+
+    def allowed_model_roots(self) -> list[Path]:
+        """Where ``POST /v1/weights`` may point: the shared roots, the model cache and the configured model
+        itself (so a client can swap back to it)."""
+        roots = [*super().allowed_model_roots(), self.resolved_model_cache_dir()]
+        if self.model.startswith(("/", "~")):
+            roots.append(Path(self.model).expanduser())
+        return roots

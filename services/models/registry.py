@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,37 @@ def check_model_name(name: str) -> None:
         f"unknown model {name!r}: give a local Hugging Face folder (with config.json) or one of: {known}",
         param="model",
     )
+
+
+def allowed_model_ref(name: str, roots: Sequence[Path], *, param: str = "model") -> str:
+    """What an HTTP client may name as a model or checkpoint: a known name (returned as given) or an
+    absolute path that, with every symlink resolved, lies under one of ``roots`` (returned resolved).
+
+    Anything else is one 422 whose text does not depend on the host: whether the path exists, is a
+    folder or holds a ``config.json`` is never checked outside the roots, so answers cannot be used to
+    map the host's folders. Inside the roots the usual checks (and their messages) apply.
+    """
+    if known_model(name) is not None:
+        return name
+    refused = ValidationError(
+        f"{param} must be a known model ({', '.join(sorted(m.name for m in KNOWN_MODELS))}) or an absolute "
+        "path under the service's model roots (<data_dir>/models, the checkpoints folder, BTP_MODEL_ROOTS)",
+        param=param,
+    )
+    if "\x00" in name or not name.startswith("/"):
+        raise refused
+    try:
+        resolved = Path(name).resolve()  # follows every symlink, existing or not; removes ..
+    except (OSError, RuntimeError, ValueError):
+        raise refused from None
+    for root in roots:
+        try:
+            base = Path(root).expanduser().resolve()
+        except (OSError, RuntimeError, ValueError):
+            continue
+        if resolved.is_relative_to(base):
+            return str(resolved)
+    raise refused
 
 
 def is_instruct(folder: Path, tokenizer: Any) -> bool:

@@ -51,12 +51,16 @@ def _embedded_client(stack: ExitStack, app: Any) -> Any:
     return stack.enter_context(TestClient(app, raise_server_exceptions=False))
 
 
-def embedded_generator(stack: ExitStack, settings: Settings, model: str) -> GeneratorClient:
-    """The generator app in-process, serving ``model``."""
+def embedded_generator(
+    stack: ExitStack, settings: Settings, model: str, checkpoints: Path | None = None
+) -> GeneratorClient:
+    """The generator app in-process, serving ``model``; it may swap to checkpoints under ``checkpoints``
+    (the run's own folder) besides the usual model roots."""
     from services.generator.app import create_app
     from services.generator.settings import Settings as GeneratorSettings
 
-    gs = GeneratorSettings(model=model, data_dir=settings.data_dir, log_level=settings.log_level)
+    roots = [*settings.model_roots, *([checkpoints] if checkpoints is not None else [])]
+    gs = GeneratorSettings(model=model, data_dir=settings.data_dir, log_level=settings.log_level, model_roots=roots)
     return GeneratorClient(client=_embedded_client(stack, create_app(gs)))
 
 
@@ -113,16 +117,21 @@ class InProcessTrainer:
 
 
 class RemoteTrainer:
-    """Training through the trainer API (Celery worker); polls the job to its end."""
+    """Training through the trainer API (Celery worker); polls the job to its end.
 
-    def __init__(self, client: TrainerClient, poll_s: float = 1.0, buffer_url: str | None = None) -> None:
-        self.client, self.poll_s, self.buffer_url = client, poll_s, buffer_url
+    Jobs name no service URL: the trainer calls the buffer and generator it is configured with
+    (``BTP_BUFFER_URL``, ``BTP_GENERATOR_URL``), which may differ from this driver's spelling of them
+    (``http://buffer:8003`` inside Docker, ``http://127.0.0.1:8003`` on the host).
+    """
+
+    def __init__(self, client: TrainerClient, poll_s: float = 1.0) -> None:
+        self.client, self.poll_s = client, poll_s
 
     def train(
         self, job: JobCreate, *, round_: int, reporter: Reporter, label: str | None = None
     ) -> tuple[str, list[dict[str, Any]]]:
         reporter.phase(f"round {round_}: fine-tuning on the trainer ({job.steps} steps)", job.steps)
-        created = self.client.create_job(job.model_copy(update={"buffer_url": self.buffer_url}))
+        created = self.client.create_job(job)
         seen = 0
         while True:
             out = self.client.get_job(created.id)
@@ -160,11 +169,11 @@ def open_services(
         if settings.generator_url:
             generator = GeneratorClient(settings.generator_url, token=token, timeout=timeout)
         else:
-            generator = embedded_generator(stack, settings, model)
+            generator = embedded_generator(stack, settings, model, checkpoints)
         trainer: RemoteTrainer | InProcessTrainer
         if settings.trainer_url:
             trainer = RemoteTrainer(TrainerClient(settings.trainer_url, token=token, timeout=timeout),
-                                    settings.poll_interval_s, settings.buffer_url)  # fmt: skip
+                                    settings.poll_interval_s)  # fmt: skip
         else:
             trainer = InProcessTrainer(buffer, checkpoints, settings.data_dir)
         mode = "embedded" if not remote else ("remote" if len(remote) == 4 else "mixed: remote " + ",".join(remote))

@@ -21,9 +21,11 @@ from sqlalchemy.orm import sessionmaker
 from services.common.client import BufferClient, GeneratorClient
 from services.common.errors import BTPError, ValidationError
 from services.common.schemas.trainer import JobCreate, LossPoint
+from services.common.settings import outbound_url
 
 from . import jobs
 from .db import make_engine, make_sessionmaker
+from .service import checked_job
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,12 +33,14 @@ log = logging.getLogger(__name__)
 
 @contextmanager
 def buffer_client(job: JobCreate, settings: Settings) -> Iterator[BufferClient]:
-    """A client of the buffer service the job (``buffer_url``) or the settings (``BTP_BUFFER_URL``) name.
+    """A client of the buffer service the settings (``BTP_BUFFER_URL``) name, or the job's ``buffer_url``
+    when that is the same service or on ``BTP_ALLOWED_URLS`` (else a 422: a job never redirects a worker).
 
     The worker never opens a buffer of its own (that is the CLI's embedded mode): without a URL the job
     fails with a message that says what to set.
     """
-    url = job.buffer_url or settings.buffer_url
+    url = outbound_url(job.buffer_url, configured=settings.buffer_url, allowed=settings.allowed_urls,
+                       param="buffer_url")  # fmt: skip
     if not url:
         raise ValidationError(
             "no buffer service is known: set BTP_BUFFER_URL for the worker or buffer_url on the job",
@@ -56,8 +60,12 @@ def publish(checkpoint: Path, *, generator: GeneratorClient) -> tuple[bool, str 
 
 
 def publish_for_job(job: JobCreate, settings: Settings, checkpoint: Path) -> tuple[bool, str | None]:
-    """Publish to the generator the job (or the settings) names."""
-    url = job.generator_url or settings.generator_url
+    """Publish to the generator the settings name (or the job, when that one is allowed)."""
+    try:
+        url = outbound_url(job.generator_url, configured=settings.generator_url, allowed=settings.allowed_urls,
+                           param="generator_url")  # fmt: skip
+    except BTPError as exc:
+        return False, f"training succeeded but the checkpoint was not published: {exc.message}"
     if not url:
         return False, (
             "training succeeded but publish_to_generator is set and no generator URL is known "
@@ -88,7 +96,12 @@ def execute_job(job_id: str, settings: Settings, *, session_factory: sessionmake
         if started is None:
             log.info("job %s is already final; duplicate delivery skipped", job_id)
             return "skipped"
-        job = started.config
+        try:
+            job = checked_job(started.config, settings)
+        except BTPError as exc:  # the paths or the settings changed since submission
+            jobs.finish(session=session, job_id=job_id, status="failed", error=exc.message)
+            log.warning("job %s refused: %s", job_id, exc.message)
+            return "failed"
 
         def on_step(point: LossPoint) -> None:
             jobs.record_step(

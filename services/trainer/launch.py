@@ -40,8 +40,8 @@ def run_config(config: Path, output_dir: Path, settings: Settings, buffer_url: s
     from .training import run_job
 
     job = JobCreate.model_validate_json(config.read_text())
-    if buffer_url:
-        job = job.model_copy(update={"buffer_url": buffer_url})
+    if buffer_url:  # the operator's command line configures the worker; a job file never redirects it
+        settings = settings.model_copy(update={"buffer_url": buffer_url})
     with buffer_client(job, settings) as buffer:
         result = run_job(
             job, buffer=buffer, output_dir=output_dir, device=settings.device, data_dir=settings.data_dir,

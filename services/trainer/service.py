@@ -9,7 +9,8 @@ from sqlalchemy.orm import Session
 
 from services.common.errors import OverloadedError, UnavailableError, ValidationError
 from services.common.schemas.trainer import JobCreate, JobOut
-from services.models import check_model_name
+from services.common.settings import outbound_url
+from services.models import allowed_model_ref, check_model_name
 
 from . import jobs
 from .settings import TRAIN_TASK, Settings
@@ -17,9 +18,20 @@ from .settings import TRAIN_TASK, Settings
 log = logging.getLogger(__name__)
 
 
-def validate_job(job: JobCreate) -> None:
+def checked_job(job: JobCreate, settings: Settings) -> JobCreate:
+    """The job as the worker may run it, or a 422: its model a known name or a folder under the model
+    roots (resolved), its URLs only those the service is configured with. The API checks at submission,
+    the worker again before it loads or calls anything (its own settings, the paths as they are then)."""
+    model = allowed_model_ref(job.model, settings.allowed_model_roots(), param="model")
+    check_model_name(model)
+    for name, configured in (("generator_url", settings.generator_url), ("buffer_url", settings.buffer_url)):
+        outbound_url(getattr(job, name), configured=configured, allowed=settings.allowed_urls, param=name)
+    return job.model_copy(update={"model": model})
+
+
+def validate_job(job: JobCreate, settings: Settings) -> None:
     """4xx for what the API can know without loading the model or asking the buffer."""
-    check_model_name(job.model)
+    checked_job(job, settings)
     if job.micro_batch_size is not None and job.micro_batch_size > job.batch_size:
         raise ValidationError(
             f"micro_batch_size ({job.micro_batch_size}) must not exceed batch_size ({job.batch_size})",
@@ -29,15 +41,11 @@ def validate_job(job: JobCreate) -> None:
         raise ValidationError(
             f"warmup_steps ({job.warmup_steps}) must not exceed steps ({job.steps})", param="warmup_steps"
         )
-    for name in ("generator_url", "buffer_url"):
-        url = getattr(job, name)
-        if url is not None and not url.startswith(("http://", "https://")):
-            raise ValidationError(f"{name} must be an http(s) URL", param=name)
 
 
 def submit_job(*, session: Session, celery: Celery, settings: Settings, job: JobCreate) -> JobOut:
     """Validate, store as ``queued``, and enqueue ``btp.train`` with the job id."""
-    validate_job(job)
+    validate_job(job, settings)
     if jobs.count_active(session=session) >= settings.max_active_jobs:
         raise OverloadedError(f"{settings.max_active_jobs} jobs are already queued or running; retry later")
     out = jobs.create_job(session=session, job=job)

@@ -49,3 +49,7 @@ class Settings(CommonSettings):
     def resolved_checkpoints_dir(self) -> Path:
         """The checkpoint root, defaulting to ``<data_dir>/checkpoints``."""
         return self.checkpoints_dir or self.data_dir / "checkpoints"
+
+    def allowed_model_roots(self) -> list[Path]:
+        """Where a job's ``model`` may lie: the shared roots and this trainer's checkpoints folder."""
+        return [*super().allowed_model_roots(), self.resolved_checkpoints_dir()]

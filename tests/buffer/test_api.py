@@ -232,7 +232,7 @@ def test_too_many_items_and_bad_text_are_422(client: TestClient) -> None:
     many = [experience_json(task, f"p{i}") for i in range(501)]
     assert_envelope(client.post("/v1/experiences", json={"items": many}), 422, "validation_error", "items")
     nul = [experience_json(task, "a\x00b")]
-    assert_envelope(client.post("/v1/experiences", json={"items": nul}), 422, "validation_error", "items[0].program")
+    assert_envelope(client.post("/v1/experiences", json={"items": nul}), 422, "validation_error", "items.0.program")  # the shared check (issue 14)
     assert_envelope(
         client.post(
             "/v1/experiences",
@@ -289,7 +289,7 @@ def test_bad_task_bodies(client: TestClient) -> None:
     bad_spec["tests"] = {"kind": "nope"}
     assert_envelope(client.post("/v1/tasks", json={"tasks": [bad_spec]}), 422, "validation_error")
     assert_envelope(client.post("/v1/tasks", json={"tasks": []}), 422, "validation_error", "tasks")
-    assert_envelope(client.post("/v1/tasks", json={"tasks": [task_json("t/\x00")]}), 422, "validation_error", "tasks[0].id")
+    assert_envelope(client.post("/v1/tasks", json={"tasks": [task_json("t/\x00")]}), 422, "validation_error", "tasks.0.id")  # the shared check (issue 14)
     assert client.get("/v1/tasks").json()["total"] == 0
     assert_envelope(client.delete("/v1/tasks"), 405, "bad_request")
 

@@ -17,6 +17,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from services.buffer.app import create_app
+from tests.common.hostile import check_hostile_variants, check_unparsable_bodies
 
 from .conftest import experience_json, make_settings, task_json
 
@@ -38,9 +39,11 @@ def run_fuzz(app: object, max_examples: int) -> list[str]:
         )
         def check(case: schemathesis.Case) -> None:
             case.call_and_validate(checks=CHECKS)
+            check_hostile_variants(case, nul_refused=True)  # issue 14: booleans, NUL strings and paths
 
         check()
         done.append(operation.label)
+    assert check_unparsable_bodies(app, schema) >= 3
     return done
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -216,3 +217,40 @@ def test_log_lines_carry_the_request_id(caplog: pytest.LogCaptureFixture) -> Non
     finally:
         reset_request_id(token)
     assert caplog.records[-1].request_id == "rid-42"  # type: ignore[attr-defined]
+
+
+def test_health_details_need_the_token_when_one_is_set() -> None:
+    """Issue 14: /health answers everyone, but only says the service is up; the details (the judge's
+    programs_judged and privileged, the generator's checkpoint) need the bearer token."""
+
+    def details(_: object) -> dict[str, object]:
+        return {"programs_judged": 7, "privileged": True}
+
+    def app_with(token: str | None) -> TestClient:
+        app = build_app(service="testsvc", title="t", routers=[], api_token=token, max_body_bytes=1 << 20,
+                        health_details=details)  # type: ignore[arg-type]
+        return TestClient(app)
+
+    guarded = app_with("s3")
+    assert guarded.get("/health").json() == {"status": "ok", "service": "testsvc"}
+    assert guarded.get("/health", headers={"Authorization": "Bearer nope"}).json() == {"status": "ok", "service": "testsvc"}
+    full = guarded.get("/health", headers={"Authorization": "Bearer s3"}).json()
+    assert full == {"status": "ok", "service": "testsvc", "programs_judged": 7, "privileged": True}
+    assert app_with(None).get("/health").json()["programs_judged"] == 7  # no token: nothing is guarded
+
+
+def test_chunked_body_limit_in_process() -> None:
+    """The 413 for a chunked body (no Content-Length) through the ASGI app itself; the route never runs."""
+    app = make_app(max_body=1000)
+    client = TestClient(app)
+
+    def body() -> Iterator[bytes]:
+        yield b'{"n": 1, "pad": "'
+        for _ in range(100):
+            yield b"x" * 100
+        yield b'"}'
+
+    r = client.post("/v1/echo", content=body(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"] == {
+        "type": "payload_too_large", "message": "request body over 1000 bytes", "param": "body"}
+    assert "rid" not in app.state.seen

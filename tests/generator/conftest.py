@@ -93,7 +93,7 @@ def lora_dir(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path:
 def tiny_settings(model: Path, data_dir: Path, **kw: Any) -> Settings:
     """Settings for an app serving a tiny model: fast, one thread, no stop defaults unless given."""
     values: dict[str, Any] = dict(model=str(model), data_dir=data_dir, device="cpu", torch_threads=1,
-                                  batch_wait_ms=2.0)
+                                  batch_wait_ms=2.0, model_roots=[model.parent])  # pytest's temporary folders
     values.update(kw)
     return Settings(**values)
 

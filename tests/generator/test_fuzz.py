@@ -17,6 +17,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from services.generator.app import create_app
+from tests.common.hostile import check_hostile_variants, check_unparsable_bodies
 
 from .conftest import persistent_cache, tiny_settings
 
@@ -46,9 +47,11 @@ def test_openapi_fuzz(tiny_dir: Path, tmp_path: Path) -> None:
                       suppress_health_check=list(HealthCheck))
             def check(case: schemathesis.Case) -> None:
                 case.call_and_validate(checks=CHECKS, timeout=120)
+                check_hostile_variants(case, nul_refused=False)  # issue 14: booleans are not counts
 
             check()
             done.append(operation.label)
+        assert check_unparsable_bodies(app, schema) == 2
         health = TestClient(app).get("/health").json()
     assert {"POST /v1/generate", "POST /v1/weights"} <= set(done)
     assert health["status"] == "ok" and health["checkpoint"]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .conftest import teacher_forced
+from .conftest import teacher_forced, tiny_settings
 
 REQ = {"prompts": ["def add(a, b):\n", "hello"], "num_beams": 2, "max_new_tokens": 8, "prompt_format": "raw"}
 
@@ -81,7 +82,7 @@ def test_bad_checkpoints_are_4xx_and_old_weights_keep_serving(
     (bad_adapter / "adapter_config.json").write_text('{"peft_type": "LORA", "target_modules": ["nope"], "r": 4}')
     cases = {
         str(tmp_path / "does-not-exist"): 404,
-        "no-such-model-name": 404,
+        "no-such-model-name": 422,  # neither a known name nor an absolute path
         str(empty): 422,
         str(garbage): 422,
         str(bad_config): 422,
@@ -94,3 +95,40 @@ def test_bad_checkpoints_are_4xx_and_old_weights_keep_serving(
         assert r.json()["error"]["message"]
         assert tiny_client.get("/health").json()["checkpoint"] == str(tiny_dir)
     assert tiny_client.post("/v1/generate", json=REQ).json() == before
+
+
+def test_weights_only_from_known_names_or_under_the_model_roots(tiny_dir: Path, tiny_dir_b: Path, tmp_path: Path) -> None:
+    """Issue 14: a client names a known model or a folder under the roots (symlinks resolved); every other
+    path gets the same answer, whether it exists, holds a model, or not."""
+    from fastapi.testclient import TestClient
+
+    from services.generator.app import create_app
+
+    data = tmp_path / "data"
+    inside = data / "checkpoints" / "job" / "step-1"
+    shutil.copytree(tiny_dir_b, inside)
+    (data / "checkpoints" / "escape").symlink_to(tiny_dir_b, target_is_directory=True)
+    settings = tiny_settings(tiny_dir, data, model_roots=[])
+    outside = {
+        str(tiny_dir_b): "a real model folder outside the roots",
+        "/no/such/folder": "a missing folder",
+        "/etc": "a host folder",
+        str(data / "checkpoints" / ".." / ".." / tiny_dir_b.relative_to("/")): "dot-dot out of a root",
+        str(data / "checkpoints" / "escape"): "a symlink inside a root pointing out",
+        "checkpoints/job/step-1": "a relative path",
+        str(inside) + "\x00": "a NUL byte",
+    }
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        answers = set()
+        for checkpoint, what in outside.items():
+            r = client.post("/v1/weights", json={"checkpoint": checkpoint})
+            assert r.status_code == 422, (what, r.text)
+            answers.add(json.dumps(r.json()))
+        assert len(answers) == 1, answers  # nothing tells which host folders exist
+        assert json.loads(answers.pop())["error"]["param"] == "checkpoint"
+        assert client.get("/health").json()["checkpoint"] == str(tiny_dir)
+        r = client.post("/v1/weights", json={"checkpoint": str(inside)})
+        assert r.status_code == 200, r.text
+        assert r.json()["checkpoint"] == str(inside.resolve())
+        r = client.post("/v1/weights", json={"checkpoint": str(tiny_dir)})  # back to the configured model
+        assert r.status_code == 200, r.text

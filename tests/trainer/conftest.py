@@ -23,6 +23,13 @@ def _one_torch_thread() -> None:
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _models_under_pytest_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tiny models live in pytest's temporary folders: make those a model root (BTP_MODEL_ROOTS) for
+    the services these tests build; the tests of the rule itself pass their own ``model_roots``."""
+    monkeypatch.setenv("BTP_MODEL_ROOTS", str(tmp_path_factory.getbasetemp()))
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer random Llama HF folder with its tokenizer."""

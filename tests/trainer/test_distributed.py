@@ -29,7 +29,8 @@ def test_torchrun_two_processes(tiny_llama: Path, buffer: BufferClient, tmp_path
     out = tmp_path / "ddp"
     db = f"sqlite:///{tmp_path / 'buffer.sqlite3'}"  # the file the `buffer` fixture filled
     env = {k: v for k, v in os.environ.items() if not k.startswith("BTP_")}
-    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", BTP_TRAINER_DEVICE="cpu", BTP_DATA_DIR=str(tmp_path))
+    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", BTP_TRAINER_DEVICE="cpu", BTP_DATA_DIR=str(tmp_path),
+               BTP_MODEL_ROOTS=os.environ.get("BTP_MODEL_ROOTS", ""))
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         "-m", "services.trainer.launch", "--config", str(config), "--output-dir", str(out),

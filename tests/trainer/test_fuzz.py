@@ -17,6 +17,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from services.trainer.app import create_app
 from services.trainer.settings import Settings
+from tests.common.hostile import check_hostile_variants, check_unparsable_bodies
 
 from .conftest import REDIS_URL
 
@@ -49,8 +50,10 @@ def test_api_conforms_to_its_schema(fuzz_app: object) -> None:
             # The schema cannot say that `model` must name an existing folder or a known model, so a
             # schema-valid body may rightly get a 422: every other built-in check stays on.
             case.validate_response(response, excluded_checks=[positive_data_acceptance])
+            check_hostile_variants(case, nul_refused=True)  # issue 14: booleans, NUL strings and paths
 
         check()
+    assert check_unparsable_bodies(fuzz_app, schema) == 1
     # Fuzzing exercised rejections, and the service is still healthy.
     assert any(code >= 400 for code in seen.get("POST /v1/jobs", set()))
     with TestClient(fuzz_app) as client:  # type: ignore[arg-type]

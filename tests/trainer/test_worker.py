@@ -40,6 +40,7 @@ def _env(settings: Settings) -> dict[str, str]:
         BTP_REDIS_URL=settings.redis_url,
         BTP_DATA_DIR=str(settings.data_dir),
         BTP_BUFFER_URL=str(settings.buffer_url),
+        BTP_MODEL_ROOTS=os.environ.get("BTP_MODEL_ROOTS", ""),
         BTP_TRAINER_DEVICE="cpu",
         BTP_TRAINER_QUEUE=settings.queue,
         BTP_TRAINER_VISIBILITY_TIMEOUT_S="3",

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .judge import TestSpec
+from .types import Count, Real, StorableModel
 
 Scheme = Literal["rank", "proportional", "uniform"]
 Possibility = Literal["sequence", "token_mean", "beam_softmax"]
@@ -15,7 +16,7 @@ DEFAULT_POSSIBILITY: Possibility = "token_mean"
 """The one default everywhere: exp(mean token log-probability), comparable across lengths."""
 
 
-class TaskIn(BaseModel):
+class TaskIn(StorableModel):
     """A task (X, S): prompt X and its tests S."""
 
     model_config = ConfigDict(extra="forbid")
@@ -49,23 +50,23 @@ class TaskList(BaseModel):
     total: int = Field(ge=0)
 
 
-class ExperienceIn(BaseModel):
+class ExperienceIn(StorableModel):
     """A sampled program t with its probability P(t) (Eq. 3); pass_rate may come later by PATCH."""
 
     model_config = ConfigDict(extra="forbid")
     task_id: str = Field(min_length=1, max_length=512)
     program: str = Field(max_length=1_000_000)
-    logprob: float = Field(le=0.0, description="Sum of token log-probabilities of the program.")
-    token_count: int = Field(ge=0, le=1_000_000)
-    probability: float | None = Field(
+    logprob: Real = Field(le=0.0, description="Sum of token log-probabilities of the program.")
+    token_count: Count = Field(ge=0, le=1_000_000)
+    probability: Real | None = Field(
         None, ge=0.0, le=1.0, description="exp(logprob); derived from logprob when omitted."
     )
     source: str = Field("unknown", min_length=1, max_length=512, description="model name@checkpoint")
-    round: int = Field(0, ge=0, le=1_000_000)
+    round: Count = Field(0, ge=0, le=1_000_000)
     generation: str | None = Field(
         None, max_length=128, description="Groups the k beams of one generation (beam_softmax)."
     )
-    pass_rate: float | None = Field(None, ge=0.0, le=1.0)
+    pass_rate: Real | None = Field(None, ge=0.0, le=1.0)
     judge: dict[str, Any] | None = None
 
 
@@ -79,11 +80,11 @@ class ExperienceCreateResponse(BaseModel):
     created: int = Field(ge=0, description="How many of ids are new rows.")
 
 
-class ExperienceUpdate(BaseModel):
+class ExperienceUpdate(StorableModel):
     """The testing phase (Eq. 5)."""
 
     model_config = ConfigDict(extra="forbid")
-    pass_rate: float = Field(ge=0.0, le=1.0)
+    pass_rate: Real = Field(ge=0.0, le=1.0)
     judge: dict[str, Any] | None = None
 
 
@@ -108,14 +109,14 @@ class ExperienceList(BaseModel):
     total: int = Field(ge=0)
 
 
-class ReplayRule(BaseModel):
+class ReplayRule(StorableModel):
     """How programs are replayed (Eq. 6-8): the one model of the four knobs, used by :class:`SampleRequest`,
     a run's configuration and an experiment's variants (each extends it, so the JSON stays flat)."""
 
     model_config = ConfigDict(extra="forbid")
     scheme: Scheme = "rank"
-    alpha: float = Field(0.5, ge=0.0, le=1.0, description="Weight of the possibility in P2Value (Eq. 6).")
-    priority_exponent: float = Field(1.0, ge=0.0, le=10.0, description="Exponent e of Eq. 7.")
+    alpha: Real = Field(0.5, ge=0.0, le=1.0, description="Weight of the possibility in P2Value (Eq. 6).")
+    priority_exponent: Real = Field(1.0, ge=0.0, le=10.0, description="Exponent e of Eq. 7.")
     possibility: Possibility = DEFAULT_POSSIBILITY
 
     def replay_rule(self) -> ReplayRule:
@@ -127,7 +128,7 @@ class SampleRequest(ReplayRule):
     """PPER minibatch request (Eq. 6-8), sampled with replacement."""
 
     model_config = ConfigDict(extra="forbid")
-    n: int = Field(64, ge=1, description="Minibatch size; at most the service's configured maximum.")
+    n: Count = Field(64, ge=1, description="Minibatch size; at most the service's configured maximum.")
     dataset: str | None = Field(None, max_length=128)
     datasets: list[str] | None = Field(
         None, max_length=64, description="Any of these data sets (a run over several draws from its own only)."
@@ -135,7 +136,7 @@ class SampleRequest(ReplayRule):
     split: str | None = Field(None, max_length=64)
     source: str | None = Field(None, max_length=512)
     include_unjudged: bool = Field(False, description="Unjudged experiences count with pass_rate 0.")
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    seed: Count | None = Field(None, ge=0, le=2**63 - 1)
 
 
 class SampledItem(BaseModel):

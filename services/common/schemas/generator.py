@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .types import Count, Real
+
 GenerationMode = Literal["beam", "sample", "greedy"]
 FinishReason = Literal["stop", "length"]
 PromptFormat = Literal["auto", "raw", "chat"]
@@ -18,15 +20,15 @@ class GenerateRequest(BaseModel):
 
     prompts: list[str] = Field(min_length=1, max_length=256, description="Prompts, batched together.")
     mode: GenerationMode = Field("beam", description="beam (top-k by beam search), sample or greedy.")
-    num_beams: int = Field(3, ge=1, le=16, description="Beams (k) in beam mode.")
-    num_return_sequences: int | None = Field(
+    num_beams: Count = Field(3, ge=1, le=16, description="Beams (k) in beam mode.")
+    num_return_sequences: Count | None = Field(
         None, ge=1, le=16, description="Candidates per prompt; default num_beams in beam mode, else 1."
     )
-    max_new_tokens: int = Field(256, ge=1, le=4096, description="Generated tokens at most.")
+    max_new_tokens: Count = Field(256, ge=1, le=4096, description="Generated tokens at most.")
     stop: list[str] = Field(default_factory=list, max_length=16, description="Stop sequences (trimmed off).")
-    temperature: float = Field(1.0, gt=0.0, le=10.0, description="Sampling temperature (sample mode).")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (sample mode).")
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Seed for sample mode.")
+    temperature: Real = Field(1.0, gt=0.0, le=10.0, description="Sampling temperature (sample mode).")
+    top_p: Real = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (sample mode).")
+    seed: Count | None = Field(None, ge=0, le=2**32 - 1, description="Seed for sample mode.")
     distinct: bool = Field(
         True,
         description="Merge candidates whose trimmed programs are identical (beams that differ only after a "

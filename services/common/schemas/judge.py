@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .types import Count, Real
+
 CompareRule = Literal["default", "apps", "codecontests", "exact"]
 _COMPARE_DOC = (
     "Comparison rule (docs/judge.md): `default` (the judge's own), `apps` (APPS testing_util.py), "
@@ -86,12 +88,12 @@ class Limits(BaseModel):
     """Per-case limits; unset fields take the service defaults; values above the maxima are a 4xx."""
 
     model_config = ConfigDict(extra="forbid")
-    time_s: float | None = Field(None, gt=0, le=600, description="Wall time per case, seconds.")
-    cpu_s: float | None = Field(None, gt=0, le=600, description="CPU time per case, seconds.")
-    memory_mb: int | None = Field(None, ge=16, le=65536, description="Address-space limit, MiB.")
-    output_kb: int | None = Field(None, ge=1, le=1_048_576, description="Output size limit, KiB.")
-    processes: int | None = Field(None, ge=1, le=4096, description="Processes/threads at most.")
-    program_time_s: float | None = Field(
+    time_s: Real | None = Field(None, gt=0, le=600, description="Wall time per case, seconds.")
+    cpu_s: Real | None = Field(None, gt=0, le=600, description="CPU time per case, seconds.")
+    memory_mb: Count | None = Field(None, ge=16, le=65536, description="Address-space limit, MiB.")
+    output_kb: Count | None = Field(None, ge=1, le=1_048_576, description="Output size limit, KiB.")
+    processes: Count | None = Field(None, ge=1, le=4096, description="Processes/threads at most.")
+    program_time_s: Real | None = Field(
         None, gt=0, le=3600,
         description="Wall-time budget of the whole program, all cases together; cases not started when it "
         "runs out are timeouts.",

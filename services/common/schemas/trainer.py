@@ -8,30 +8,31 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .buffer import SampleRequest
+from .types import Count, Real, StorableModel
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
-class JobCreate(BaseModel):
+class JobCreate(StorableModel):
     """A fine-tuning job on PPER minibatches sampled from the buffer."""
 
     model_config = ConfigDict(extra="forbid")
     model: str = Field(min_length=1, max_length=4096, description="Local HF folder or known model name.")
-    batch_size: int = Field(64, ge=1, le=4096, description="Examples per optimizer step.")
-    micro_batch_size: int | None = Field(None, ge=1, le=4096, description="Examples per forward pass.")
-    max_tokens_per_micro_batch: int | None = Field(
+    batch_size: Count = Field(64, ge=1, le=4096, description="Examples per optimizer step.")
+    micro_batch_size: Count | None = Field(None, ge=1, le=4096, description="Examples per forward pass.")
+    max_tokens_per_micro_batch: Count | None = Field(
         None,
         ge=8,
         le=1_048_576,
         description="Padded tokens per forward pass at most (micro-batches cut by length-sorted token "
         "budget); unset: by micro_batch_size only.",
     )
-    steps: int = Field(100, ge=1, le=1_000_000)
-    learning_rate: float = Field(2e-5, gt=0.0, le=1.0)
-    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
-    warmup_steps: int = Field(0, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0.0)
-    max_seq_len: int = Field(1024, ge=8, le=32768)
+    steps: Count = Field(100, ge=1, le=1_000_000)
+    learning_rate: Real = Field(2e-5, gt=0.0, le=1.0)
+    weight_decay: Real = Field(0.0, ge=0.0, le=1.0)
+    warmup_steps: Count = Field(0, ge=0)
+    max_grad_norm: Real = Field(1.0, gt=0.0)
+    max_seq_len: Count = Field(1024, ge=8, le=32768)
     prompt_format: Literal["auto", "raw", "chat"] = Field(
         "auto",
         description="How (X, t) is laid out, as the generator conditions on it: raw = prompt then program; "
@@ -39,11 +40,11 @@ class JobCreate(BaseModel):
         "```python fence, the program and the closing fence as target; auto = chat for instruct models.",
     )
     lora: bool = False
-    lora_r: int = Field(16, ge=1, le=1024)
-    lora_alpha: int = Field(32, ge=1, le=4096)
-    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    checkpoint_every: int = Field(50, ge=1)
-    seed: int = Field(0, ge=0)
+    lora_r: Count = Field(16, ge=1, le=1024)
+    lora_alpha: Count = Field(32, ge=1, le=4096)
+    lora_dropout: Real = Field(0.0, ge=0.0, lt=1.0)
+    checkpoint_every: Count = Field(50, ge=1)
+    seed: Count = Field(0, ge=0, le=2**63 - 1)
     sample: SampleRequest = Field(default_factory=SampleRequest)
     publish_to_generator: bool = False
     generator_url: str | None = Field(None, max_length=4096)

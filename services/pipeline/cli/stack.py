@@ -125,6 +125,10 @@ class StackConfig:
         })  # fmt: skip
         if self.model:
             env["BTP_GENERATOR_MODEL"] = self.model
+            if self.model.startswith(("/", "~")):  # the operator's model folder: jobs may name it too
+                folder = str(Path(self.model).expanduser())
+                roots = env.get("BTP_MODEL_ROOTS", "")
+                env["BTP_MODEL_ROOTS"] = f"{roots}{os.pathsep}{folder}" if roots else folder
         if self.api_token:
             env["BTP_API_TOKEN"] = self.api_token
         env.update(self.extra_env)

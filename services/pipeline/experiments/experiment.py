@@ -443,7 +443,7 @@ class Experiment:
         write_json(self.out / "config.json", cfg.model_dump(mode="json"))
         started = time.perf_counter()
         with ExitStack() as stack:
-            self.generator = embedded_generator(stack, self.settings, cfg.model)
+            self.generator = embedded_generator(stack, self.settings, cfg.model, self.out / "checkpoints")
             self.served = cfg.model
             self.judge = embedded_judge(stack, self.settings)
             if shared:
