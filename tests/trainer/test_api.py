@@ -198,7 +198,7 @@ def test_worker_never_calls_a_url_the_job_names(tmp_path: Path, tiny_llama: Path
     from services.common.schemas.trainer import JobCreate
     from services.trainer import jobs
     from services.trainer.db import make_engine, make_sessionmaker
-    from services.trainer.runner import execute_job
+    from services.trainer.executor import execute_job
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
