@@ -7,6 +7,7 @@ from .loading import LoadedModel, is_adapter, load_folder, pick_device, pick_dty
 from .prepare import (
     TOKENIZER_PROBE,
     assemble_chunks,
+    check_available,
     check_tokenizer,
     convert_gguf,
     find_gguf,
@@ -26,7 +27,7 @@ from .registry import (
 
 __all__ = [
     "KNOWN_MODELS", "MARKER", "TOKENIZER_PROBE", "KnownModel", "LoadedModel", "assemble_chunks",
-    "check_model_name", "check_tokenizer", "convert_gguf", "find_gguf", "is_adapter", "is_instruct",
+    "check_available", "check_model_name", "check_tokenizer", "convert_gguf", "find_gguf", "is_adapter", "is_instruct",
     "is_local_model", "known_model", "load_folder", "model_dir", "pick_device", "pick_dtype",
     "prepare_model", "resolve_model",
 ]

@@ -31,6 +31,9 @@ from pydantic import ValidationError as PydanticValidationError
 from services.common.schemas.buffer import TaskIn
 
 DATASETS = ("humaneval", "mbpp", "apps", "codecontests")
+"""The data sets these loaders read (``btp run --dataset``, ``btp import <name>``)."""
+OFFLINE_DATASETS = ("humaneval", "mbpp")
+"""The data sets with a copy here; the others need their source file."""
 CODECONTESTS_DIFFICULTY = [
     "UNKNOWN_DIFFICULTY", "EASY", "MEDIUM", "HARD", "HARDER", "HARDEST", "EXTERNAL",
     *[chr(c) for c in range(ord("A"), ord("V") + 1)],
