@@ -10,8 +10,8 @@ from fastapi import FastAPI, Request
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from services.common.http import build_app
 from services.common.errors import BTPError
+from services.common.http import build_app
 from services.common.logging import configure_logging
 from services.common.startup import StartupError, process_settings
 

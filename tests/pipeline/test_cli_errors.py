@@ -52,11 +52,11 @@ CASES: dict[str, tuple[list[str], str]] = {
     ),
     "k out of range": (
         ["run", "--k", "0"],
-        "error: Invalid value for '--k': 0 is not in the range 1<=x<=16.",
+        "error: Invalid value for '--k': '0' should be greater than or equal to 1",
     ),
     "not a number": (
         ["run", "--alpha", "half"],
-        "error: Invalid value for '--alpha': 'half' is not a valid float.",
+        "error: Invalid value for '--alpha': 'half' should be a valid number, unable to parse string as a number",
     ),
     "unknown scheme": (
         ["run", "--scheme", "nope"],
@@ -84,11 +84,12 @@ CASES: dict[str, tuple[list[str], str]] = {
     ),
     "two teachers": (
         ["run", "--teacher-url", "http://a", "--teacher-jsonl", "x.jsonl"],
-        "error: --teacher-url and --teacher-jsonl were both given; give at most one teacher",
+        "error: Invalid value for '--teacher-url' / '--teacher-jsonl': give at most one teacher",
     ),
     "OpenAI teacher without a model": (
         ["run", "--teacher-openai-url", "http://a/v1"],
-        "error: --teacher-openai-url needs --teacher-model (the model name at that endpoint)",
+        "error: Invalid value for '--teacher-openai-url': 'http://a/v1' needs --teacher-model (the model name at "
+        "that endpoint)",
     ),
     "bad alphas": (
         ["sweep", "--alphas", "0,2"],
@@ -98,8 +99,13 @@ CASES: dict[str, tuple[list[str], str]] = {
         ["serve", "database"],
         f"error: Invalid value for 'NAME': 'database' is not one of {_quoted(SERVICE_NAMES)}.",
     ),
-    "unknown option": (["run", "--rounds", "1", "--bogus"], "error: No such option: --bogus"),
-    "unknown command": (["runn"], "error: No such command 'runn'."),
+    "unknown option": (["run", "--rounds", "1", "--bogus"], "error: No such option: --bogus (Possible options: --rounds)"),
+    "unknown command": (["runn"], "error: No such command 'runn'. Did you mean 'run'?"),
+    "missing argument": (["report"], "error: Missing argument 'RUN'."),
+    "import option out of range": (
+        ["import", "mbpp", "--test-fraction", "2"],
+        "error: Invalid value for '--test-fraction': '2' should be less than or equal to 1",
+    ),
     "unknown import": (["import", "nope"], "error: No such command 'nope'."),
 }
 

@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, get_args
 
@@ -43,11 +44,22 @@ class OneLineErrors(TyperGroup):
     """The root command: a usage error is ``error: <click's message>`` on one line and exit code 2 (typer
     prints the usage, a hint and a box around the message)."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        def call() -> Any:
+            return super(OneLineErrors, self).main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return call()
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = call()
         except typer.Abort:
             print_error("aborted")
             sys.exit(1)
