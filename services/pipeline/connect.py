@@ -88,6 +88,29 @@ def open_buffer(stack: ExitStack, settings: Settings, database_url: str | None =
     return embedded_buffer(stack, settings, database_url or settings.resolved_database_url())
 
 
+def check_remote_services(settings: Settings, timeout_s: float = 10.0) -> None:
+    """Every service with a URL answers ``/health``, before a run creates anything;
+    :class:`~services.common.startup.StartupError` naming the first that does not, and its setting."""
+    import httpx
+
+    from services.common.errors import BTPError
+    from services.common.startup import StartupError, reason
+
+    for name, cls in (("buffer", BufferClient), ("judge", JudgeClient), ("generator", GeneratorClient),
+                      ("trainer", TrainerClient)):  # fmt: skip
+        url = getattr(settings, f"{name}_url")
+        if not url:
+            continue
+        client = cls(url, token=settings.api_token, timeout=min(timeout_s, settings.service_timeout_s))
+        try:
+            client.health()
+        except (httpx.HTTPError, BTPError) as exc:
+            why = exc.message if isinstance(exc, BTPError) else reason(exc)
+            raise StartupError(f"the {name} service at {url} does not answer: {why}", f"BTP_{name.upper()}_URL") from exc
+        finally:
+            client.close()
+
+
 class InProcessTrainer:
     """Training in this process: ``run_job`` with the run's buffer client; checkpoints in the run folder."""
 

@@ -106,6 +106,14 @@ def test_a_busy_port_is_one_line(tmp_path: Path) -> None:
     assert (_first_line(proc), proc.returncode) == (line, 1), proc.stderr
 
 
+def test_a_run_names_the_service_that_does_not_answer(tmp_path: Path) -> None:
+    proc = _run(btp("run"), _env(tmp_path, BTP_BUFFER_URL="http://127.0.0.1:5999"))
+    line = ("error: run cannot start: the buffer service at http://127.0.0.1:5999 does not answer: connection refused "
+            "(set BTP_BUFFER_URL)")  # fmt: skip
+    assert (_first_line(proc), proc.returncode) == (line, 1), proc.stderr
+    assert not (tmp_path / "data" / "runs").exists()  # nothing was created
+
+
 WORKER = ("error: worker cannot start: the Redis broker at redis://127.0.0.1:5999/0 did not answer within {wait}s: "
           "connection refused (set BTP_REDIS_URL, or BTP_TRAINER_BROKER_WAIT_S to wait longer)")  # fmt: skip
 

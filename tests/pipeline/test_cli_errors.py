@@ -13,7 +13,7 @@ import pytest
 from services.common.schemas.buffer import Possibility, Scheme
 from services.models import KNOWN_MODELS
 from services.pipeline.cli.main import SERVICE_NAMES, app
-from services.pipeline.datasets.loaders import DATASETS
+from services.pipeline.datasets.loaders import ALL_DATASETS, DATASETS, OFFLINE_DATASETS
 
 
 def _quoted(values: tuple[str, ...]) -> str:
@@ -27,7 +27,16 @@ def _known_models() -> str:
 CASES: dict[str, tuple[list[str], str]] = {
     "unknown data set": (
         ["run", "--dataset", "nope"],
-        f"error: Invalid value for '--dataset': 'nope' is not one of {_quoted(DATASETS)}.",
+        f"error: Invalid value for '--dataset': 'nope' is not one of {_quoted(ALL_DATASETS)}.",
+    ),
+    "codeio without its file": (
+        ["run", "--dataset", "mbpp", "--dataset", "codeio"],
+        "error: Invalid value for '--dataset': 'codeio' is not available offline: give its file with "
+        "--dataset-path codeio=FILE",
+    ),
+    "sweep of a data set without a copy here": (
+        ["sweep", "--dataset", "apps"],
+        f"error: Invalid value for '--dataset': 'apps' is not one of {_quoted(OFFLINE_DATASETS)}.",
     ),
     "data set without its file": (
         ["run", "--dataset", "apps"],
@@ -40,7 +49,7 @@ CASES: dict[str, tuple[list[str], str]] = {
     ),
     "--dataset-path of no data set": (
         ["run", "--dataset-path", "nope=x.jsonl"],
-        f"error: Invalid value for '--dataset-path': 'nope' is not a data set; choose from {', '.join(DATASETS)}",
+        f"error: Invalid value for '--dataset-path': 'nope' is not a data set; choose from {', '.join(ALL_DATASETS)}",
     ),
     "negative learning rate": (
         ["run", "--lr", "-1"],
@@ -123,9 +132,9 @@ def test_a_mistake_is_one_line(tmp_path: Path, case: str) -> None:
 
 
 def test_choices_come_from_the_registries() -> None:
-    """codeio is a data set of `btp import` (its own module), the loaders' names the rest."""
+    """`btp import` and `btp run --dataset` know the same data sets: the loaders' and codeio."""
     from typer.main import get_command
 
     group = get_command(app)
     imports = group.commands["import"].commands  # type: ignore[attr-defined]
-    assert set(imports) == {*DATASETS, "codeio"}
+    assert set(imports) == set(ALL_DATASETS) == {*DATASETS, "codeio"}

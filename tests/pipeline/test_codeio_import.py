@@ -338,3 +338,18 @@ def test_cli_dry_run_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert "1 of 1 records imported" in result.output
     assert not (tmp_path / "buffer.sqlite3").exists()
     assert os.environ["BTP_DATA_DIR"] == str(tmp_path)
+
+
+def test_a_run_takes_its_codeio_slice_from_the_records_file() -> None:
+    """`btp run --dataset codeio --dataset-path codeio=FILE`: only the slice's records run in the sandbox, and
+    they are the tasks `select` keeps (the same hash order), next to another data set."""
+    from services.pipeline.run.config import RunConfig
+    from services.pipeline.run.loop import load_tasks
+
+    cfg = RunConfig(name="mix", model="m", datasets=["codeio", "mbpp"], dataset_paths={"codeio": str(DATA)},
+                    train_size=2, test_size=2, test_fraction=0.5)  # fmt: skip
+    train, test = load_tasks(cfg)
+    codeio = [t for t in train + test if t.dataset == "codeio"]
+    assert codeio and all(t.tests.kind == "call" and len(t.tests.cases) == 10 for t in codeio)  # type: ignore[union-attr]
+    assert {t.id for t in codeio} <= {"codeio/0001", "codeio/0002", "codeio/0003", "codeio/0007"}  # the importable ones
+    assert sum(t.dataset == "mbpp" for t in train) == 2 and sum(t.dataset == "mbpp" for t in test) == 2

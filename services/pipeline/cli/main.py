@@ -31,9 +31,9 @@ from services.common.errors import BTPError
 from services.common.schemas.buffer import Possibility, Scheme
 from services.common.schemas.generator import PromptFormat
 from services.common.settings import DEFAULT_PORTS, DEFAULT_TRAIN_QUEUE
-from services.common.startup import exit_with, one_line
+from services.common.startup import StartupError, exit_with, one_line
 
-from ..datasets.loaders import DATASETS, OFFLINE_DATASETS
+from ..datasets.loaders import ALL_DATASETS, DATASETS, OFFLINE_DATASETS
 from ..run.config import RunConfig, TeacherConfig
 from ..settings import Settings
 
@@ -334,8 +334,8 @@ def check_model(model: str, settings: Settings) -> None:
 def check_datasets(datasets: list[str], paths: dict[str, str]) -> None:
     """Every source file names a data set, and every data set without a copy here has its file."""
     for name in paths:
-        if name not in DATASETS:
-            raise bad_option("--dataset-path", name, f"is not a data set; choose from {', '.join(DATASETS)}")
+        if name not in ALL_DATASETS:
+            raise bad_option("--dataset-path", name, f"is not a data set; choose from {', '.join(ALL_DATASETS)}")
     for name in datasets:
         if name not in OFFLINE_DATASETS and name not in paths:
             raise bad_option("--dataset", name, f"is not available offline: give its file with --dataset-path {name}=FILE")
@@ -369,13 +369,14 @@ def print_table(metrics: list[dict[str, Any]], title: str) -> None:
 
 def execute(cfg: RunConfig | None, resume: str | None, settings: Settings, quiet: bool = False) -> list[dict[str, Any]]:
     """Create or resume a run folder and drive Algorithm 1 to the end."""
-    from ..connect import open_services
+    from ..connect import check_remote_services, open_services
     from ..run.folder import RunFolder
     from ..run.loop import Pipeline, SilentReporter, load_tasks
     from ..run.samplers import GeneratorSampler, JsonlSampler, OpenAISampler, Sampler
 
     runs = settings.runs_dir()
     mbpp = str(settings.mbpp_path) if settings.mbpp_path else None
+    check_remote_services(settings)  # a service that does not answer: before any folder or model
     if resume:
         folder = RunFolder.open(runs, resume)
         cfg = folder.config()
@@ -415,8 +416,8 @@ def run(
     resume: Annotated[str | None, typer.Option(help="Resume the run of this name (other options ignored).")] = None,
     name: Annotated[str | None, typer.Option(help="Run name (default run-<date>-<time>).")] = None,
     model: Annotated[str | None, typer.Option(help="Student model: known name or HF folder.")] = None,
-    dataset: Annotated[list[str] | None, typer.Option(help="Data set(s); repeat to mix.", **choice(DATASETS))] = None,
-    dataset_path: Annotated[list[str] | None, typer.Option(help="NAME=PATH source file of a data set (apps/codecontests need one).")] = None,
+    dataset: Annotated[list[str] | None, typer.Option(help="Data set(s); repeat to mix.", **choice(ALL_DATASETS))] = None,
+    dataset_path: Annotated[list[str] | None, typer.Option(help="NAME=PATH source file of a data set (apps, codecontests and codeio need one; codeio: a reasoning-gym wheel or codeio.jsonl[.gz]).")] = None,
     train_size: Annotated[int, typer.Option(min=1, help="Train tasks per data set.")] = _D["train_size"],
     test_size: Annotated[int, typer.Option(min=1, help="Held-out tasks per data set.")] = _D["test_size"],
     test_fraction: Annotated[float, typer.Option(min=0.01, max=0.99, help="Share of a data set in the test split.")] = _D["test_fraction"],
@@ -463,6 +464,8 @@ def run(
     start = time.perf_counter()
     try:
         metrics = execute(cfg, resume, settings)
+    except StartupError as exc:
+        exit_with(f"run cannot start: {exc}", exc)
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc), 2) from exc
     except BTPError as exc:
@@ -537,7 +540,7 @@ def sweep(
     alphas: Annotated[str, typer.Option(help="Comma-separated alpha values.")] = "0,0.25,0.5,0.75,1",
     name: Annotated[str | None, typer.Option(help="Sweep name (runs are <name>-alpha<a>).")] = None,
     model: Annotated[str | None, typer.Option(help="Student model.")] = None,
-    dataset: Annotated[list[str] | None, typer.Option(help="Data set(s).", **choice(DATASETS))] = None,
+    dataset: Annotated[list[str] | None, typer.Option(help="Data set(s) with a copy here.", **choice(OFFLINE_DATASETS))] = None,
     train_size: Annotated[int, typer.Option(min=1)] = _D["train_size"],
     test_size: Annotated[int, typer.Option(min=1)] = _D["test_size"],
     test_fraction: Annotated[float, typer.Option(min=0.01, max=0.99)] = _D["test_fraction"],
@@ -569,7 +572,6 @@ def sweep(
         raise bad_option("--alphas", alphas, "should be comma-separated numbers from 0 to 1") from exc
     if not values or not all(0.0 <= a <= 1.0 for a in values):
         raise bad_option("--alphas", alphas, "should be comma-separated numbers from 0 to 1")
-    check_datasets(dataset or ["mbpp"], {})
     if model is not None and not settings.generator_url:
         check_model(model, settings)
     try:
@@ -580,6 +582,8 @@ def sweep(
         results = run_sweep(
             base, values, settings, lambda cfg, resume: execute(None if resume else cfg, cfg.name if resume else None, settings)
         )
+    except StartupError as exc:
+        exit_with(f"sweep cannot start: {exc}", exc)
     except BTPError as exc:
         raise _fail(f"{type(exc).__name__}: {exc.message}") from exc
     path = write_sweep_report(results, settings.runs_dir() / base.name)
