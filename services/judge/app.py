@@ -40,7 +40,7 @@ from services.common.startup import StartupError, process_settings
 
 from .api import router
 from .engine import Judge
-from .sandbox import SandboxPool, SandboxUnavailable, probe_sandbox, resolve_python
+from .sandbox import SandboxPool, SandboxUnavailable
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,19 +63,20 @@ def _health(request: Request) -> dict[str, Any]:
 
 
 def check_dependencies(settings: Settings) -> None:
-    """bubblewrap can build a container here (or, with the process backend, python3 is there);
-    :class:`~services.common.startup.StartupError` otherwise."""
+    """One sandbox container starts here (bubblewrap present, namespaces allowed, seccomp filter installed;
+    or, with the process backend, python3 present); :class:`~services.common.startup.StartupError`
+    otherwise. It is closed again: the lifespan starts the pool."""
+    pool = SandboxPool(settings, size=1)
     try:
-        if settings.backend == "bwrap":
-            probe_sandbox(settings)
-        else:
-            resolve_python(settings)
+        pool.start()
     except SandboxUnavailable as exc:
         if settings.backend != "bwrap":
             raise StartupError(str(exc), "BTP_JUDGE_PYTHON") from exc
         tried = shutil.which(settings.bwrap_path) or settings.bwrap_path
         message = str(exc) if repr(settings.bwrap_path) in str(exc) else f"{tried}: {exc}"
         raise StartupError(message, "BTP_JUDGE_BWRAP_PATH") from exc
+    finally:
+        pool.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
