@@ -121,12 +121,16 @@ def reason(exc: BaseException) -> str:
     """The short cause of a connection error: ``connection refused``, ``timeout expired`` ..."""
     text = one_line(str(getattr(exc, "orig", None) or exc)) or type(exc).__name__
     low = text.lower()
-    for known in ("connection refused", "timeout expired", "timed out", "name or service not known",
-                  "temporary failure in name resolution", "no route to host", "network is unreachable"):  # fmt: skip
+    for known in NETWORK_REASONS:
         if known in low:
             return known
-    text = re.sub(r"^\(?[\w.]+\)?\s*", "", text) if text.startswith("(") else text  # "(psycopg.X) ..."
+    text = re.sub(r"^\([\w.]+\)\s*", "", text)  # "(psycopg.OperationalError) ..."
+    text = re.sub(r"^connection failed: connection to server at .*? failed: ", "", text)  # libpq's preamble
     return text[:300]
+
+
+NETWORK_REASONS = ("connection refused", "timeout expired", "timed out", "name or service not known",
+                   "temporary failure in name resolution", "no route to host", "network is unreachable")  # fmt: skip
 
 
 # --- checks shared by several services ------------------------------------------------------------
@@ -159,7 +163,9 @@ def check_database(url: str, setting: str = "BTP_DATABASE_URL", timeout_s: float
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
-        raise StartupError(f"{where} is unreachable: {reason(exc)}", setting) from exc
+        why = reason(exc)
+        problem = "cannot be opened" if backend == "sqlite" else "is unreachable" if why in NETWORK_REASONS else "refused the connection"
+        raise StartupError(f"{where} {problem}: {why}", setting) from exc
     finally:
         engine.dispose()
 

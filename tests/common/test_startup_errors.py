@@ -114,6 +114,27 @@ def test_a_run_names_the_service_that_does_not_answer(tmp_path: Path) -> None:
     assert not (tmp_path / "data" / "runs").exists()  # nothing was created
 
 
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        ({"BTP_BUFFER_URL": "http://127.0.0.1:5999"},
+         "error: the buffer service at http://127.0.0.1:5999 does not answer: connection refused (set BTP_BUFFER_URL)"),
+        ({"BTP_DATABASE_URL": PG_DOWN},
+         "error: PostgreSQL at 127.0.0.1:5999/btp is unreachable: connection refused (set BTP_DATABASE_URL)"),
+        ({"BTP_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/btp_no_such_db"},
+         'error: PostgreSQL at 127.0.0.1:5432/btp_no_such_db refused the connection: FATAL: database "btp_no_such_db" '
+         "does not exist (set BTP_DATABASE_URL)"),
+        ({"BTP_DATABASE_URL": "sqlite:////nonexistent/dir/btp.sqlite3"},
+         "error: SQLite file /nonexistent/dir/btp.sqlite3 cannot be opened: unable to open database file "
+         "(set BTP_DATABASE_URL)"),
+    ],
+)  # fmt: skip
+def test_an_import_names_the_buffer_it_cannot_reach(tmp_path: Path, env: dict[str, str], line: str) -> None:
+    proc = _run(btp("import", "humaneval"), _env(tmp_path, **env))
+    assert (_first_line(proc), proc.returncode) == (line, 1), proc.stderr
+    assert len(proc.stderr.splitlines()) == 1
+
+
 WORKER = ("error: worker cannot start: the Redis broker at redis://127.0.0.1:5999/0 did not answer within {wait}s: "
           "connection refused (set BTP_REDIS_URL, or BTP_TRAINER_BROKER_WAIT_S to wait longer)")  # fmt: skip
 

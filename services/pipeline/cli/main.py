@@ -63,6 +63,8 @@ class OneLineErrors(TyperGroup):
         except typer.Abort:
             print_error("aborted")
             sys.exit(1)
+        except StartupError as exc:  # a dependency of the command itself (the buffer's database, a service URL)
+            exit_with(str(exc), exc)
         except typer.TyperException as exc:
             if type(exc).__name__ == "NoArgsIsHelpError":  # `btp` alone: the help, as typer shows it
                 from typer import rich_utils
@@ -213,20 +215,11 @@ def model_prepare(
 # --- import ----------------------------------------------------------------------------------------
 
 
-def _buffer_client(settings: Settings, stack: Any) -> Any:
-    from services.common.client import BufferClient
-
-    from ..connect import embedded_buffer
-
-    if settings.buffer_url:
-        return BufferClient(settings.buffer_url, token=settings.api_token, timeout=settings.service_timeout_s)
-    return embedded_buffer(stack, settings, settings.resolved_database_url())
-
-
 def do_import(name: str, path: Path | None, test_fraction: float, split: str | None) -> None:
     """Load a data set and upsert its good records; report every bad record by name."""
     from contextlib import ExitStack
 
+    from ..connect import open_buffer
     from ..datasets.loaders import load_dataset
 
     settings = Settings()
@@ -239,7 +232,7 @@ def do_import(name: str, path: Path | None, test_fraction: float, split: str | N
     imported = 0
     if result.tasks:
         with ExitStack() as stack:
-            buffer = _buffer_client(settings, stack)
+            buffer = open_buffer(stack, settings)
             for i in range(0, len(result.tasks), 500):
                 try:
                     imported += len(buffer.upsert_tasks(result.tasks[i : i + 500]).ids)
