@@ -6,7 +6,7 @@ Settings come from the environment (``BTP_*``) and are built here, never at impo
 Every mistake on the command line is one line on stderr and exit code 2, in click's words: ``error: Invalid
 value for '--scheme': 'nope' is not one of 'rank', 'proportional', 'uniform'.`` Choice lists come from where
 the values are defined (the data set loaders, the wire schemas' literals, the services); a value that
-only :class:`RunConfig` can judge is reported under its option's name (:func:`config_error_line`).
+only :class:`RunConfig` can judge is reported under its option's name (:func:`config_error`).
 """
 
 from __future__ import annotations
@@ -284,7 +284,7 @@ def _teacher(url: str | None, openai_url: str | None, openai_model: str | None, 
     given = [name for name, x in (("--teacher-url", url), ("--teacher-openai-url", openai_url),
                                   ("--teacher-jsonl", jsonl)) if x]  # fmt: skip
     if len(given) > 1:
-        raise typer.BadParameter("give at most one teacher", param_hint=[f"{g}" for g in given])
+        raise typer.BadParameter("give at most one teacher", param_hint=given)
     if openai_url and not openai_model:
         raise bad_option("--teacher-openai-url", openai_url, "needs --teacher-model (the model name at that endpoint)")
     if url:
@@ -302,8 +302,8 @@ _FIELD_OPTIONS = {field: option for option, field in _OPTION_FIELDS.items()} | {
 
 
 def config_error(exc: pydantic.ValidationError) -> typer.BadParameter:
-    """RunConfig's first complaint as a usage error naming the option: ``Invalid value for '--lr': -1.0:
-    should be greater than 0``."""
+    """RunConfig's first complaint as a usage error naming the option: ``Invalid value for '--lr': -1.0 should
+    be greater than 0``."""
     err = exc.errors()[0]
     msg = should(str(err["msg"]))
     if not err["loc"]:
