@@ -16,15 +16,23 @@ from fastapi import FastAPI, Request
 
 from services.common.http import build_app
 from services.common.logging import configure_logging
+from services.common.startup import check_database, process_settings
 
 from .api import router
+from .db import normalize_url
 from .deps import BufferRuntime
 from .settings import Settings
 
 
+def check_dependencies(settings: Settings) -> None:
+    """The database answers (:class:`~services.common.startup.StartupError` otherwise)."""
+    check_database(normalize_url(settings.resolved_database_url()))
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the buffer app."""
-    settings = settings or Settings()
+    """Build the buffer app; without ``settings`` (a starting process) they come from the environment and
+    an unreachable database ends the process with one line."""
+    settings = settings or process_settings(Settings, "buffer", check_dependencies)
     configure_logging(settings.log_level)
 
     @asynccontextmanager

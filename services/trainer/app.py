@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 
 from services.common.http import build_app
 from services.common.logging import configure_logging
+from services.common.startup import check_database, check_redis, process_settings
 
 from .api import router
 from .celery_app import make_celery
@@ -20,9 +21,17 @@ from .db import make_engine, make_sessionmaker
 from .settings import Settings
 
 
+def check_dependencies(settings: Settings) -> None:
+    """The job database and the Redis broker answer (:class:`~services.common.startup.StartupError`
+    otherwise)."""
+    check_database(settings.resolved_database_url())
+    check_redis(settings.redis_url)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The trainer HTTP API (port 8004)."""
-    settings = settings or Settings()
+    """The trainer HTTP API (port 8004); without ``settings`` (a starting process) they come from the
+    environment and an unreachable database or Redis ends the process with one line."""
+    settings = settings or process_settings(Settings, "trainer", check_dependencies)
     configure_logging(settings.log_level)
 
     @asynccontextmanager

@@ -44,6 +44,12 @@ class Settings(CommonSettings):
     max_active_jobs: int = Field(
         1000, ge=1, description="Queued or running jobs at most; more answer 429."
     )
+    broker_wait_s: float = Field(
+        60.0,
+        ge=0,
+        description="How long a starting worker waits for the Redis broker (BTP_REDIS_URL) before it gives up "
+        "with one line naming the broker.",
+    )
     publish_timeout_s: float = Field(600.0, gt=0, description="Timeout of the generator's POST /v1/weights.")
 
     def resolved_checkpoints_dir(self) -> Path:

@@ -363,3 +363,18 @@ def test_a_judge_environment_keeps_tasks_that_need_its_packages(monkeypatch: pyt
     assert task.tests.environment == "scientific" and len(task.tests.cases) >= 2
     with pytest.raises(ValueError, match="unknown judge environment 'nope'"):
         import_codeio([record], config=config, sink=None, workers=1, environment="nope")
+
+
+def test_a_run_takes_its_codeio_slice_from_the_records_file() -> None:
+    """`btp run --dataset codeio --dataset-path codeio=FILE`: only the slice's records run in the sandbox, and
+    they are the tasks `select` keeps (the same hash order), next to another data set."""
+    from services.pipeline.run.config import RunConfig
+    from services.pipeline.run.loop import load_tasks
+
+    cfg = RunConfig(name="mix", model="m", datasets=["codeio", "mbpp"], dataset_paths={"codeio": str(DATA)},
+                    train_size=2, test_size=2, test_fraction=0.5)  # fmt: skip
+    train, test = load_tasks(cfg)
+    codeio = [t for t in train + test if t.dataset == "codeio"]
+    assert codeio and all(t.tests.kind == "call" and len(t.tests.cases) == 10 for t in codeio)  # type: ignore[union-attr]
+    assert {t.id for t in codeio} <= {"codeio/0001", "codeio/0002", "codeio/0003", "codeio/0007"}  # the importable ones
+    assert sum(t.dataset == "mbpp" for t in train) == 2 and sum(t.dataset == "mbpp" for t in test) == 2

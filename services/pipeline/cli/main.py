@@ -2,30 +2,102 @@
 
 Settings come from the environment (``BTP_*``) and are built here, never at import time. Service URLs
 (``BTP_GENERATOR_URL`` ...) select a remote stack; unset, `btp run` embeds every service in-process.
+
+Every mistake on the command line is one line on stderr and exit code 2, in click's words: ``error: Invalid
+value for '--scheme': 'nope' is not one of 'rank', 'proportional', 'uniform'.`` Choice lists come from where
+the values are defined (the data set loaders, the wire schemas' literals, the services); a value that
+only :class:`RunConfig` can judge is reported under its option's name (:func:`config_error`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
+import pydantic
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
 
 from services.common.errors import BTPError
+from services.common.schemas.buffer import Possibility, Scheme
+from services.common.schemas.generator import PromptFormat
 from services.common.settings import DEFAULT_PORTS, DEFAULT_TRAIN_QUEUE
+from services.common.startup import StartupError, exit_with, one_line
 
-from ..datasets.loaders import DATASETS
+from ..datasets.loaders import ALL_DATASETS, DATASETS, OFFLINE_DATASETS
 from ..run.config import RunConfig, TeacherConfig
 from ..settings import Settings
 
+err_console = Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+class OneLineErrors(TyperGroup):
+    """The root command: a usage error is ``error: <click's message>`` on one line and exit code 2 (typer
+    prints the usage, a hint and a box around the message)."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        def call() -> Any:
+            return super(OneLineErrors, self).main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+
+        if not standalone_mode:
+            return call()
+        try:
+            code = call()
+        except typer.Abort:
+            print_error("aborted")
+            sys.exit(1)
+        except StartupError as exc:  # a dependency of the command itself (the buffer's database, a service URL)
+            exit_with(str(exc), exc)
+        except typer.TyperException as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `btp` alone: the help, as typer shows it
+                from typer import rich_utils
+
+                rich_utils.rich_format_error(exc)  # type: ignore[arg-type]
+            else:
+                print_error(usage_message(exc))
+            sys.exit(exc.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def usage_message(exc: typer.TyperException) -> str:
+    """The error's message; where typer's own pydantic coercion failed, with the value it refused."""
+    cause = exc.__cause__
+    if isinstance(exc, typer.BadParameter) and isinstance(cause, pydantic.ValidationError) and cause.errors():
+        err = cause.errors()[0]
+        exc.message = f"{err.get('input')!r} {should(str(err['msg']))}"
+    return exc.format_message()
+
+
+def should(msg: str) -> str:
+    """A pydantic message as the end of a sentence about the value: ``should be greater than 0``."""
+    msg = msg.removeprefix("Value error, ")
+    return re.sub(r"^(Input|String|List|Dictionary|Value) should", "should", msg)
+
+
+def print_error(message: str) -> None:
+    """``error: message`` on stderr, one line whatever the terminal's width (no rich markup in message)."""
+    err_console.print(Text.assemble(("error:", "red"), " ", one_line(message)))
+
+
 app = typer.Typer(help="BTP: beam search sampling, testing, P2Value prioritized replay, fine-tuning.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
+                  no_args_is_help=True, pretty_exceptions_enable=False, cls=OneLineErrors)  # fmt: skip
 stack_app = typer.Typer(help="The full stack as local processes.", no_args_is_help=True)
 model_app = typer.Typer(help="Offline models.", no_args_is_help=True)
 import_app = typer.Typer(help="Import a data set into the buffer (deterministic train/test split).", no_args_is_help=True)
@@ -33,7 +105,8 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(model_app, name="model")
 app.add_typer(import_app, name="import")
 console = Console()
-SERVICE_NAMES = ("generator", "judge", "buffer", "trainer")
+SERVICE_NAMES = tuple(DEFAULT_PORTS)
+"""generator, judge, buffer, trainer: the services with a default port."""
 _D = {name: field.default for name, field in RunConfig.model_fields.items()}
 """RunConfig's defaults: the CLI shows and uses exactly these."""
 
@@ -64,8 +137,26 @@ def _progress() -> Progress:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
+    print_error(message)
     return typer.Exit(code)
+
+
+def choice(values: Any, metavar: str | None = None) -> dict[str, Any]:
+    """``typer.Option`` arguments accepting only ``values`` (a tuple, or a ``Literal`` type whose arguments are
+    the values), shown in --help; anything else is ``'x' is not one of 'a', 'b'.`` as click says it."""
+    allowed = tuple(get_args(values) or values)
+
+    def parse(value: str) -> str:
+        if value not in allowed:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(repr(a) for a in allowed)}.")
+        return value
+
+    return {"parser": parse, "metavar": metavar or f"[{'|'.join(allowed)}]"}
+
+
+def bad_option(option: str, value: Any, message: str) -> typer.BadParameter:
+    """``Invalid value for '--option': <value> <message>`` (click's wording)."""
+    return typer.BadParameter(f"{value!r} {message}", param_hint=f"'{option}'")
 
 
 # --- serve / worker / model --------------------------------------------------------------------------
@@ -73,16 +164,23 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 @app.command()
 def serve(
-    name: Annotated[str, typer.Argument(help="generator, judge, buffer or trainer")],
+    name: Annotated[str, typer.Argument(help=f"One of {', '.join(SERVICE_NAMES)}.", **choice(SERVICE_NAMES, "NAME"))],
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     port: Annotated[int | None, typer.Option(help="Port (default: the service's: 8001-8004).")] = None,
 ) -> None:
-    """Serve one service with uvicorn on its create_app factory."""
-    if name not in SERVICE_NAMES:
-        raise _fail(f"unknown service {name!r}; choose one of {', '.join(SERVICE_NAMES)}", 2)
+    """Serve one service with uvicorn on its create_app factory (a missing dependency: one line, exit 1)."""
+    import socket
+
     import uvicorn
 
-    uvicorn.run(f"services.{name}.app:create_app", factory=True, host=host, port=port or DEFAULT_PORTS[name])
+    port = port or DEFAULT_PORTS[name]
+    try:  # before the factory loads a model: a busy port is the most common mistake of all
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        exit_with(f"{name} cannot start: cannot listen on {host}:{port}: {why} (set --host/--port)", exc)
+    uvicorn.run(f"services.{name}.app:create_app", factory=True, host=host, port=port)
 
 
 @app.command()
@@ -117,20 +215,11 @@ def model_prepare(
 # --- import ----------------------------------------------------------------------------------------
 
 
-def _buffer_client(settings: Settings, stack: Any) -> Any:
-    from services.common.client import BufferClient
-
-    from ..connect import embedded_buffer
-
-    if settings.buffer_url:
-        return BufferClient(settings.buffer_url, token=settings.api_token, timeout=settings.service_timeout_s)
-    return embedded_buffer(stack, settings, settings.resolved_database_url())
-
-
 def do_import(name: str, path: Path | None, test_fraction: float, split: str | None) -> None:
     """Load a data set and upsert its good records; report every bad record by name."""
     from contextlib import ExitStack
 
+    from ..connect import open_buffer
     from ..datasets.loaders import load_dataset
 
     settings = Settings()
@@ -143,7 +232,7 @@ def do_import(name: str, path: Path | None, test_fraction: float, split: str | N
     imported = 0
     if result.tasks:
         with ExitStack() as stack:
-            buffer = _buffer_client(settings, stack)
+            buffer = open_buffer(stack, settings)
             for i in range(0, len(result.tasks), 500):
                 try:
                     imported += len(buffer.upsert_tasks(result.tasks[i : i + 500]).ids)
@@ -192,9 +281,12 @@ except ImportError:  # pragma: no cover - depends on the optional module
 
 
 def _teacher(url: str | None, openai_url: str | None, openai_model: str | None, jsonl: Path | None) -> TeacherConfig | None:
-    given = [x for x in (url, openai_url, jsonl) if x]
+    given = [name for name, x in (("--teacher-url", url), ("--teacher-openai-url", openai_url),
+                                  ("--teacher-jsonl", jsonl)) if x]  # fmt: skip
     if len(given) > 1:
-        raise _fail("give at most one of --teacher-url, --teacher-openai-url, --teacher-jsonl", 2)
+        raise typer.BadParameter("give at most one teacher", param_hint=given)
+    if openai_url and not openai_model:
+        raise bad_option("--teacher-openai-url", openai_url, "needs --teacher-model (the model name at that endpoint)")
     if url:
         return TeacherConfig(kind="generator", url=url)
     if openai_url:
@@ -206,6 +298,40 @@ def _teacher(url: str | None, openai_url: str | None, openai_model: str | None, 
 
 _OPTION_FIELDS = {"lr": "learning_rate", "dataset": "datasets"}
 """CLI option names that differ from their RunConfig field."""
+_FIELD_OPTIONS = {field: option for option, field in _OPTION_FIELDS.items()} | {"dataset_paths": "dataset_path"}
+
+
+def config_error(exc: pydantic.ValidationError) -> typer.BadParameter:
+    """RunConfig's first complaint as a usage error naming the option: ``Invalid value for '--lr': -1.0 should
+    be greater than 0``."""
+    err = exc.errors()[0]
+    msg = should(str(err["msg"]))
+    if not err["loc"]:
+        return typer.BadParameter(msg, param_hint="the options")
+    field = str(err["loc"][0])
+    option = "--" + _FIELD_OPTIONS.get(field, field).replace("_", "-")
+    return bad_option(option, err.get("input"), msg)
+
+
+def check_model(model: str, settings: Settings) -> None:
+    """An embedded generator can serve ``model`` (a known name with its wheel, or a local folder)."""
+    from services.models import check_available
+
+    try:
+        check_available(model, settings.models_dir())
+    except BTPError as exc:
+        why = re.sub(rf"^(unknown )?model {re.escape(repr(model))}:? ?", "", exc.message)
+        raise bad_option("--model", model, why if why.startswith("is ") else f"is {why}") from exc
+
+
+def check_datasets(datasets: list[str], paths: dict[str, str]) -> None:
+    """Every source file names a data set, and every data set without a copy here has its file."""
+    for name in paths:
+        if name not in ALL_DATASETS:
+            raise bad_option("--dataset-path", name, f"is not a data set; choose from {', '.join(ALL_DATASETS)}")
+    for name in datasets:
+        if name not in OFFLINE_DATASETS and name not in paths:
+            raise bad_option("--dataset", name, f"is not available offline: give its file with --dataset-path {name}=FILE")
 
 
 def run_config(options: dict[str, Any], settings: Settings, **fixed: Any) -> RunConfig:
@@ -236,13 +362,14 @@ def print_table(metrics: list[dict[str, Any]], title: str) -> None:
 
 def execute(cfg: RunConfig | None, resume: str | None, settings: Settings, quiet: bool = False) -> list[dict[str, Any]]:
     """Create or resume a run folder and drive Algorithm 1 to the end."""
-    from ..connect import open_services
+    from ..connect import check_remote_services, open_services
     from ..run.folder import RunFolder
     from ..run.loop import Pipeline, SilentReporter, load_tasks
     from ..run.samplers import GeneratorSampler, JsonlSampler, OpenAISampler, Sampler
 
     runs = settings.runs_dir()
     mbpp = str(settings.mbpp_path) if settings.mbpp_path else None
+    check_remote_services(settings)  # a service that does not answer: before any folder or model
     if resume:
         folder = RunFolder.open(runs, resume)
         cfg = folder.config()
@@ -282,19 +409,19 @@ def run(
     resume: Annotated[str | None, typer.Option(help="Resume the run of this name (other options ignored).")] = None,
     name: Annotated[str | None, typer.Option(help="Run name (default run-<date>-<time>).")] = None,
     model: Annotated[str | None, typer.Option(help="Student model: known name or HF folder.")] = None,
-    dataset: Annotated[list[str] | None, typer.Option(help="Data set(s): humaneval, mbpp, apps, codecontests; repeat to mix.")] = None,
-    dataset_path: Annotated[list[str] | None, typer.Option(help="NAME=PATH source file of a data set (apps/codecontests need one).")] = None,
+    dataset: Annotated[list[str] | None, typer.Option(help="Data set(s); repeat to mix.", **choice(ALL_DATASETS))] = None,
+    dataset_path: Annotated[list[str] | None, typer.Option(help="NAME=PATH source file of a data set (apps, codecontests and codeio need one; codeio: a reasoning-gym wheel or codeio.jsonl[.gz]).")] = None,
     train_size: Annotated[int, typer.Option(min=1, help="Train tasks per data set.")] = _D["train_size"],
     test_size: Annotated[int, typer.Option(min=1, help="Held-out tasks per data set.")] = _D["test_size"],
     test_fraction: Annotated[float, typer.Option(min=0.01, max=0.99, help="Share of a data set in the test split.")] = _D["test_fraction"],
     rounds: Annotated[int, typer.Option(min=0, help="Rounds of Algorithm 1.")] = _D["rounds"],
     k: Annotated[int, typer.Option(min=1, max=16, help="Beams per task (top-k programs).")] = _D["k"],
     max_new_tokens: Annotated[int, typer.Option(min=8, help="Generated tokens per program at most.")] = _D["max_new_tokens"],
-    prompt_format: Annotated[str, typer.Option(help="raw, chat or auto (the generator's prompt_format).")] = _D["prompt_format"],
+    prompt_format: Annotated[str, typer.Option(help="The generator's prompt_format.", **choice(PromptFormat))] = _D["prompt_format"],
     alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="P2Value weight of the possibility (Eq. 6).")] = _D["alpha"],
     priority_exponent: Annotated[float, typer.Option(min=0.0, max=10.0, help="Exponent of Eq. 7.")] = _D["priority_exponent"],
-    scheme: Annotated[str, typer.Option(help="rank, proportional or uniform.")] = _D["scheme"],
-    possibility: Annotated[str, typer.Option(help="sequence, token_mean or beam_softmax.")] = _D["possibility"],
+    scheme: Annotated[str, typer.Option(help="PPER sampling scheme (Eq. 7).", **choice(Scheme))] = _D["scheme"],
+    possibility: Annotated[str, typer.Option(help="Possibility P(t) of a program (Eq. 6).", **choice(Possibility))] = _D["possibility"],
     n: Annotated[int, typer.Option(min=1, help="PPER minibatch size per step.")] = _D["n"],
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per round.")] = _D["steps"],
     lr: Annotated[float, typer.Option(help="Learning rate.")] = _D["learning_rate"],
@@ -316,17 +443,22 @@ def run(
         for item in dataset_path or []:
             key, _, value = item.partition("=")
             if not value:
-                raise _fail(f"--dataset-path wants NAME=PATH, got {item!r}", 2)
+                raise bad_option("--dataset-path", item, "should be NAME=PATH")
             paths[key] = str(Path(value).resolve())
+        check_datasets(dataset or ["mbpp"], paths)
+        if model is not None and not settings.generator_url:
+            check_model(model, settings)
         options = dict(locals())
         try:
             cfg = run_config(options, settings, name=name or time.strftime("run-%Y%m%d-%H%M%S"), dataset_paths=paths,
                              teacher=_teacher(teacher_url, teacher_openai_url, teacher_model, teacher_jsonl))  # fmt: skip
-        except ValueError as exc:
-            raise _fail(f"bad option: {exc}", 2) from exc
+        except pydantic.ValidationError as exc:
+            raise config_error(exc) from exc
     start = time.perf_counter()
     try:
         metrics = execute(cfg, resume, settings)
+    except StartupError as exc:
+        exit_with(f"run cannot start: {exc}", exc)
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc), 2) from exc
     except BTPError as exc:
@@ -401,17 +533,17 @@ def sweep(
     alphas: Annotated[str, typer.Option(help="Comma-separated alpha values.")] = "0,0.25,0.5,0.75,1",
     name: Annotated[str | None, typer.Option(help="Sweep name (runs are <name>-alpha<a>).")] = None,
     model: Annotated[str | None, typer.Option(help="Student model.")] = None,
-    dataset: Annotated[list[str] | None, typer.Option(help="Data set(s).")] = None,
+    dataset: Annotated[list[str] | None, typer.Option(help="Data set(s) with a copy here.", **choice(OFFLINE_DATASETS))] = None,
     train_size: Annotated[int, typer.Option(min=1)] = _D["train_size"],
     test_size: Annotated[int, typer.Option(min=1)] = _D["test_size"],
     test_fraction: Annotated[float, typer.Option(min=0.01, max=0.99)] = _D["test_fraction"],
     rounds: Annotated[int, typer.Option(min=1)] = 1,
     k: Annotated[int, typer.Option(min=1, max=16)] = _D["k"],
     max_new_tokens: Annotated[int, typer.Option(min=8)] = _D["max_new_tokens"],
-    prompt_format: Annotated[str, typer.Option(help="raw, chat or auto.")] = _D["prompt_format"],
+    prompt_format: Annotated[str, typer.Option(help="The generator's prompt_format.", **choice(PromptFormat))] = _D["prompt_format"],
     priority_exponent: Annotated[float, typer.Option(min=0.0, max=10.0, help="Exponent of Eq. 7.")] = _D["priority_exponent"],
-    scheme: Annotated[str, typer.Option(help="rank, proportional or uniform.")] = _D["scheme"],
-    possibility: Annotated[str, typer.Option(help="sequence, token_mean or beam_softmax.")] = _D["possibility"],
+    scheme: Annotated[str, typer.Option(help="PPER sampling scheme (Eq. 7).", **choice(Scheme))] = _D["scheme"],
+    possibility: Annotated[str, typer.Option(help="Possibility P(t) of a program (Eq. 6).", **choice(Possibility))] = _D["possibility"],
     n: Annotated[int, typer.Option(min=1)] = _D["n"],
     steps: Annotated[int, typer.Option(min=1)] = _D["steps"],
     lr: Annotated[float, typer.Option()] = _D["learning_rate"],
@@ -429,13 +561,22 @@ def sweep(
     options = dict(locals())
     try:
         values = [float(a) for a in alphas.split(",") if a.strip()]
-        base = run_config(options, settings, name=name or time.strftime("sweep-%Y%m%d-%H%M%S"))
     except ValueError as exc:
-        raise _fail(f"bad option: {exc}", 2) from exc
+        raise bad_option("--alphas", alphas, "should be comma-separated numbers from 0 to 1") from exc
+    if not values or not all(0.0 <= a <= 1.0 for a in values):
+        raise bad_option("--alphas", alphas, "should be comma-separated numbers from 0 to 1")
+    if model is not None and not settings.generator_url:
+        check_model(model, settings)
+    try:
+        base = run_config(options, settings, name=name or time.strftime("sweep-%Y%m%d-%H%M%S"))
+    except pydantic.ValidationError as exc:
+        raise config_error(exc) from exc
     try:
         results = run_sweep(
             base, values, settings, lambda cfg, resume: execute(None if resume else cfg, cfg.name if resume else None, settings)
         )
+    except StartupError as exc:
+        exit_with(f"sweep cannot start: {exc}", exc)
     except BTPError as exc:
         raise _fail(f"{type(exc).__name__}: {exc.message}") from exc
     path = write_sweep_report(results, settings.runs_dir() / base.name)

@@ -31,6 +31,13 @@ from pydantic import ValidationError as PydanticValidationError
 from services.common.schemas.buffer import TaskIn
 
 DATASETS = ("humaneval", "mbpp", "apps", "codecontests")
+"""The data sets these loaders read (``btp run --dataset``, ``btp import <name>``)."""
+CODEIO = "codeio"
+"""CodeIO: records whose tasks and tests come from running each reference in the sandbox (``codeio/``)."""
+ALL_DATASETS = (*DATASETS, CODEIO)
+"""Every data set a run can mix and `btp import` knows."""
+OFFLINE_DATASETS = ("humaneval", "mbpp")
+"""The data sets with a copy here; the others need their source file."""
 CODECONTESTS_DIFFICULTY = [
     "UNKNOWN_DIFFICULTY", "EASY", "MEDIUM", "HARD", "HARDER", "HARDEST", "EXTERNAL",
     *[chr(c) for c in range(ord("A"), ord("V") + 1)],

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from services.common.schemas.buffer import ReplayRule
 from services.common.schemas.generator import PromptFormat
 
-from ..datasets.loaders import DATASETS
+from ..datasets.loaders import ALL_DATASETS
 from .steps import default_stops
 
 
@@ -75,9 +75,9 @@ class RunConfig(ReplayRule):
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
-        unknown = [d for d in self.datasets if d not in DATASETS]
+        unknown = [d for d in self.datasets if d not in ALL_DATASETS]
         if unknown:
-            raise ValueError(f"unknown data set(s) {unknown}; choose from {', '.join(DATASETS)}")
+            raise ValueError(f"unknown data set(s) {', '.join(unknown)}; choose from {', '.join(ALL_DATASETS)}")
         return self
 
     def stops(self) -> list[str]:

@@ -25,7 +25,7 @@ from services.common.schemas.buffer import SampleRequest, TaskIn
 from services.common.schemas.judge import Limits
 from services.common.schemas.trainer import JobCreate
 
-from ..datasets.loaders import load_dataset, select
+from ..datasets.loaders import CODEIO, load_dataset, select
 from . import steps
 from .config import RunConfig
 from .folder import RunFolder
@@ -47,15 +47,31 @@ class Services:
     mode: str = "embedded"
 
 
+def _codeio_tasks(cfg: RunConfig, raw: str | None) -> list[TaskIn]:
+    from ..datasets.codeio.importer import load_run_slice
+    from ..datasets.codeio.records import CodeIODataError
+
+    if raw is None:
+        raise ValueError("codeio is not available offline: give its file with --dataset-path codeio=FILE")
+    try:
+        return load_run_slice(Path(raw), test_fraction=cfg.test_fraction, train_size=cfg.train_size,
+                              test_size=cfg.test_size)  # fmt: skip
+    except CodeIODataError as exc:
+        raise ValueError(f"codeio: {exc}") from exc
+
+
 def load_tasks(cfg: RunConfig, mbpp_path: str | None = None) -> tuple[list[TaskIn], list[TaskIn]]:
     """The run's train and test slices, per data set, deterministic."""
     train: list[TaskIn] = []
     test: list[TaskIn] = []
     for name in cfg.datasets:
         raw = cfg.dataset_paths.get(name) or (mbpp_path if name == "mbpp" else None)
-        result = load_dataset(name, Path(raw) if raw else None, test_fraction=cfg.test_fraction)
-        train += select(result.tasks, "train", cfg.train_size)
-        test += select(result.tasks, "test", cfg.test_size)
+        if name == CODEIO:
+            tasks = _codeio_tasks(cfg, raw)
+        else:
+            tasks = load_dataset(name, Path(raw) if raw else None, test_fraction=cfg.test_fraction).tasks
+        train += select(tasks, "train", cfg.train_size)
+        test += select(tasks, "test", cfg.test_size)
     if not train or not test:
         raise ValueError(f"the data set slice is empty: {len(train)} train and {len(test)} held-out tasks")
     return train, test

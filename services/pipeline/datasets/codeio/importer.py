@@ -264,6 +264,29 @@ def load_records(path: Path | None, cache_dir: Path) -> list[CodeIORecord | Exce
     return list(iter_records(read_raw_lines(source)))
 
 
+def load_run_slice(path: Path, *, test_fraction: float, train_size: int, test_size: int, workers: int = 2) -> list[TaskIn]:
+    """CodeIO tasks for ``btp run --dataset codeio``: per split, the records that
+    :func:`~services.pipeline.datasets.loaders.select` would take first (hash order of the task id), twice
+    as many as asked for because the sandbox drops some; only those run (about 5 records/s)."""
+    from ..loaders import hash_order
+    from .execution import RunnerConfig
+    from .records import precheck, split_for, task_id
+
+    records = [r for r in load_records(path, path.parent) if not isinstance(r, Exception) and precheck(r) is None]
+    chosen: list[CodeIORecord] = []
+    for split, size in (("train", train_size), ("test", test_size)):
+        same = [r for r in records if split_for(r, test_fraction) == split]
+        chosen += sorted(same, key=lambda r: hash_order(task_id(DEFAULT_DATASET, r)))[: 2 * size]
+    tasks: list[TaskIn] = []
+
+    def collect(batch: list[TaskIn]) -> tuple[int, int]:
+        tasks.extend(batch)
+        return len(batch), 0
+
+    import_codeio(chosen, config=RunnerConfig(), sink=collect, test_fraction=test_fraction, workers=workers)
+    return tasks
+
+
 def buffer_sink(client: BufferClient) -> Callable[[list[TaskIn]], tuple[int, int]]:
     """``sink`` that upserts a batch of tasks into the buffer."""
 
