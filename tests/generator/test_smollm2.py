@@ -74,7 +74,10 @@ def test_uvicorn_factory_starts(tiny_dir: Path, tmp_path: Path) -> None:
             assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "exited"
             assert time.monotonic() < deadline, "server did not become healthy"
             time.sleep(0.5)
-        assert httpx.get(f"{url}/health").json()["checkpoint"] == str(tiny_dir)
+        # with a token set, /health shows its details only to a caller who sends it
+        assert "checkpoint" not in httpx.get(f"{url}/health").json()
+        auth = {"Authorization": "Bearer s3cret"}
+        assert httpx.get(f"{url}/health", headers=auth).json()["checkpoint"] == str(tiny_dir)
         body = {"prompts": ["def f():"], "num_beams": 2, "max_new_tokens": 4}
         assert httpx.post(f"{url}/v1/generate", json=body).status_code == 401
         r = httpx.post(f"{url}/v1/generate", json=body, headers={"Authorization": "Bearer s3cret"}, timeout=60)
