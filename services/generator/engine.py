@@ -111,6 +111,7 @@ class Engine:
         self._pending = 0
         self.device = ""
         self.dtype: Any = None
+        self.started = int(time.time())
         self.stats = {"requests": 0, "prompts": 0, "batches": 0, "generated_tokens": 0, "swaps": 0}
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -154,8 +155,15 @@ class Engine:
         return known.name if known is not None else folder.name
 
     # -- planning --------------------------------------------------------------------------
-    def plan(self, req: GenerateRequest, handle: models.LoadedModel) -> Plan:
-        """Validate limits and encode the prompts; raises ValidationError (422)."""
+    def plan(
+        self, req: GenerateRequest, handle: models.LoadedModel, *,
+        prompt_ids: list[list[int]] | None = None, stop: list[str] | None = None,
+    ) -> Plan:
+        """Validate limits and encode the prompts; raises ValidationError (422).
+
+        ``prompt_ids`` (already encoded prompts, one per ``req.prompts``) and ``stop`` (the exact stop
+        sequences, no defaults added) let the OpenAI-compatible routes reuse the same decoding.
+        """
         s = self.settings
         if req.mode == "greedy" and req.returns() != 1:
             raise ValidationError("greedy mode returns exactly one candidate per prompt", param="num_return_sequences")
@@ -171,9 +179,9 @@ class Engine:
         fmt = resolve_format(req.prompt_format, instruct=handle.instruct, tokenizer=handle.tokenizer)
         if fmt == "chat" and not getattr(handle.tokenizer, "chat_template", None):
             raise ValidationError("prompt_format 'chat' needs a model with a chat template", param="prompt_format")
-        prompt_ids: list[list[int]] = []
-        for i, prompt in enumerate(req.prompts):
-            ids = encode_prompt(handle.tokenizer, prompt, fmt)
+        encoded = prompt_ids if prompt_ids is not None else [encode_prompt(handle.tokenizer, p, fmt) for p in req.prompts]
+        prompt_ids = []
+        for i, ids in enumerate(encoded):
             if not ids:
                 raise ValidationError(f"prompt {i} encodes to no tokens", param=f"prompts.{i}")
             if len(ids) > s.max_prompt_tokens:
@@ -187,7 +195,8 @@ class Engine:
             raise ValidationError(
                 f"prompt plus max_new_tokens is {longest} tokens, over the model's {limit}", param="max_new_tokens"
             )
-        stop = stop_sequences(fmt, req.stop, raw_default=s.raw_stop, chat_default=s.chat_stop)
+        if stop is None:
+            stop = stop_sequences(fmt, req.stop, raw_default=s.raw_stop, chat_default=s.chat_stop)
         seeds = None
         if req.mode == "sample":
             base = req.seed if req.seed is not None else random.randrange(2**32)
@@ -242,6 +251,7 @@ class Engine:
                 cands.append(GeneratedCandidate(
                     text=t.text, token_count=len(t.token_ids), logprob=lp, probability=math.exp(lp),
                     finish_reason="stop" if t.finish_reason == "stop" else "length", token_ids=t.token_ids,
+                    token_logprobs=t.token_logprobs if plan.request.token_logprobs else None,
                 ))
             cands.sort(key=lambda c: -c.logprob)
             if plan.request.distinct:
@@ -268,12 +278,21 @@ class Engine:
             raise UnavailableError("the model is not loaded yet")
         return self.current
 
-    async def generate(self, req: GenerateRequest) -> GenerateResponse:
-        """Queue a request for the batcher (any event loop, any thread); 429 when the queue is full."""
+    def served(self) -> models.LoadedModel:
+        """The weights served now (503 before they are loaded)."""
+        return self._handle()
+
+    async def generate(
+        self, req: GenerateRequest, *, prompt_ids: list[list[int]] | None = None, stop: list[str] | None = None,
+    ) -> GenerateResponse:
+        """Queue a request for the batcher (any event loop, any thread); 429 when the queue is full.
+
+        ``prompt_ids`` and ``stop`` as in :meth:`plan`.
+        """
         if self._thread is None:
             raise UnavailableError("the generator is not started")
         handle = self._handle()
-        plan = self.plan(req, handle)
+        plan = self.plan(req, handle, prompt_ids=prompt_ids, stop=stop)
         with self._lock:
             if self._pending >= self.settings.max_queue:
                 raise OverloadedError(f"generation queue is full ({self.settings.max_queue} requests); retry later")
@@ -339,6 +358,25 @@ class Engine:
                     continue
             for j, res in zip(live, results, strict=True):
                 j.future.set_result(res)
+
+    def score_sync(
+        self, handle: models.LoadedModel, ids: list[int], *, start: int, top: int,
+    ) -> list[tuple[float, list[tuple[int, float]]]]:
+        """log P(ids[i] | ids[:i]) and the ``top`` most likely tokens there, for i >= ``start`` (one forward pass).
+
+        For prompt log-probabilities (``echo``) and alternatives (``top_logprobs``) of the OpenAI routes;
+        it runs while no batch is decoding.
+        """
+        from .scoring import score_tokens
+
+        with self._run_lock:
+            return score_tokens(handle.model, ids, start=start, top=top)
+
+    async def score(
+        self, handle: models.LoadedModel, ids: list[int], *, start: int, top: int,
+    ) -> list[tuple[float, list[tuple[int, float]]]]:
+        """:meth:`score_sync` off the event loop."""
+        return await asyncio.to_thread(self.score_sync, handle, ids, start=start, top=top)
 
     def swap_weights_sync(self, checkpoint: str) -> WeightsResponse:
         """Load ``checkpoint`` beside the served weights, check it, then swap; 4xx leaves the old ones."""

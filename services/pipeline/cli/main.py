@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from services.common.errors import BTPError
-from services.common.settings import DEFAULT_PORTS, DEFAULT_TRAIN_QUEUE
+from services.common.settings import DASHBOARD_PORT, DEFAULT_PORTS, DEFAULT_TRAIN_QUEUE
 
 from ..datasets.loaders import DATASETS
 from ..run.config import RunConfig, TeacherConfig
@@ -83,6 +83,18 @@ def serve(
     import uvicorn
 
     uvicorn.run(f"services.{name}.app:create_app", factory=True, host=host, port=port or DEFAULT_PORTS[name])
+
+
+@app.command()
+def dashboard(
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = DASHBOARD_PORT,
+) -> None:
+    """Serve the live dashboard: run folders under BTP_DATA_DIR/runs and the services at BTP_*_URL."""
+    import uvicorn
+
+    console.print(f"dashboard on http://{host}:{port}/ (runs in {Settings().runs_dir()})", highlight=False)
+    uvicorn.run("services.pipeline.dashboard.app:create_app", factory=True, host=host, port=port, log_level="warning")
 
 
 @app.command()
@@ -344,6 +356,7 @@ def stack_up(
     judge_port: Annotated[int, typer.Option(help="Judge port.")] = DEFAULT_PORTS["judge"],
     buffer_port: Annotated[int, typer.Option(help="Buffer port.")] = DEFAULT_PORTS["buffer"],
     trainer_port: Annotated[int, typer.Option(help="Trainer API port.")] = DEFAULT_PORTS["trainer"],
+    dashboard_port: Annotated[int, typer.Option(help="Dashboard port.")] = DASHBOARD_PORT,
     model: Annotated[str | None, typer.Option(help="Model the generator serves (BTP_GENERATOR_MODEL).")] = None,
     database_url: Annotated[str | None, typer.Option(help="PostgreSQL URL (default BTP_DATABASE_URL or local btp).")] = None,
     queue: Annotated[str, typer.Option(help="Celery queue of the trainer.")] = DEFAULT_TRAIN_QUEUE,
@@ -354,7 +367,7 @@ def stack_up(
 
     settings = Settings()
     cfg = StackConfig(host=host, ports={"generator": generator_port, "judge": judge_port, "buffer": buffer_port,
-                                        "trainer": trainer_port},
+                                        "trainer": trainer_port, "dashboard": dashboard_port},
                       database_url=database_url or settings.database_url or DEFAULT_DATABASE_URL,
                       redis_url=settings.redis_url, data_dir=settings.data_dir, model=model,
                       api_token=settings.api_token, queue=queue, health_timeout_s=health_timeout)  # fmt: skip
@@ -369,6 +382,7 @@ def stack_up(
     for name in SERVICE_NAMES:
         console.print(f"  {name:<9} {cfg.url(name)}  (pid {stack.procs[name].pid})")
     console.print(f"  worker    queue {queue}  (pid {stack.procs['worker'].pid})")
+    console.print(f"  dashboard {cfg.url('dashboard')}/  (pid {stack.procs['dashboard'].pid})")
     console.print("stack ready; Ctrl-C stops it", highlight=False)
     reason = stack.watch()
     console.print(f"stopping ({reason})")

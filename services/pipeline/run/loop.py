@@ -30,6 +30,7 @@ from . import steps
 from .config import RunConfig
 from .folder import RunFolder
 from .metrics import histogram
+from .progress import FolderReporter
 from .samplers import Sampler
 from .steps import Reporter, SilentReporter, Trainer
 
@@ -76,7 +77,8 @@ class Pipeline:
         tasks: tuple[list[TaskIn], list[TaskIn]] | None = None,
     ) -> None:
         self.cfg, self.folder, self.svc = cfg, folder, services
-        self.reporter = reporter or SilentReporter()
+        self.progress = FolderReporter(reporter or SilentReporter(), folder.path / "progress.json")
+        self.reporter: Reporter = self.progress  # also writes <run>/progress.json for btp dashboard
         self.sampler = sampler
         self.train_tasks, self.test_tasks = tasks or load_tasks(cfg, mbpp_path)
         self.limits = Limits(time_s=cfg.judge_time_s, memory_mb=cfg.judge_memory_mb)
@@ -207,4 +209,5 @@ class Pipeline:
         state = self.folder.state()
         state.finished_at = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.folder.save_state(state)
+        self.progress.close()
         return self.folder.metrics()
