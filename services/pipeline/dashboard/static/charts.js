@@ -56,7 +56,8 @@ function legend(container, names) {
   names.forEach((n, i) => {
     const s = document.createElement("span");
     s.innerHTML = `<i style="background:${PALETTE[i % PALETTE.length]}"></i>`;
-    s.appendChild(document.createTextNode(n));
+    s.appendChild(document.createTextNode(n.length > 60 ? "…" + n.slice(-57) : n));
+    s.title = n;
     div.appendChild(s);
   });
   container.appendChild(div);
@@ -74,7 +75,7 @@ export function lineChart(container, series, opts = {}) {
   let x0 = Math.min(...xs), x1 = Math.max(...xs);
   if (x0 === x1) { x0 -= 1; x1 += 1; }
   let y0 = opts.yMin !== undefined ? opts.yMin : Math.min(...ys), y1 = opts.yMax !== undefined ? opts.yMax : Math.max(...ys);
-  if (y0 === y1) { y0 -= 0.5; y1 += 0.5; }
+  if (y0 === y1) { if (opts.yMin !== undefined) y1 = y0 + 1; else { y0 -= 0.5; y1 += 0.5; } }
   const x = (v) => M.left + (v - x0) / (x1 - x0) * (W - M.left - M.right);
   const y = (v) => H - M.bottom - (v - y0) / (y1 - y0) * (H - M.top - M.bottom);
   const svg = frame(container, opts);

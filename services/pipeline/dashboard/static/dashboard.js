@@ -58,9 +58,10 @@ function drawRunList(runs) {
   const sel = $("run-select");
   const names = runs.map((r) => r.name);
   if (!selected || !names.includes(selected)) selected = names[0] || null;
-  if ([...sel.options].map((o) => o.value).join() !== names.join()) {
+  const labels = runs.map((r) => r.name + (r.finished_at ? "" : " (running)"));
+  if ([...sel.options].map((o) => o.text).join("\n") !== labels.join("\n")) {
     sel.innerHTML = "";
-    for (const r of runs) sel.appendChild(new Option(r.name + (r.finished_at ? "" : " (running)"), r.name));
+    runs.forEach((r, i) => sel.appendChild(new Option(labels[i], r.name)));
   }
   if (selected) sel.value = selected;
 }
@@ -104,14 +105,14 @@ function drawRun(run) {
   lineChart($("chart-eval"), [
     { name: "pass rate", points: evals.map((r) => [r.round, r.eval.pass_rate]) },
     { name: "accuracy", points: evals.map((r) => [r.round, r.eval.accuracy]) },
-  ], { xLabel: "round (0 = before training)", yMin: 0, integerX: true, empty: "no evaluation yet" });
+  ], { xLabel: "round (0 = before training)", yMin: 0, yMax: 1, integerX: true, empty: "no evaluation yet" });
   let offset = 0;
   const loss = [];
   for (const r of run.rounds) {
     for (const p of r.loss_history || []) loss.push([offset + p.step, p.loss]);
     offset += (r.loss_history || []).length;
   }
-  lineChart($("chart-run-loss"), [{ name: "loss", points: loss }], { xLabel: "step", empty: "no training yet" });
+  lineChart($("chart-run-loss"), [{ name: "loss", points: loss }], { xLabel: "step", integerX: true, empty: "no training yet" });
 }
 
 function drawBuffer(buffer, origin) {
@@ -141,7 +142,7 @@ function drawBuffer(buffer, origin) {
   lineChart($("chart-recent"), [
     { name: "mean P2Value", points: buffer.recent.map((d) => [d.seq, mean(d.p2values)]) },
     { name: "mean pass rate", points: buffer.recent.map((d) => [d.seq, mean(d.pass_rates)]) },
-  ], { xLabel: "minibatch", yMin: 0, integerX: true, empty: "no minibatch drawn yet (this buffer process)" });
+  ], { xLabel: "minibatch", yMin: 0, yMax: 1, integerX: true, empty: "no minibatch drawn yet (this buffer process)" });
 }
 
 function drawJobs(trainer) {
@@ -167,8 +168,8 @@ function drawJobs(trainer) {
   }
   const latest = jobs[0];
   const hist = latest ? latest.loss_history : [];
-  lineChart($("chart-job-loss"), [{ name: "loss", points: hist.map((p) => [p.step, p.loss]) }], { xLabel: "step", empty: "no job yet" });
-  lineChart($("chart-job-lr"), [{ name: "lr", points: hist.filter((p) => p.lr !== null).map((p) => [p.step, p.lr]) }], { xLabel: "step", yMin: 0, empty: "no job yet" });
+  lineChart($("chart-job-loss"), [{ name: "loss", points: hist.map((p) => [p.step, p.loss]) }], { xLabel: "step", integerX: true, empty: "no job yet" });
+  lineChart($("chart-job-lr"), [{ name: "lr", points: hist.filter((p) => p.lr !== null).map((p) => [p.step, p.lr]) }], { xLabel: "step", yMin: 0, integerX: true, empty: "no job yet" });
 }
 
 async function refresh() {
