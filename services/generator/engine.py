@@ -180,15 +180,7 @@ class Engine:
         if fmt == "chat" and not getattr(handle.tokenizer, "chat_template", None):
             raise ValidationError("prompt_format 'chat' needs a model with a chat template", param="prompt_format")
         encoded = prompt_ids if prompt_ids is not None else [encode_prompt(handle.tokenizer, p, fmt) for p in req.prompts]
-        prompt_ids = []
-        for i, ids in enumerate(encoded):
-            if not ids:
-                raise ValidationError(f"prompt {i} encodes to no tokens", param=f"prompts.{i}")
-            if len(ids) > s.max_prompt_tokens:
-                raise ValidationError(
-                    f"prompt {i} has {len(ids)} tokens, over the limit of {s.max_prompt_tokens}", param=f"prompts.{i}"
-                )
-            prompt_ids.append(ids)
+        prompt_ids = [self.check_prompt(handle, ids, f"prompts.{i}") for i, ids in enumerate(encoded)]
         limit = getattr(handle.model.config, "max_position_embeddings", None)
         longest = max(len(p) for p in prompt_ids) + req.max_new_tokens
         if isinstance(limit, int) and longest > limit:
@@ -202,6 +194,19 @@ class Engine:
             base = req.seed if req.seed is not None else random.randrange(2**32)
             seeds = [(base * 1_000_033 + i) % (2**62) for i in range(len(prompt_ids))]
         return Plan(req, fmt, prompt_ids, stop, returns, seeds)
+
+    def check_prompt(self, handle: models.LoadedModel, ids: list[int], param: str) -> list[int]:
+        """An encoded prompt within the limits: not empty, at most ``max_prompt_tokens``, ids in the vocabulary."""
+        if not ids:
+            raise ValidationError(f"{param}: the prompt encodes to no tokens", param=param)
+        if len(ids) > self.settings.max_prompt_tokens:
+            raise ValidationError(
+                f"{param}: {len(ids)} prompt tokens, over the limit of {self.settings.max_prompt_tokens}", param=param
+            )
+        vocab = int(handle.model.get_input_embeddings().num_embeddings)
+        if any(not 0 <= t < vocab for t in ids):
+            raise ValidationError(f"{param}: token ids must be in [0, {vocab})", param=param)
+        return ids
 
     # -- decoding (worker thread) ------------------------------------------------------------
     def decode(self, handle: models.LoadedModel, plans: Sequence[Plan]) -> list[list[list[Beam]]]:

@@ -63,6 +63,16 @@ _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permi
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {"schema": {"type": "string"}, "description": "with stream: true"}}},
+    400: {"description": "Invalid request (OpenAI error shape)"},
+    401: {"description": "Missing or invalid bearer token"},
+    404: {"description": "Unknown model"},
+    413: {"description": "Request body too large"},
+    429: {"description": "Generation queue full"},
+    503: {"description": "Model not loaded yet"},
+}
+
 
 def openai_error(path: str, exc: BTPError) -> tuple[int, dict[str, Any]] | None:
     """OpenAI's error shape on the OpenAI-compatible paths; None elsewhere (the BTP envelope)."""
@@ -148,23 +158,22 @@ def _created() -> int:
 # -- routes ------------------------------------------------------------------------------------------
 
 
-@router.get("/models", response_model=ModelList)
+@router.get("/models", response_model=ModelList, responses={k: v for k, v in RESPONSES.items() if k in (401, 503)})
 async def list_models(engine: EngineDep) -> ModelList:
     """The served model (OpenAI-compatible)."""
     handle = engine.served()
     return ModelList(data=[ModelCard(id=handle.name, created=engine.started, root=handle.checkpoint)])
 
 
-@router.post("/completions", response_model=CompletionResponse)
+@router.post("/completions", response_model=CompletionResponse, responses=RESPONSES)
 async def completions(req: CompletionRequest, engine: EngineDep) -> Any:
     """Complete prompts as is (OpenAI-compatible; vLLM's beam-search extension)."""
     handle = engine.served()
     _check_model(engine, handle, req.model)
     tok = handle.tokenizer
     prompts = req.prompt_list()
-    prompt_ids = [list(p) if isinstance(p, list) else encode_prompt(tok, p, "raw") for p in prompts]
-    if any(not p for p in prompt_ids):
-        raise ValidationError("a prompt encodes to no tokens", param="prompt")
+    prompt_ids = [engine.check_prompt(handle, list(p) if isinstance(p, list) else encode_prompt(tok, p, "raw"), "prompt")
+                  for p in prompts]
     max_tokens = req.max_tokens if req.max_tokens is not None else 16
     if max_tokens == 0:
         if not req.echo:
@@ -216,7 +225,7 @@ async def completions(req: CompletionRequest, engine: EngineDep) -> Any:
     return resp
 
 
-@router.post("/chat/completions", response_model=ChatCompletionResponse)
+@router.post("/chat/completions", response_model=ChatCompletionResponse, responses=RESPONSES)
 async def chat_completions(req: ChatCompletionRequest, engine: EngineDep) -> Any:
     """Answer a conversation through the model's chat template (OpenAI-compatible)."""
     handle = engine.served()
@@ -224,7 +233,11 @@ async def chat_completions(req: ChatCompletionRequest, engine: EngineDep) -> Any
     tok = handle.tokenizer
     if not getattr(tok, "chat_template", None):
         raise ValidationError(f"`{handle.name}` has no chat template; use /v1/completions", param="messages")
-    prompt = encode_messages(tok, [{"role": m.role, "content": m.text()} for m in req.messages])
+    try:
+        prompt = encode_messages(tok, [{"role": m.role, "content": m.text()} for m in req.messages])
+    except Exception as exc:  # a template may refuse a conversation (roles out of order, ...)
+        raise ValidationError(f"the chat template refused these messages: {exc}"[:500], param="messages") from exc
+    engine.check_prompt(handle, prompt, "messages")
     max_tokens = req.max_completion_tokens or req.max_tokens or CHAT_DEFAULT_MAX_TOKENS
     choices = await _decode(engine, req, [prompt], max_tokens)
     out: list[ChatChoice] = []
