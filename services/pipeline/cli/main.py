@@ -6,6 +6,7 @@ Settings come from the environment (``BTP_*``) and are built here, never at impo
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -58,9 +59,47 @@ class RichReporter:
         self.progress.console.print(message)
 
 
-def _progress() -> Progress:
+class LineReporter:
+    """Progress as plain lines, for logs (output that is not a terminal): a line when a phase starts, one
+    every ``every_s`` seconds while it runs, and one when it ends, each with counts and a rate."""
+
+    def __init__(self, out: Console, every_s: float = 10.0) -> None:
+        self.out, self.every_s = out, every_s
+        self.name: str | None = None
+        self.total = self.done = 0
+        self.start = self.last = 0.0
+
+    def _line(self, what: str) -> None:
+        seconds = time.perf_counter() - self.start
+        rate = self.done / seconds if seconds > 0 else 0.0
+        self.out.print(f"{self.name}: {what} {self.done}/{self.total} in {seconds:.1f}s ({rate:.2f}/s)",
+                       highlight=False, markup=False)  # fmt: skip
+
+    def phase(self, name: str, total: int) -> None:
+        self.finish()
+        self.name, self.total, self.done = name, total, 0
+        self.start = self.last = time.perf_counter()
+        self.out.print(f"{name}: started, {total} to do", highlight=False, markup=False)
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if time.perf_counter() - self.last >= self.every_s:
+            self.last = time.perf_counter()
+            self._line("at")
+
+    def log(self, message: str) -> None:
+        self.out.print(message, highlight=False, markup=False)
+
+    def finish(self) -> None:
+        """End the running phase with its summary line."""
+        if self.name is not None:
+            self._line("done")
+            self.name = None
+
+
+def _progress(out: Console) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console)  # fmt: skip
+                    console=out)  # fmt: skip
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -246,8 +285,14 @@ def print_table(metrics: list[dict[str, Any]], title: str) -> None:
     console.print(table)
 
 
-def execute(cfg: RunConfig | None, resume: str | None, settings: Settings, quiet: bool = False) -> list[dict[str, Any]]:
-    """Create or resume a run folder and drive Algorithm 1 to the end."""
+def execute(
+    cfg: RunConfig | None, resume: str | None, settings: Settings, quiet: bool = False, out: Console | None = None,
+) -> list[dict[str, Any]]:
+    """Create or resume a run folder and drive Algorithm 1 to the end.
+
+    Progress goes to ``out`` (default the console): rich bars on a terminal, else a line per phase (logs).
+    """
+    out = out or console
     from ..connect import open_services
     from ..run.folder import RunFolder
     from ..run.loop import Pipeline, SilentReporter, load_tasks
@@ -281,11 +326,19 @@ def execute(cfg: RunConfig | None, resume: str | None, settings: Settings, quiet
             sampler = JsonlSampler(Path(t.path or ""))
         if quiet:
             return Pipeline(cfg, folder, services, sampler=sampler, reporter=SilentReporter(), tasks=tasks).run()
-        console.print(f"run [bold]{folder.name}[/bold] in {folder.path} ({services.mode}); model {cfg.model}")
-        with _progress() as progress:
+        out.print(f"run [bold]{folder.name}[/bold] in {folder.path} ({services.mode}); model {cfg.model}")
+        head = f"({', '.join(cfg.datasets)}); {cfg.rounds} round(s), k={cfg.k}"
+        if not out.is_terminal:
+            lines = LineReporter(out)
+            pipe = Pipeline(cfg, folder, services, sampler=sampler, reporter=lines, tasks=tasks)
+            out.print(f"{len(pipe.train_tasks)} train / {len(pipe.test_tasks)} held-out tasks {head}")
+            try:
+                return pipe.run()
+            finally:
+                lines.finish()
+        with _progress(out) as progress:
             pipe = Pipeline(cfg, folder, services, sampler=sampler, reporter=RichReporter(progress), tasks=tasks)
-            console.print(f"{len(pipe.train_tasks)} train / {len(pipe.test_tasks)} held-out tasks "
-                          f"({', '.join(cfg.datasets)}); {cfg.rounds} round(s), k={cfg.k}")  # fmt: skip
+            out.print(f"{len(pipe.train_tasks)} train / {len(pipe.test_tasks)} held-out tasks {head}")
             return pipe.run()
 
 
@@ -319,6 +372,7 @@ def run(
     teacher_openai_url: Annotated[str | None, typer.Option(help="Sample with an OpenAI-compatible endpoint (…/v1).")] = None,
     teacher_model: Annotated[str | None, typer.Option(help="Model name at the OpenAI-compatible endpoint.")] = None,
     teacher_jsonl: Annotated[Path | None, typer.Option(help="Programs from a JSONL file (task_id, program, logprob).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout (progress on stderr).")] = False,
 ) -> None:
     """Algorithm 1: sample, judge, replay (PPER), fine-tune; evaluate before and after each round."""
     settings = Settings()
@@ -338,12 +392,19 @@ def run(
             raise _fail(f"bad option: {exc}", 2) from exc
     start = time.perf_counter()
     try:
-        metrics = execute(cfg, resume, settings)
+        metrics = execute(cfg, resume, settings, out=Console(stderr=True) if json_output else None)
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc), 2) from exc
     except BTPError as exc:
         raise _fail(f"{type(exc).__name__}: {exc.message}") from exc
-    print_table(metrics, f"held-out split, greedy program per task ({time.perf_counter() - start:.0f}s)")
+    seconds = time.perf_counter() - start
+    if json_output:
+        from ..run.report import table_rows
+
+        name = resume or (cfg.name if cfg is not None else None)
+        print(json.dumps({"run": name, "seconds": round(seconds, 1), "rounds": table_rows(metrics)}))
+        return
+    print_table(metrics, f"held-out split, greedy program per task ({seconds:.0f}s)")
 
 
 # --- stack / report / sweep ------------------------------------------------------------------------
