@@ -221,7 +221,9 @@ async def completions(req: CompletionRequest, engine: EngineDep) -> Any:
     resp = CompletionResponse(id=f"cmpl-{uuid.uuid4().hex}", created=_created(), model=handle.name,
                               system_fingerprint=handle.checkpoint, choices=out, usage=usage)
     if req.stream:
-        return _sse(_completion_chunks(resp, req.stream_options is not None and req.stream_options.include_usage))
+        pieces = [([out[i].text[:len(out[i].text) - len(ch.text)]] if req.echo else []) + _pieces(tok, ch.token_ids)
+                  for i, ch in enumerate(choices)]
+        return _sse(_completion_chunks(resp, pieces, req.stream_options is not None and req.stream_options.include_usage))
     return resp
 
 
@@ -261,7 +263,8 @@ async def chat_completions(req: ChatCompletionRequest, engine: EngineDep) -> Any
                                   system_fingerprint=handle.checkpoint, choices=out,
                                   usage=_usage([prompt], choices))
     if req.stream:
-        return _sse(_chat_chunks(resp, req.stream_options is not None and req.stream_options.include_usage))
+        pieces = [_pieces(tok, ch.token_ids) for ch in choices]
+        return _sse(_chat_chunks(resp, pieces, req.stream_options is not None and req.stream_options.include_usage))
     return resp
 
 
@@ -283,12 +286,14 @@ def _sse(chunks: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
     return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-async def _completion_chunks(resp: CompletionResponse, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
-    """A chunk per token of each choice, then one with its finish_reason."""
+async def _completion_chunks(
+    resp: CompletionResponse, pieces_of: list[list[str]], include_usage: bool,
+) -> AsyncIterator[dict[str, Any]]:
+    """A chunk per token of each choice (``pieces_of``; an echoed prompt first), then one with its finish_reason."""
     head = {"id": resp.id, "object": "text_completion", "created": resp.created, "model": resp.model}
-    for ch in resp.choices:
+    for ch, plain in zip(resp.choices, pieces_of, strict=True):
         lp = ch.logprobs
-        pieces = lp.tokens if lp is not None else ([ch.text] if ch.text else [])
+        pieces = lp.tokens if lp is not None else [p for p in plain if p]
         for j, piece in enumerate(pieces):
             block = None
             if lp is not None:
@@ -301,16 +306,18 @@ async def _completion_chunks(resp: CompletionResponse, include_usage: bool) -> A
         yield head | {"choices": [], "usage": resp.usage.model_dump()}
 
 
-async def _chat_chunks(resp: ChatCompletionResponse, include_usage: bool) -> AsyncIterator[dict[str, Any]]:
+async def _chat_chunks(
+    resp: ChatCompletionResponse, pieces_of: list[list[str]], include_usage: bool,
+) -> AsyncIterator[dict[str, Any]]:
     """The role, then a chunk per answer token, then the finish_reason, for each choice."""
     head = {"id": resp.id, "object": "chat.completion.chunk", "created": resp.created, "model": resp.model}
-    for ch in resp.choices:
+    for ch, plain in zip(resp.choices, pieces_of, strict=True):
         yield head | {"choices": [{"index": ch.index, "delta": {"role": "assistant", "content": ""},
                                    "logprobs": None, "finish_reason": None}]}
         content = ch.logprobs.content if ch.logprobs is not None and ch.logprobs.content is not None else None
         pieces: list[tuple[str, Any]] = (
             [(t.token, {"content": [t.model_dump()]}) for t in content] if content is not None
-            else ([(ch.message.content, None)] if ch.message.content else [])
+            else [(p, None) for p in plain if p]
         )
         for piece, block in pieces:
             yield head | {"choices": [{"index": ch.index, "delta": {"content": piece}, "logprobs": block,

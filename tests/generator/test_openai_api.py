@@ -153,6 +153,10 @@ def test_streaming_completions_and_chat(oai: Any, tiny_client: Any) -> None:
     stream = list(oai.chat.completions.create(model=name, messages=msgs, max_tokens=6, temperature=0, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in stream) == chat.choices[0].message.content
     assert stream[0].choices[0].delta.role == "assistant" and stream[-1].choices[0].finish_reason is not None
+    # without logprobs too, a chunk per token
+    plain = list(oai.completions.create(model=name, prompt=PROMPT, max_tokens=8, temperature=0, stream=True))
+    texts = [c.choices[0].text for c in plain if c.choices and c.choices[0].text]
+    assert "".join(texts) == full.choices[0].text and len(texts) >= min(2, full.usage.completion_tokens)
     # the raw wire: server-sent events ending in [DONE]
     raw = tiny_client.post("/v1/chat/completions", json={"model": name, "messages": msgs, "max_tokens": 3,
                                                          "temperature": 0, "stream": True})

@@ -77,7 +77,8 @@ class Pipeline:
         tasks: tuple[list[TaskIn], list[TaskIn]] | None = None,
     ) -> None:
         self.cfg, self.folder, self.svc = cfg, folder, services
-        self.progress = FolderReporter(reporter or SilentReporter(), folder.path / "progress.json")
+        where = getattr(folder, "path", None)  # a Pipeline built without a folder (tests) records nothing
+        self.progress = FolderReporter(reporter or SilentReporter(), where / "progress.json" if where else None)
         self.reporter: Reporter = self.progress  # also writes <run>/progress.json for btp dashboard
         self.sampler = sampler
         self.train_tasks, self.test_tasks = tasks or load_tasks(cfg, mbpp_path)

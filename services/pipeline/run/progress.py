@@ -22,14 +22,14 @@ LOG_LINES = 20
 class FolderReporter:
     """A :class:`Reporter` that also records progress in a run folder."""
 
-    def __init__(self, inner: Reporter, path: Path, *, interval_s: float = 0.5) -> None:
+    def __init__(self, inner: Reporter, path: Path | None, *, interval_s: float = 0.5) -> None:
         self.inner, self.path, self.interval_s = inner, path, interval_s
         self.state: dict[str, Any] = {"phase": None, "done": 0, "total": 0, "phases": [], "log": []}
         self._written = 0.0
 
     def _write(self, force: bool = False) -> None:
         now = time.time()
-        if not force and now - self._written < self.interval_s:
+        if self.path is None or (not force and now - self._written < self.interval_s):
             return
         self._written = now
         self.state["updated_at"] = now
