@@ -221,9 +221,9 @@ async def completions(req: CompletionRequest, engine: EngineDep) -> Any:
     resp = CompletionResponse(id=f"cmpl-{uuid.uuid4().hex}", created=_created(), model=handle.name,
                               system_fingerprint=handle.checkpoint, choices=out, usage=usage)
     if req.stream:
-        pieces = [([out[i].text[:len(out[i].text) - len(ch.text)]] if req.echo else []) + _pieces(tok, ch.token_ids)
-                  for i, ch in enumerate(choices)]
-        return _sse(_completion_chunks(resp, pieces, req.stream_options is not None and req.stream_options.include_usage))
+        streamed = [([out[i].text[:len(out[i].text) - len(ch.text)]] if req.echo else []) + _pieces(tok, ch.token_ids)
+                    for i, ch in enumerate(choices)]
+        return _sse(_completion_chunks(resp, streamed, req.stream_options is not None and req.stream_options.include_usage))
     return resp
 
 
@@ -263,8 +263,8 @@ async def chat_completions(req: ChatCompletionRequest, engine: EngineDep) -> Any
                                   system_fingerprint=handle.checkpoint, choices=out,
                                   usage=_usage([prompt], choices))
     if req.stream:
-        pieces = [_pieces(tok, ch.token_ids) for ch in choices]
-        return _sse(_chat_chunks(resp, pieces, req.stream_options is not None and req.stream_options.include_usage))
+        streamed = [_pieces(tok, ch.token_ids) for ch in choices]
+        return _sse(_chat_chunks(resp, streamed, req.stream_options is not None and req.stream_options.include_usage))
     return resp
 
 
