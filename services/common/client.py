@@ -27,6 +27,8 @@ from .schemas.buffer import (
     ExperienceList,
     ExperienceOut,
     ExperienceUpdate,
+    GroupStatsResponse,
+    RecentDrawList,
     SampleRequest,
     SampleResponse,
     StatsResponse,
@@ -337,6 +339,15 @@ class BufferClient(SyncClient):
     def stats(self, dataset: str | None = None) -> StatsResponse:
         """``GET /v1/stats``."""
         return self.call(_stats(dataset))  # type: ignore[no-any-return]
+
+    def stats_groups(self, dataset: str | None = None) -> GroupStatsResponse:
+        """``GET /v1/stats/groups``: programs per round and source."""
+        call = Call("GET", "/v1/stats/groups", params={"dataset": dataset}, model=GroupStatsResponse)
+        return self.call(call)  # type: ignore[no-any-return]
+
+    def recent_samples(self, limit: int = 10) -> RecentDrawList:
+        """``GET /v1/samples/recent``: the last minibatches the buffer drew."""
+        return self.call(Call("GET", "/v1/samples/recent", params={"limit": limit}, model=RecentDrawList))  # type: ignore[no-any-return]
 
 
 class TrainerClient(SyncClient):

@@ -55,10 +55,26 @@ log = logging.getLogger(__name__)
 
 PUBLIC_PATHS = frozenset({"/health"})
 
+ErrorFormat = Callable[[str, BTPError], "tuple[int, dict[str, Any]] | None"]
+"""An app's own error rendering for some paths: (path, error) -> (status, body), or None for the envelope."""
 
-def error_response(exc: BTPError, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    """Render an exception as the error envelope."""
-    return JSONResponse(exc.to_envelope(), status_code=exc.status, headers=dict(headers or {}))
+
+def error_response(
+    exc: BTPError, headers: Mapping[str, str] | None = None, *, path: str = "", error_format: ErrorFormat | None = None,
+) -> JSONResponse:
+    """Render an exception as the error envelope (or as ``error_format`` renders it for ``path``)."""
+    rendered = error_format(path, exc) if error_format is not None else None
+    status, body = rendered if rendered is not None else (exc.status, exc.to_envelope())
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+def is_public(path: str, public: frozenset[str]) -> bool:
+    """Whether ``path`` needs no token: listed exactly, or under a listed prefix ending in ``/`` (not ``/`` itself)."""
+    return path in public or any(len(p) > 1 and p.endswith("/") and path.startswith(p) for p in public)
+
+
+def _format(request: Request) -> ErrorFormat | None:
+    return getattr(request.app.state, "error_format", None)
 
 
 def _loc_to_param(loc: tuple[Any, ...] | list[Any]) -> str | None:
@@ -69,14 +85,14 @@ def _loc_to_param(loc: tuple[Any, ...] | list[Any]) -> str | None:
 def install_error_handlers(app: FastAPI) -> None:
     """Register envelope handlers for every error kind."""
 
-    async def on_btp(_: Request, exc: Exception) -> JSONResponse:
+    async def on_btp(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, BTPError)
         if exc.status >= 500:
             log.warning("%s: %s", type(exc).__name__, exc.message)
         headers = {"Retry-After": "1"} if exc.status in (429, 503) else None
-        return error_response(exc, headers)
+        return error_response(exc, headers, path=request.url.path, error_format=_format(request))
 
-    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         if isinstance(exc, BodyTooLarge):
             return error_response(exc.error)
@@ -87,13 +103,15 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(InvalidJSONError(f"request body is not valid JSON: {reason}"[:300], param="body"))
         cls = error_for_status(exc.status_code)
         detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
-        return error_response(cls(detail, status_code=exc.status_code), getattr(exc, "headers", None))
+        return error_response(cls(detail, status_code=exc.status_code), getattr(exc, "headers", None),
+                              path=request.url.path, error_format=_format(request))
 
-    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         errors = list(exc.errors())
+        path, fmt = request.url.path, _format(request)
         if errors and errors[0].get("type") == "json_invalid":
-            return error_response(InvalidJSONError("request body is not valid JSON", param="body"))
+            return error_response(InvalidJSONError("request body is not valid JSON", param="body"), path=path, error_format=fmt)
         first = errors[0] if errors else {}
         loc = list(first.get("loc", ()))
         if first.get("type") == UNSTORABLE:  # raised by the model: the field is in the context
@@ -105,11 +123,12 @@ def install_error_handlers(app: FastAPI) -> None:
         text = f"{param}: {msg}" if param else msg
         if len(errors) > 1:
             text += f" (and {len(errors) - 1} more)"
-        return error_response(ValidationError(text, param=param))
+        return error_response(ValidationError(text, param=param), path=path, error_format=fmt)
 
-    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
-        return error_response(BTPError(f"internal error: {type(exc).__name__}"))
+        return error_response(BTPError(f"internal error: {type(exc).__name__}"), path=request.url.path,
+                              error_format=_format(request))
 
     app.add_exception_handler(BTPError, on_btp)
     app.add_exception_handler(StarletteHTTPException, on_http)
@@ -155,8 +174,12 @@ class ServiceMiddleware:
         registry: CollectorRegistry,
         api_token: str | None = None,
         max_body_bytes: int = 64 * 1024 * 1024,
+        error_format: ErrorFormat | None = None,
+        public_paths: frozenset[str] = PUBLIC_PATHS,
     ) -> None:
         self.app = app
+        self.error_format = error_format
+        self.public_paths = public_paths
         self.service = service
         self.api_token = api_token
         self.max_body_bytes = max_body_bytes
@@ -189,17 +212,18 @@ class ServiceMiddleware:
 
         try:
             path = scope.get("path", "")
-            if path not in PUBLIC_PATHS and not bearer_ok(headers, self.api_token):
+            if not is_public(path, self.public_paths) and not bearer_ok(headers, self.api_token):
                 resp = error_response(
                     AuthenticationError("missing or invalid bearer token", param="Authorization"),
-                    {"WWW-Authenticate": "Bearer"},
+                    {"WWW-Authenticate": "Bearer"}, path=path, error_format=self.error_format,
                 )
                 await resp(scope, receive, send_wrapper)
                 return
             length = headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
                 resp = error_response(
-                    PayloadTooLargeError(f"request body over {self.max_body_bytes} bytes", param="body")
+                    PayloadTooLargeError(f"request body over {self.max_body_bytes} bytes", param="body"),
+                    path=path, error_format=self.error_format,
                 )
                 await resp(scope, receive, send_wrapper)
                 return
@@ -292,11 +316,17 @@ def build_app(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
     health_details: Callable[[Request], dict[str, Any]] | None = None,
     version: str = "0.1.0",
+    error_format: ErrorFormat | None = None,
+    public_paths: frozenset[str] = PUBLIC_PATHS,
 ) -> FastAPI:
-    """A FastAPI app with the envelope, middleware, health and metrics of every BTP service."""
+    """A FastAPI app with the envelope, middleware, health and metrics of every BTP service.
+
+    ``error_format`` renders errors differently on some paths (the generator's OpenAI-compatible routes).
+    """
     app = FastAPI(title=title, version=version, lifespan=lifespan)
     registry = CollectorRegistry()
     app.state.service_name = service
+    app.state.error_format = error_format
     app.state.metrics_registry = registry
     app.state.api_token = api_token
     install_error_handlers(app)
@@ -306,6 +336,8 @@ def build_app(
         registry=registry,
         api_token=api_token,
         max_body_bytes=max_body_bytes,
+        error_format=error_format,
+        public_paths=public_paths,
     )
     app.include_router(health_router(health_details))
     app.include_router(metrics_router())

@@ -91,3 +91,13 @@ def encode_example(tokenizer: Any, prompt: str, program: str, fmt: str) -> tuple
         bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         prompt_ids = [bos] if bos is not None else []
     return prompt_ids, encode_program(tokenizer, program, fmt)
+
+
+def encode_messages(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list[int]:
+    """Token ids of a whole chat (OpenAI ``messages``) under the model's template, generation prompt added.
+
+    Unlike ``chat`` this pre-fills nothing: the answer is the model's own, as an OpenAI-compatible
+    ``/v1/chat/completions`` client expects.
+    """
+    text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])

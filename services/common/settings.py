@@ -23,6 +23,9 @@ from .errors import ValidationError
 DEFAULT_PORTS: dict[str, int] = {"generator": 8001, "judge": 8002, "buffer": 8003, "trainer": 8004}
 """Each service's default port: the one source for clients, settings, `btp serve` and `btp stack up`."""
 
+DASHBOARD_PORT = 8005
+"""`btp dashboard` and the dashboard of `btp stack up`."""
+
 DEFAULT_TRAIN_QUEUE = "btp-train"
 """The Celery queue of training jobs (``BTP_TRAINER_QUEUE`` overrides it)."""
 

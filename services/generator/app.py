@@ -17,6 +17,8 @@ from services.common.startup import StartupError, process_settings
 
 from .api import router
 from .engine import Engine
+from .openai_api import openai_error
+from .openai_api import router as openai_router
 from .settings import Settings
 
 
@@ -79,11 +81,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = build_app(
         service="generator",
         title="BTP generator",
-        routers=[router],
+        routers=[router, openai_router],
         api_token=settings.api_token,
         max_body_bytes=settings.max_body_bytes,
         lifespan=lifespan,
         health_details=health,
+        error_format=openai_error,
     )
     app.state.settings = settings
     app.state.engine = None

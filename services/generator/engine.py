@@ -111,6 +111,7 @@ class Engine:
         self._pending = 0
         self.device = ""
         self.dtype: Any = None
+        self.started = int(time.time())
         self.stats = {"requests": 0, "prompts": 0, "batches": 0, "generated_tokens": 0, "swaps": 0}
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -154,8 +155,15 @@ class Engine:
         return known.name if known is not None else folder.name
 
     # -- planning --------------------------------------------------------------------------
-    def plan(self, req: GenerateRequest, handle: models.LoadedModel) -> Plan:
-        """Validate limits and encode the prompts; raises ValidationError (422)."""
+    def plan(
+        self, req: GenerateRequest, handle: models.LoadedModel, *,
+        prompt_ids: list[list[int]] | None = None, stop: list[str] | None = None,
+    ) -> Plan:
+        """Validate limits and encode the prompts; raises ValidationError (422).
+
+        ``prompt_ids`` (already encoded prompts, one per ``req.prompts``) and ``stop`` (the exact stop
+        sequences, no defaults added) let the OpenAI-compatible routes reuse the same decoding.
+        """
         s = self.settings
         if req.mode == "greedy" and req.returns() != 1:
             raise ValidationError("greedy mode returns exactly one candidate per prompt", param="num_return_sequences")
@@ -171,28 +179,34 @@ class Engine:
         fmt = resolve_format(req.prompt_format, instruct=handle.instruct, tokenizer=handle.tokenizer)
         if fmt == "chat" and not getattr(handle.tokenizer, "chat_template", None):
             raise ValidationError("prompt_format 'chat' needs a model with a chat template", param="prompt_format")
-        prompt_ids: list[list[int]] = []
-        for i, prompt in enumerate(req.prompts):
-            ids = encode_prompt(handle.tokenizer, prompt, fmt)
-            if not ids:
-                raise ValidationError(f"prompt {i} encodes to no tokens", param=f"prompts.{i}")
-            if len(ids) > s.max_prompt_tokens:
-                raise ValidationError(
-                    f"prompt {i} has {len(ids)} tokens, over the limit of {s.max_prompt_tokens}", param=f"prompts.{i}"
-                )
-            prompt_ids.append(ids)
+        encoded = prompt_ids if prompt_ids is not None else [encode_prompt(handle.tokenizer, p, fmt) for p in req.prompts]
+        prompt_ids = [self.check_prompt(handle, ids, f"prompts.{i}") for i, ids in enumerate(encoded)]
         limit = getattr(handle.model.config, "max_position_embeddings", None)
         longest = max(len(p) for p in prompt_ids) + req.max_new_tokens
         if isinstance(limit, int) and longest > limit:
             raise ValidationError(
                 f"prompt plus max_new_tokens is {longest} tokens, over the model's {limit}", param="max_new_tokens"
             )
-        stop = stop_sequences(fmt, req.stop, raw_default=s.raw_stop, chat_default=s.chat_stop)
+        if stop is None:
+            stop = stop_sequences(fmt, req.stop, raw_default=s.raw_stop, chat_default=s.chat_stop)
         seeds = None
         if req.mode == "sample":
             base = req.seed if req.seed is not None else random.randrange(2**32)
             seeds = [(base * 1_000_033 + i) % (2**62) for i in range(len(prompt_ids))]
         return Plan(req, fmt, prompt_ids, stop, returns, seeds)
+
+    def check_prompt(self, handle: models.LoadedModel, ids: list[int], param: str) -> list[int]:
+        """An encoded prompt within the limits: not empty, at most ``max_prompt_tokens``, ids in the vocabulary."""
+        if not ids:
+            raise ValidationError(f"{param}: the prompt encodes to no tokens", param=param)
+        if len(ids) > self.settings.max_prompt_tokens:
+            raise ValidationError(
+                f"{param}: {len(ids)} prompt tokens, over the limit of {self.settings.max_prompt_tokens}", param=param
+            )
+        vocab = int(handle.model.get_input_embeddings().num_embeddings)
+        if any(not 0 <= t < vocab for t in ids):
+            raise ValidationError(f"{param}: token ids must be in [0, {vocab})", param=param)
+        return ids
 
     # -- decoding (worker thread) ------------------------------------------------------------
     def decode(self, handle: models.LoadedModel, plans: Sequence[Plan]) -> list[list[list[Beam]]]:
@@ -242,6 +256,7 @@ class Engine:
                 cands.append(GeneratedCandidate(
                     text=t.text, token_count=len(t.token_ids), logprob=lp, probability=math.exp(lp),
                     finish_reason="stop" if t.finish_reason == "stop" else "length", token_ids=t.token_ids,
+                    token_logprobs=t.token_logprobs if plan.request.token_logprobs else None,
                 ))
             cands.sort(key=lambda c: -c.logprob)
             if plan.request.distinct:
@@ -268,12 +283,21 @@ class Engine:
             raise UnavailableError("the model is not loaded yet")
         return self.current
 
-    async def generate(self, req: GenerateRequest) -> GenerateResponse:
-        """Queue a request for the batcher (any event loop, any thread); 429 when the queue is full."""
+    def served(self) -> models.LoadedModel:
+        """The weights served now (503 before they are loaded)."""
+        return self._handle()
+
+    async def generate(
+        self, req: GenerateRequest, *, prompt_ids: list[list[int]] | None = None, stop: list[str] | None = None,
+    ) -> GenerateResponse:
+        """Queue a request for the batcher (any event loop, any thread); 429 when the queue is full.
+
+        ``prompt_ids`` and ``stop`` as in :meth:`plan`.
+        """
         if self._thread is None:
             raise UnavailableError("the generator is not started")
         handle = self._handle()
-        plan = self.plan(req, handle)
+        plan = self.plan(req, handle, prompt_ids=prompt_ids, stop=stop)
         with self._lock:
             if self._pending >= self.settings.max_queue:
                 raise OverloadedError(f"generation queue is full ({self.settings.max_queue} requests); retry later")
@@ -339,6 +363,25 @@ class Engine:
                     continue
             for j, res in zip(live, results, strict=True):
                 j.future.set_result(res)
+
+    def score_sync(
+        self, handle: models.LoadedModel, ids: list[int], *, start: int, top: int,
+    ) -> list[tuple[float, list[tuple[int, float]]]]:
+        """log P(ids[i] | ids[:i]) and the ``top`` most likely tokens there, for i >= ``start`` (one forward pass).
+
+        For prompt log-probabilities (``echo``) and alternatives (``top_logprobs``) of the OpenAI routes;
+        it runs while no batch is decoding.
+        """
+        from .scoring import score_tokens
+
+        with self._run_lock:
+            return score_tokens(handle.model, ids, start=start, top=top)
+
+    async def score(
+        self, handle: models.LoadedModel, ids: list[int], *, start: int, top: int,
+    ) -> list[tuple[float, list[tuple[int, float]]]]:
+        """:meth:`score_sync` off the event loop."""
+        return await asyncio.to_thread(self.score_sync, handle, ids, start=start, top=top)
 
     def swap_weights_sync(self, checkpoint: str) -> WeightsResponse:
         """Load ``checkpoint`` beside the served weights, check it, then swap; 4xx leaves the old ones."""

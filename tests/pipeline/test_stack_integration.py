@@ -31,7 +31,7 @@ def _read_lines(proc: subprocess.Popen[str], sink: list[str]) -> None:
 
 @pytest.fixture
 def stack(tiny_model: Path, pg_url: str, tmp_path: Path) -> Any:
-    ports = {name: free_port() for name in ("generator", "judge", "buffer", "trainer")}
+    ports = {name: free_port() for name in ("generator", "judge", "buffer", "trainer", "dashboard")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("BTP_")}
     env |= {"BTP_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "200", "BTP_JUDGE_WORKERS": "2"}
     queue = f"btp-test-{uuid.uuid4().hex[:8]}"
@@ -109,6 +109,12 @@ def test_one_round_over_http(stack: Any, tiny_model: Path, tmp_path: Path) -> No
     assert after["checkpoint"] != gen["checkpoint"] and Path(job["checkpoint"]).name in after["checkpoint"]
     stats = _ok(http.get(f"{urls['buffer']}/v1/stats"))
     assert stats["judged"] == 4 and stats["datasets"]["mbpp"]["experiences"] == 4
+    # the stack's dashboard reads the same services
+    services = _ok(http.get(f"{urls['dashboard']}/api/services"))
+    assert all(services[n]["health"]["ok"] for n in ("generator", "judge", "buffer", "trainer"))
+    assert services["trainer"]["jobs"][0]["id"] == job["id"]
+    assert services["trainer"]["jobs"][0]["loss_history"] == job["loss_history"]
+    assert services["buffer"]["buffer"]["recent"][-1]["population"] == 4
     # bad input: a 4xx in the error envelope, never a 500
     bad = http.post(f"{urls['buffer']}/v1/sample", json={"n": 0})
     assert bad.status_code == 422 and bad.json()["error"]["param"] == "n"
@@ -131,3 +137,59 @@ def test_one_round_over_http(stack: Any, tiny_model: Path, tmp_path: Path) -> No
     assert any("stopped" in line for line in lines)
     for url in urls.values():
         assert not port_open("127.0.0.1", int(url.rsplit(":", 1)[1]))
+
+
+def test_dashboard_in_chromium_on_the_live_stack(stack: Any, tiny_model: Path, tmp_path: Path) -> None:
+    """The stack's dashboard in headless Chromium while `btp run` drives the stack: every badge green, the
+    trainer's jobs with the loss the trainer reports, the run's curves, no console errors, live updates."""
+    from .test_dashboard import _browser, _numbers
+
+    sync_playwright, chromium = _browser()
+    urls = stack[0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BTP_")}
+    env |= {f"BTP_{n.upper()}_URL": urls[n] for n in ("generator", "judge", "buffer", "trainer")}
+    env |= {"BTP_DATA_DIR": str(tmp_path / "data")}  # the stack's: the dashboard lists this run
+    cmd = [sys.executable, "-m", "services.pipeline.cli.main", "run", "--name", "stack-live", "--model", str(tiny_model),
+           "--train-size", "4", "--test-size", "3", "--k", "2", "--max-new-tokens", "12", "--n", "2", "--steps", "3",
+           "--rounds", "2", "--prompt-format", "raw"]  # fmt: skip
+    errors: list[str] = []
+    http = httpx.Client(timeout=60)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1500})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{urls['dashboard']}/?interval=500")
+        page.wait_for_function("Number(document.getElementById('refreshes').dataset.count) >= 1")
+        assert [page.get_attribute(f"[data-service={n}]", "data-state") for n in
+                ("generator", "judge", "buffer", "trainer")] == ["ok"] * 4
+        run = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        phases: set[str] = set()
+        deadline = time.monotonic() + 500
+        while run.poll() is None and time.monotonic() < deadline:
+            node = page.query_selector("#phase-now")
+            if node is not None:
+                phases.add(node.inner_text())
+            time.sleep(0.25)
+        out = run.communicate(timeout=60)[0]
+        assert run.returncode == 0, out
+        count = int(page.get_attribute("#refreshes", "data-count") or 0)
+        page.wait_for_function(f"Number(document.getElementById('refreshes').dataset.count) >= {count + 2}")
+        jobs = _ok(http.get(f"{urls['trainer']}/v1/jobs"))["items"]
+        latest = max(jobs, key=lambda j: j["created_at"])
+        assert page.query_selector(f"tr[data-job='{latest['id']}']") is not None
+        shown = [y for _, _, y in _numbers(page, "#chart-job-loss circle.point")]
+        assert shown == pytest.approx([p["loss"] for p in latest["loss_history"]]) and len(shown) == 3
+        lrs = [y for _, _, y in _numbers(page, "#chart-job-lr circle.point")]
+        assert lrs == pytest.approx([p["lr"] for p in latest["loss_history"]])
+        groups = _ok(http.get(f"{urls['buffer']}/v1/stats/groups"))["groups"]
+        bars = {(s, x): y for s, x, y in _numbers(page, "#chart-groups rect.bar") if y}
+        assert bars == {(g["source"], f"round {g['round']}"): g["experiences"] for g in groups}
+        assert len(page.query_selector_all("#chart-recent circle[data-series='mean P2Value']")) >= 6
+        evals = [p for p in _numbers(page, "#chart-eval circle.point") if p[0] == "pass rate"]
+        assert [x for _, x, _ in evals] == ["0", "1", "2"]
+        assert any("beam search" in p for p in phases) and any("fine-tuning" in p for p in phases), phases
+        if os.environ.get("BTP_DASHBOARD_SCREENSHOTS"):  # refresh the README's picture
+            page.screenshot(path=str(ROOT / "docs" / "dashboard-stack.png"), full_page=True)
+        browser.close()
+    assert errors == []

@@ -178,3 +178,40 @@ class StatsResponse(BaseModel):
     alpha: float
     possibility: Possibility
     datasets: dict[str, DatasetStats]
+
+
+class GroupStats(BaseModel):
+    """Experiences of one (round, source): how many, how many judged, their mean pass rate."""
+
+    round: int
+    source: str
+    experiences: int
+    judged: int
+    mean_pass_rate: float | None
+
+
+class GroupStatsResponse(BaseModel):
+    """``GET /v1/stats/groups``: programs per round and source."""
+
+    groups: list[GroupStats]
+
+
+class RecentDraw(BaseModel):
+    """One minibatch this buffer process drew: the rule and, per item, id, P2Value and pass rate."""
+
+    seq: int = Field(description="Minibatches drawn by this process so far, this one included.")
+    at: datetime
+    n: int
+    scheme: str
+    alpha: float
+    split: str | None = None
+    population: int
+    experience_ids: list[int]
+    p2values: list[float]
+    pass_rates: list[float | None]
+
+
+class RecentDrawList(BaseModel):
+    """``GET /v1/samples/recent``: the newest minibatches, oldest first."""
+
+    items: list[RecentDraw]

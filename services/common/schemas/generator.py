@@ -34,6 +34,9 @@ class GenerateRequest(BaseModel):
         description="Merge candidates whose trimmed programs are identical (beams that differ only after a "
         "stop sequence), keeping the most probable; a result may then hold fewer candidates.",
     )
+    token_logprobs: bool = Field(
+        False, description="Also return each candidate's per-token log-probabilities (`token_logprobs`)."
+    )
     prompt_format: PromptFormat = Field(
         "auto",
         description="raw: complete the prompt as is; chat: wrap it in the model's chat template and cut "
@@ -64,6 +67,9 @@ class GeneratedCandidate(BaseModel):
     probability: float = Field(ge=0.0, le=1.0)
     finish_reason: FinishReason
     token_ids: list[int] = Field(default_factory=list)
+    token_logprobs: list[float] | None = Field(
+        None, description="log P of each of token_ids (their sum is logprob); only when the request asks."
+    )
 
 
 class GenerationResult(BaseModel):

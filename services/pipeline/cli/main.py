@@ -11,6 +11,7 @@ only :class:`RunConfig` can judge is reported under its option's name (:func:`co
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -30,7 +31,7 @@ from typer.core import TyperGroup
 from services.common.errors import BTPError
 from services.common.schemas.buffer import Possibility, Scheme
 from services.common.schemas.generator import PromptFormat
-from services.common.settings import DEFAULT_PORTS, DEFAULT_TRAIN_QUEUE
+from services.common.settings import DASHBOARD_PORT, DEFAULT_PORTS, DEFAULT_TRAIN_QUEUE
 from services.common.startup import StartupError, exit_with, one_line
 
 from ..datasets.loaders import ALL_DATASETS, DATASETS, OFFLINE_DATASETS
@@ -131,9 +132,47 @@ class RichReporter:
         self.progress.console.print(message)
 
 
-def _progress() -> Progress:
+class LineReporter:
+    """Progress as plain lines, for logs (output that is not a terminal): a line when a phase starts, one
+    every ``every_s`` seconds while it runs, and one when it ends, each with counts and a rate."""
+
+    def __init__(self, out: Console, every_s: float = 10.0) -> None:
+        self.out, self.every_s = out, every_s
+        self.name: str | None = None
+        self.total = self.done = 0
+        self.start = self.last = 0.0
+
+    def _line(self, what: str) -> None:
+        seconds = time.perf_counter() - self.start
+        rate = self.done / seconds if seconds > 0 else 0.0
+        self.out.print(f"{self.name}: {what} {self.done}/{self.total} in {seconds:.1f}s ({rate:.2f}/s)",
+                       highlight=False, markup=False)  # fmt: skip
+
+    def phase(self, name: str, total: int) -> None:
+        self.finish()
+        self.name, self.total, self.done = name, total, 0
+        self.start = self.last = time.perf_counter()
+        self.out.print(f"{name}: started, {total} to do", highlight=False, markup=False)
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if time.perf_counter() - self.last >= self.every_s:
+            self.last = time.perf_counter()
+            self._line("at")
+
+    def log(self, message: str) -> None:
+        self.out.print(message, highlight=False, markup=False)
+
+    def finish(self) -> None:
+        """End the running phase with its summary line."""
+        if self.name is not None:
+            self._line("done")
+            self.name = None
+
+
+def _progress(out: Console) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console)  # fmt: skip
+                    console=out)  # fmt: skip
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -181,6 +220,18 @@ def serve(
         why = os.strerror(exc.errno) if exc.errno else str(exc)
         exit_with(f"{name} cannot start: cannot listen on {host}:{port}: {why} (set --host/--port)", exc)
     uvicorn.run(f"services.{name}.app:create_app", factory=True, host=host, port=port)
+
+
+@app.command()
+def dashboard(
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = DASHBOARD_PORT,
+) -> None:
+    """Serve the live dashboard: run folders under BTP_DATA_DIR/runs and the services at BTP_*_URL."""
+    import uvicorn
+
+    console.print(f"dashboard on http://{host}:{port}/ (runs in {Settings().runs_dir()})", highlight=False)
+    uvicorn.run("services.pipeline.dashboard.app:create_app", factory=True, host=host, port=port, log_level="warning")
 
 
 @app.command()
@@ -360,8 +411,14 @@ def print_table(metrics: list[dict[str, Any]], title: str) -> None:
     console.print(table)
 
 
-def execute(cfg: RunConfig | None, resume: str | None, settings: Settings, quiet: bool = False) -> list[dict[str, Any]]:
-    """Create or resume a run folder and drive Algorithm 1 to the end."""
+def execute(
+    cfg: RunConfig | None, resume: str | None, settings: Settings, quiet: bool = False, out: Console | None = None,
+) -> list[dict[str, Any]]:
+    """Create or resume a run folder and drive Algorithm 1 to the end.
+
+    Progress goes to ``out`` (default the console): rich bars on a terminal, else a line per phase (logs).
+    """
+    out = out or console
     from ..connect import check_remote_services, open_services
     from ..run.folder import RunFolder
     from ..run.loop import Pipeline, SilentReporter, load_tasks
@@ -396,11 +453,19 @@ def execute(cfg: RunConfig | None, resume: str | None, settings: Settings, quiet
             sampler = JsonlSampler(Path(t.path or ""))
         if quiet:
             return Pipeline(cfg, folder, services, sampler=sampler, reporter=SilentReporter(), tasks=tasks).run()
-        console.print(f"run [bold]{folder.name}[/bold] in {folder.path} ({services.mode}); model {cfg.model}")
-        with _progress() as progress:
+        out.print(f"run [bold]{folder.name}[/bold] in {folder.path} ({services.mode}); model {cfg.model}")
+        head = f"({', '.join(cfg.datasets)}); {cfg.rounds} round(s), k={cfg.k}"
+        if not out.is_terminal:
+            lines = LineReporter(out)
+            pipe = Pipeline(cfg, folder, services, sampler=sampler, reporter=lines, tasks=tasks)
+            out.print(f"{len(pipe.train_tasks)} train / {len(pipe.test_tasks)} held-out tasks {head}")
+            try:
+                return pipe.run()
+            finally:
+                lines.finish()
+        with _progress(out) as progress:
             pipe = Pipeline(cfg, folder, services, sampler=sampler, reporter=RichReporter(progress), tasks=tasks)
-            console.print(f"{len(pipe.train_tasks)} train / {len(pipe.test_tasks)} held-out tasks "
-                          f"({', '.join(cfg.datasets)}); {cfg.rounds} round(s), k={cfg.k}")  # fmt: skip
+            out.print(f"{len(pipe.train_tasks)} train / {len(pipe.test_tasks)} held-out tasks {head}")
             return pipe.run()
 
 
@@ -434,6 +499,7 @@ def run(
     teacher_openai_url: Annotated[str | None, typer.Option(help="Sample with an OpenAI-compatible endpoint (…/v1).")] = None,
     teacher_model: Annotated[str | None, typer.Option(help="Model name at the OpenAI-compatible endpoint.")] = None,
     teacher_jsonl: Annotated[Path | None, typer.Option(help="Programs from a JSONL file (task_id, program, logprob).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout (progress on stderr).")] = False,
 ) -> None:
     """Algorithm 1: sample, judge, replay (PPER), fine-tune; evaluate before and after each round."""
     settings = Settings()
@@ -456,14 +522,21 @@ def run(
             raise config_error(exc) from exc
     start = time.perf_counter()
     try:
-        metrics = execute(cfg, resume, settings)
+        metrics = execute(cfg, resume, settings, out=Console(stderr=True) if json_output else None)
     except StartupError as exc:
         exit_with(f"run cannot start: {exc}", exc)
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc), 2) from exc
     except BTPError as exc:
         raise _fail(f"{type(exc).__name__}: {exc.message}") from exc
-    print_table(metrics, f"held-out split, greedy program per task ({time.perf_counter() - start:.0f}s)")
+    seconds = time.perf_counter() - start
+    if json_output:
+        from ..run.report import table_rows
+
+        name = resume or (cfg.name if cfg is not None else None)
+        print(json.dumps({"run": name, "seconds": round(seconds, 1), "rounds": table_rows(metrics)}))
+        return
+    print_table(metrics, f"held-out split, greedy program per task ({seconds:.0f}s)")
 
 
 # --- stack / report / sweep ------------------------------------------------------------------------
@@ -476,6 +549,7 @@ def stack_up(
     judge_port: Annotated[int, typer.Option(help="Judge port.")] = DEFAULT_PORTS["judge"],
     buffer_port: Annotated[int, typer.Option(help="Buffer port.")] = DEFAULT_PORTS["buffer"],
     trainer_port: Annotated[int, typer.Option(help="Trainer API port.")] = DEFAULT_PORTS["trainer"],
+    dashboard_port: Annotated[int, typer.Option(help="Dashboard port.")] = DASHBOARD_PORT,
     model: Annotated[str | None, typer.Option(help="Model the generator serves (BTP_GENERATOR_MODEL).")] = None,
     database_url: Annotated[str | None, typer.Option(help="PostgreSQL URL (default BTP_DATABASE_URL or local btp).")] = None,
     queue: Annotated[str, typer.Option(help="Celery queue of the trainer.")] = DEFAULT_TRAIN_QUEUE,
@@ -486,7 +560,7 @@ def stack_up(
 
     settings = Settings()
     cfg = StackConfig(host=host, ports={"generator": generator_port, "judge": judge_port, "buffer": buffer_port,
-                                        "trainer": trainer_port},
+                                        "trainer": trainer_port, "dashboard": dashboard_port},
                       database_url=database_url or settings.database_url or DEFAULT_DATABASE_URL,
                       redis_url=settings.redis_url, data_dir=settings.data_dir, model=model,
                       api_token=settings.api_token, queue=queue, health_timeout_s=health_timeout)  # fmt: skip
@@ -501,6 +575,7 @@ def stack_up(
     for name in SERVICE_NAMES:
         console.print(f"  {name:<9} {cfg.url(name)}  (pid {stack.procs[name].pid})")
     console.print(f"  worker    queue {queue}  (pid {stack.procs['worker'].pid})")
+    console.print(f"  dashboard {cfg.url('dashboard')}/  (pid {stack.procs['dashboard'].pid})")
     console.print("stack ready; Ctrl-C stops it", highlight=False)
     reason = stack.watch()
     console.print(f"stopping ({reason})")

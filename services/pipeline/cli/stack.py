@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from services.common.client import SyncClient
 from services.common.errors import UnavailableError
-from services.common.settings import DEFAULT_PORTS, DEFAULT_TRAIN_QUEUE
+from services.common.settings import DASHBOARD_PORT, DEFAULT_PORTS, DEFAULT_TRAIN_QUEUE
 
 SERVICES = ("buffer", "judge", "generator", "trainer")
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/btp"
@@ -100,7 +100,7 @@ class StackConfig:
     """Where each part listens and what it uses."""
 
     host: str = "127.0.0.1"
-    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    ports: dict[str, int] = field(default_factory=lambda: {**DEFAULT_PORTS, "dashboard": DASHBOARD_PORT})
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str = "redis://127.0.0.1:6379/0"
     data_dir: Path = Path.home() / ".cache" / "btp"
@@ -142,6 +142,9 @@ class StackConfig:
                    "--host", self.host, "--port", str(self.ports[name]), "--log-level", "warning"]
             for name in SERVICES
         }  # fmt: skip
+        if "dashboard" in self.ports:
+            cmds["dashboard"] = [py, "-m", "uvicorn", "services.pipeline.dashboard.app:create_app", "--factory",
+                                 "--host", self.host, "--port", str(self.ports["dashboard"]), "--log-level", "warning"]
         cmds["worker"] = [py, "-m", "celery", "-A", "services.trainer.worker", "worker", "--pool=solo",
                           "--concurrency=1", "-Q", self.queue, "--loglevel=INFO"]  # fmt: skip
         return cmds
@@ -192,8 +195,9 @@ class Stack:
     def wait_healthy(self) -> None:
         """Poll each service's /health and the worker's log until all are ready."""
         deadline = time.monotonic() + self.config.health_timeout_s
-        pending = set(SERVICES) | {"worker"}
-        clients = {n: SyncClient(self.config.url(n), timeout=5.0) for n in SERVICES}
+        http = [*SERVICES, *(["dashboard"] if "dashboard" in self.config.ports else [])]
+        pending = set(http) | {"worker"}
+        clients = {n: SyncClient(self.config.url(n), timeout=5.0) for n in http}
         try:
             while pending:
                 self._check_alive()

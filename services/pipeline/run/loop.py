@@ -30,6 +30,7 @@ from . import steps
 from .config import RunConfig
 from .folder import RunFolder
 from .metrics import histogram
+from .progress import FolderReporter
 from .samplers import Sampler
 from .steps import Reporter, SilentReporter, Trainer
 
@@ -92,7 +93,9 @@ class Pipeline:
         tasks: tuple[list[TaskIn], list[TaskIn]] | None = None,
     ) -> None:
         self.cfg, self.folder, self.svc = cfg, folder, services
-        self.reporter = reporter or SilentReporter()
+        where = getattr(folder, "path", None)  # a Pipeline built without a folder (tests) records nothing
+        self.progress = FolderReporter(reporter or SilentReporter(), where / "progress.json" if where else None)
+        self.reporter: Reporter = self.progress  # also writes <run>/progress.json for btp dashboard
         self.sampler = sampler
         self.train_tasks, self.test_tasks = tasks or load_tasks(cfg, mbpp_path)
         self.limits = Limits(time_s=cfg.judge_time_s, memory_mb=cfg.judge_memory_mb)
@@ -223,4 +226,5 @@ class Pipeline:
         state = self.folder.state()
         state.finished_at = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.folder.save_state(state)
+        self.progress.close()
         return self.folder.metrics()

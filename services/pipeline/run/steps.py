@@ -141,7 +141,11 @@ def experiences(
     round_: int,
     generation: Callable[[TaskIn], str],
 ) -> list[ExperienceIn]:
-    """(text, logprob, token_count) candidates of each task as buffer items (unjudged)."""
+    """(text, logprob, token_count) candidates of each task as buffer items (unjudged).
+
+    A program holding a NUL character is dropped: it cannot be Python source (CPython refuses it) and the
+    buffer refuses to store it (PostgreSQL cannot); sampled byte tokens of a small model do produce them.
+    """
     return [
         ExperienceIn(
             task_id=task.id,
@@ -154,6 +158,7 @@ def experiences(
         )
         for task, cands in zip(tasks, per_task, strict=True)
         for text, logprob, count in cands
+        if "\0" not in text
     ]
 
 
