@@ -129,7 +129,7 @@ def open_services(
     settings: Settings, *, model: str, buffer_database_url: str, checkpoints: Path
 ) -> Iterator[Services]:
     """Clients for every service: remote where a URL is set, embedded otherwise."""
-    token, timeout = settings.api_token, settings.service_timeout_s
+    token, timeout, retry = settings.api_token, settings.service_timeout_s, settings.service_retry_s
     with ExitStack() as stack:
         quiet_embedded_logs()
         if settings.trainer_url and not settings.buffer_url:
@@ -140,20 +140,20 @@ def open_services(
             )
         remote = [n for n in ("generator", "judge", "buffer", "trainer") if getattr(settings, f"{n}_url")]
         if settings.buffer_url:
-            buffer = BufferClient(settings.buffer_url, token=token, timeout=timeout)
+            buffer = BufferClient(settings.buffer_url, token=token, timeout=timeout, retry_s=retry)
         else:
             buffer = embedded_buffer(stack, settings, buffer_database_url)
         if settings.judge_url:
-            judge = JudgeClient(settings.judge_url, token=token, timeout=timeout)
+            judge = JudgeClient(settings.judge_url, token=token, timeout=timeout, retry_s=retry)
         else:
             judge = embedded_judge(stack, settings)
         if settings.generator_url:
-            generator = GeneratorClient(settings.generator_url, token=token, timeout=timeout)
+            generator = GeneratorClient(settings.generator_url, token=token, timeout=timeout, retry_s=retry)
         else:
             generator = embedded_generator(stack, settings, model)
         trainer: RemoteTrainer | InProcessTrainer
         if settings.trainer_url:
-            trainer = RemoteTrainer(TrainerClient(settings.trainer_url, token=token, timeout=timeout),
+            trainer = RemoteTrainer(TrainerClient(settings.trainer_url, token=token, timeout=timeout, retry_s=retry),
                                     settings.poll_interval_s, settings.buffer_url)  # fmt: skip
         else:
             trainer = InProcessTrainer(buffer, checkpoints, settings.data_dir)

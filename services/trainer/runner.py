@@ -34,7 +34,7 @@ def buffer_client(job: JobCreate, settings: Settings) -> Iterator[BufferClient]:
     """A client of the buffer named by the job, the settings, or (neither) the embedded buffer app."""
     url = job.buffer_url or settings.buffer_url
     if url:
-        client = BufferClient(url, token=settings.api_token)
+        client = BufferClient(url, token=settings.api_token, retry_s=settings.buffer_retry_s)
         try:
             yield client
         finally:
