@@ -33,6 +33,9 @@ IMAGES = ["btp:latest", "postgres:16", "redis:7", "nginx:1.27"]
 SERVICES = ["postgres", "redis", "buffer", "judge", "judge-lb", "generator", "trainer", "trainer-worker"]
 SMALL_RUN = ["--train-size", "4", "--test-size", "4", "--steps", "1", "--n", "4", "--rounds", "1",
              "--max-new-tokens", "96"]  # fmt: skip
+# the runs during which containers are killed: smaller still (2 shared cores; a training step takes minutes)
+CRASH_RUN = ["--train-size", "2", "--test-size", "2", "--steps", "1", "--n", "2", "--rounds", "1",
+             "--max-new-tokens", "64"]  # fmt: skip
 RESULTS: dict[str, Any] = {}
 
 
@@ -67,7 +70,7 @@ def _skip_reason() -> str | None:
 
 
 REASON = _skip_reason()
-pytestmark = [pytest.mark.integration, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(3600), pytest.mark.skipif(REASON is not None, reason=REASON or "")]
 
 
 def _env() -> dict[str, str]:
@@ -154,8 +157,10 @@ def stack() -> Iterator[None]:
     compose("--profile", "driver", "down", "-v", "--remove-orphans", check=False)
     start = time.monotonic()
     compose("up", "-d", "--no-build", timeout=1200)
-    RESULTS["stack_start_s"] = round(wait_healthy(SERVICES, 900) + (time.monotonic() - start) * 0, 1)
-    RESULTS["stack_start_total_s"] = round(time.monotonic() - start, 1)
+    up = time.monotonic() - start
+    wait_healthy(SERVICES, 900)
+    RESULTS["stack_up_d_s"] = round(up, 1)  # `up -d` returned (every container created and started)
+    RESULTS["stack_healthy_s"] = round(time.monotonic() - start, 1)  # every container healthy
     save_results()
     yield
     save_results()
@@ -185,15 +190,16 @@ def check_run(name: str) -> dict[str, Any]:
     programs once, judged."""
     st = run_state(name)
     assert st.get("finished_at"), st
-    done = set(st.get("done") or st.get("steps") or [])
-    assert {"eval:0", "sample:1", "judge:1", "train:1", "eval:1"} <= done or not done, st
+    assert {"eval:0", "sample:1", "judge:1", "train:1", "eval:1"} <= set(st["done"]), st
     assert st.get("checkpoint"), st
     assert served_checkpoint() == st["checkpoint"]
     rows = sql("select count(*), count(distinct (task_id, program, source)), count(pass_rate) from experiences")
     total, distinct, judged = (int(x) for x in rows[0])
     assert total == distinct == judged, rows
-    jobs = sql("select status, count(*) from trainer_jobs group by status") if _has_table("trainer_jobs") else []
-    return {"experiences": total, "jobs": {s: int(c) for s, c in jobs}}
+    job = st["checkpoint"].split("/")[-2]
+    status, attempts = sql(f"select status, attempts from trainer_jobs where id = '{job}'")[0]
+    assert status == "succeeded"
+    return {"experiences_in_buffer": total, "job": job, "job_attempts": int(attempts)}
 
 
 def _has_table(name: str) -> bool:
@@ -206,8 +212,25 @@ def test_every_service_healthy(stack: None) -> None:
     judge = http("judge", "GET", "/health")
     assert judge["status"] == "ok" and judge.get("healthy") is not False, judge
     RESULTS["judge_health"] = judge
-    user = docker("exec", containers("judge")[0], "id", "-un")
-    assert user == "btp"
+    assert judge["backend"] == "bwrap" and judge["privileged"] is True  # programs under uid 60000+, no caps
+
+
+NONROOT_PROBE = """
+from services.judge.sandbox import run_in_sandbox, probe_sandbox
+from services.judge.settings import Settings
+assert probe_sandbox(Settings()) is False  # user-namespace mode
+r = run_in_sandbox("import os; print(os.getuid())")
+print("nonroot-sandbox-ok", r.exit_code, r.stdout.strip())
+"""
+
+
+def test_judge_sandbox_as_non_root_user() -> None:
+    """The non-root case: bubblewrap as `btp` (a user namespace, --disable-userns) with plain `docker run`;
+    it needs systempaths=unconfined, which docker-compose 1.29 cannot pass (hence root in the compose file)."""
+    out = docker("run", "--rm", "--user", "btp", "--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined",
+                 "--security-opt", "apparmor=unconfined", "--security-opt", "systempaths=unconfined", "btp:latest",
+                 "python", "-c", NONROOT_PROBE)  # fmt: skip
+    assert "nonroot-sandbox-ok 0 1000" in out, out
 
 
 def _readme_curls() -> list[str]:
@@ -247,7 +270,7 @@ def test_readme_curl_round(stack: None) -> None:
             continue
         r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, check=True)
         body = json.loads(r.stdout)
-        assert "error" not in body, (cmd, body)
+        assert not isinstance(body.get("error"), dict), (cmd, body)  # the error envelope (jobs have "error": null)
         out.append(body)
         if "/v1/jobs" in cmd:
             job_id = body["id"]
@@ -277,6 +300,7 @@ def _run_with_crash(name: str, args: list[str], service: str, when: Any, index: 
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT)
         killed_at = None
+        cid = ""
         start = time.monotonic()
         try:
             while proc.poll() is None and killed_at is None:
@@ -291,7 +315,7 @@ def _run_with_crash(name: str, args: list[str], service: str, when: Any, index: 
     output = log_path.read_text()
     assert killed_at is not None, f"the run ended before {service} was killed:\n{output[-3000:]}"
     assert rc == 0, output[-5000:]
-    restarts = state(cid).get("RestartCount", None) if cid else None
+    restarts = state(cid).get("RestartCount")
     result = {"killed_after_s": killed_at, "run_s": round(time.monotonic() - start, 1),
               "retries_logged": output.count("retrying in"), "container_restarts": restarts,
               **check_run(name)}  # fmt: skip
@@ -308,20 +332,20 @@ def _job_running() -> bool:
 
 def test_crash_judge_mid_round(stack: None) -> None:
     base = _experiences()
-    RESULTS["crash_judge"] = _run_with_crash("crash-judge", [*SMALL_RUN, "--dataset", "humaneval"], "judge",
+    RESULTS["crash_judge"] = _run_with_crash("crash-judge", [*CRASH_RUN, "--dataset", "humaneval"], "judge",
                                              lambda: _experiences() > base + 4)  # fmt: skip
 
 
 def test_crash_trainer_worker_mid_job(stack: None) -> None:
     RESULTS["crash_trainer_worker"] = _run_with_crash(
-        "crash-worker", [*SMALL_RUN, "--prompt-format", "raw"], "trainer-worker", _job_running
+        "crash-worker", [*CRASH_RUN, "--prompt-format", "raw"], "trainer-worker", _job_running
     )
 
 
 def test_crash_buffer_mid_round(stack: None) -> None:
     base = _experiences()
     RESULTS["crash_buffer"] = _run_with_crash(
-        "crash-buffer", [*SMALL_RUN, "--dataset", "humaneval", "--prompt-format", "raw"], "buffer",
+        "crash-buffer", [*CRASH_RUN, "--dataset", "humaneval", "--prompt-format", "raw"], "buffer",
         lambda: _experiences() > base,
     )
 
@@ -355,7 +379,7 @@ def test_scaled_replicas(stack: None) -> None:
     # a driver run while one judge replica is lost mid-run
     base = _experiences()
     RESULTS["scaled_crash_judge"] = _run_with_crash(
-        "scaled", [*SMALL_RUN, "--dataset", "humaneval", "--k", "2"], "judge", lambda: _experiences() > base, index=1
+        "scaled", [*CRASH_RUN, "--dataset", "humaneval", "--k", "2"], "judge", lambda: _experiences() > base, index=1
     )
     after = {cid: _judge_requests(cid) for cid in containers("judge")}
     RESULTS["judge_requests_per_replica"] = {cid[:12]: after.get(cid, 0) - before.get(cid, 0) for cid in judges}
