@@ -149,7 +149,8 @@ def crash(service: str, index: int = 0) -> str:
 
 def save_results() -> None:
     path = Path(os.environ.get("BTP_DOCKER_RESULTS", "/tmp/btp-compose-results.json"))
-    path.write_text(json.dumps(RESULTS, indent=2))
+    old = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**old, **RESULTS}, indent=2))
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +167,13 @@ def stack() -> Iterator[None]:
     save_results()
     if os.environ.get("BTP_DOCKER_KEEP") != "1":
         compose("--profile", "driver", "down", "-v", "--remove-orphans", check=False)
+
+
+@pytest.fixture(autouse=True)
+def _save_after_each_test() -> Iterator[None]:
+    yield
+    if RESULTS:
+        save_results()
 
 
 def driver(name: str, *args: str) -> list[str]:
@@ -293,20 +301,30 @@ def test_btp_run_round(stack: None) -> None:
     RESULTS["btp_run_round_check"] = check_run("compose-round")
 
 
-def _run_with_crash(name: str, args: list[str], service: str, when: Any, index: int = 0) -> dict[str, Any]:
-    """Start a driver run, SIGKILL a container of ``service`` once ``when()`` holds, let the run finish."""
+def _run_with_crash(
+    name: str, args: list[str], service: str, when: Any, index: int = 0, hold: Any = None
+) -> dict[str, Any]:
+    """Start a driver run, SIGKILL a container of ``service`` once ``when()`` holds (and again each time it
+    is restarted while ``hold()`` holds: an outage, not only a blip), let the run finish."""
     cmd = [*(_compose_cmd() or []), "-p", PROJECT, *FILES, *driver(name, *args)]
     log_path = Path(f"/tmp/btp-compose-{name}.log")
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT)
         killed_at = None
-        cid = ""
+        cid, kills, outage = "", 0, 0.0
         start = time.monotonic()
         try:
             while proc.poll() is None and killed_at is None:
                 if when():
                     cid = crash(service, index)
                     killed_at = round(time.monotonic() - start, 1)
+                    kills = 1
+                    while hold is not None and hold(log_path.read_text()) and proc.poll() is None:
+                        if state(cid)["Running"]:
+                            crash(service, index)
+                            kills += 1
+                        time.sleep(0.5)
+                    outage = round(time.monotonic() - start - killed_at, 1)
                 time.sleep(0.5)
             rc = proc.wait(timeout=1800)
         finally:
@@ -315,8 +333,8 @@ def _run_with_crash(name: str, args: list[str], service: str, when: Any, index: 
     output = log_path.read_text()
     assert killed_at is not None, f"the run ended before {service} was killed:\n{output[-3000:]}"
     assert rc == 0, output[-5000:]
-    restarts = state(cid).get("RestartCount")
-    result = {"killed_after_s": killed_at, "run_s": round(time.monotonic() - start, 1),
+    restarts = int(docker("inspect", "-f", "{{.RestartCount}}", cid))
+    result = {"killed_after_s": killed_at, "kills": kills, "outage_s": outage, "run_s": round(time.monotonic() - start, 1),
               "retries_logged": output.count("retrying in"), "container_restarts": restarts,
               **check_run(name)}  # fmt: skip
     return result
@@ -330,10 +348,23 @@ def _job_running() -> bool:
     return bool(sql("select 1 from trainer_jobs where status = 'running'")) if _has_table("trainer_jobs") else False
 
 
+def _generator_busy() -> bool:
+    return bool(http("generator", "GET", "/health").get("queue"))
+
+
+def _until_retried(limit_s: float) -> Any:
+    """Hold the outage until the driver has logged a retry (it met the dead service), at most limit_s."""
+    start = time.monotonic()
+    return lambda output: "retrying in" not in output and time.monotonic() - start < limit_s
+
+
 def test_crash_judge_mid_round(stack: None) -> None:
-    base = _experiences()
-    RESULTS["crash_judge"] = _run_with_crash("crash-judge", [*CRASH_RUN, "--dataset", "humaneval"], "judge",
-                                             lambda: _experiences() > base + 4)  # fmt: skip
+    """The judge dies once the run's first generate call is in flight and is killed again on every restart
+    until the driver's judge call has met the dead judge (502 from judge-lb) and logged a retry."""
+    RESULTS["crash_judge"] = result = _run_with_crash(
+        "crash-judge", [*CRASH_RUN, "--dataset", "humaneval"], "judge", _generator_busy, hold=_until_retried(150)
+    )
+    assert result["retries_logged"] > 0
 
 
 def test_crash_trainer_worker_mid_job(stack: None) -> None:
@@ -343,20 +374,38 @@ def test_crash_trainer_worker_mid_job(stack: None) -> None:
 
 
 def test_crash_buffer_mid_round(stack: None) -> None:
-    base = _experiences()
-    RESULTS["crash_buffer"] = _run_with_crash(
-        "crash-buffer", [*CRASH_RUN, "--dataset", "humaneval", "--prompt-format", "raw"], "buffer",
-        lambda: _experiences() > base,
+    """The buffer dies while the round's beam search is in flight (after the first evaluation) and stays
+    down until the driver's call to store the programs has failed and been retried."""
+    seen: list[bool] = []
+
+    def sampling() -> bool:
+        if not seen and "eval:0" in run_state_or_empty("crash-buffer").get("done", []):
+            seen.append(True)
+        return bool(seen) and _generator_busy()
+
+    RESULTS["crash_buffer"] = result = _run_with_crash(
+        "crash-buffer", [*CRASH_RUN, "--dataset", "humaneval", "--prompt-format", "raw"], "buffer", sampling,
+        hold=_until_retried(150),
     )
+    assert result["retries_logged"] > 0
+
+
+def run_state_or_empty(name: str) -> dict[str, Any]:
+    try:
+        return run_state(name)
+    except (AssertionError, json.JSONDecodeError):
+        return {}
+
+
+def _logs(cid: str) -> str:
+    """A container's whole output, across its restarts."""
+    r = subprocess.run(["docker", "logs", cid], capture_output=True, text=True)
+    return r.stdout + r.stderr
 
 
 def _judge_requests(cid: str) -> int:
-    text = docker("exec", cid, "curl", "-fsS", "http://127.0.0.1:8002/metrics")
-    n = 0.0
-    for m in re.finditer(r'^btp_http_requests_total\{([^}]*)\} ([0-9.e+]+)$', text, re.M):
-        if 'route="/v1/judge' in m.group(1):
-            n += float(m.group(2))
-    return int(n)
+    """Judge requests a replica answered, from its access log (its /metrics restart with it)."""
+    return len(re.findall(r'"POST /v1/judge(/batch)? HTTP', _logs(cid)))
 
 
 def test_scaled_replicas(stack: None) -> None:
@@ -367,22 +416,27 @@ def test_scaled_replicas(stack: None) -> None:
     judges = containers("judge")
     assert len(judges) == 3 and len(containers("trainer-worker")) == 2
     before = {cid: _judge_requests(cid) for cid in judges}
-    # judge requests through the published port (judge-lb) spread over the replicas
-    prog = {"program": "def add(a, b):\n    return a + b\n",
-            "tests": {"kind": "check", "entry_point": "add", "code": "def check(candidate):\n    assert candidate(1, 2) == 3\n"}}  # fmt: skip
-    for _ in range(30):
-        assert http("judge", "POST", "/v1/judge", prog)["pass_rate"] == 1.0
     # two jobs at once: each worker takes one
     job = {"model": "SmolLM2-135M-Instruct", "batch_size": 2, "steps": 1, "learning_rate": 1e-5,
            "sample": {"n": 2, "scheme": "rank", "alpha": 0.5, "split": "train"}, "publish_to_generator": False}  # fmt: skip
     ids = [http("trainer", "POST", "/v1/jobs", job)["id"] for _ in range(2)]
-    # a driver run while one judge replica is lost mid-run
-    base = _experiences()
-    RESULTS["scaled_crash_judge"] = _run_with_crash(
-        "scaled", [*CRASH_RUN, "--dataset", "humaneval", "--k", "2"], "judge", lambda: _experiences() > base, index=1
-    )
+    # one judge replica lost: requests through the published port (judge-lb) all succeed on the others
+    lost = crash("judge", 1)
+    prog = {"program": "def add(a, b):\n    return a + b\n",
+            "tests": {"kind": "check", "entry_point": "add", "code": "def check(candidate):\n    assert candidate(1, 2) == 3\n"}}  # fmt: skip
+    t0 = time.monotonic()
+    for _ in range(30):
+        assert http("judge", "POST", "/v1/judge", prog)["pass_rate"] == 1.0
+    RESULTS["judge_requests_while_replica_lost_s"] = round(time.monotonic() - t0, 1)
+    # a driver run on the scaled stack
+    r = compose(*driver("scaled", *CRASH_RUN, "--dataset", "humaneval", "--k", "2"), timeout=1800)
+    RESULTS["scaled_run_output"] = r.stdout[-1500:]
+    RESULTS["scaled_run_check"] = check_run("scaled")
     after = {cid: _judge_requests(cid) for cid in containers("judge")}
-    RESULTS["judge_requests_per_replica"] = {cid[:12]: after.get(cid, 0) - before.get(cid, 0) for cid in judges}
+    RESULTS["judge_requests_per_replica"] = {
+        cid[:12] + (" (killed, restarted)" if cid == lost else ""): after.get(cid, 0) - before.get(cid, 0)
+        for cid in judges
+    }
     assert sum(1 for v in RESULTS["judge_requests_per_replica"].values() if v > 0) >= 2
     for jid in ids:
         deadline = time.monotonic() + 900
@@ -392,9 +446,7 @@ def test_scaled_replicas(stack: None) -> None:
         assert st["status"] == "succeeded", st
     per_worker = {}
     for cid in containers("trainer-worker"):
-        logs = subprocess.run(["docker", "logs", cid], capture_output=True, text=True).stdout
-        logs += subprocess.run(["docker", "logs", cid], capture_output=True, text=True).stderr
-        per_worker[cid[:12]] = len(re.findall(r"Task btp\.train\[[^\]]+\] succeeded", logs))
+        per_worker[cid[:12]] = len(re.findall(r"Task btp\.train\[[^\]]+\] succeeded", _logs(cid)))
     RESULTS["jobs_per_worker"] = per_worker
     assert sum(per_worker.values()) >= 2
     save_results()
