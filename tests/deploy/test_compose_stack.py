@@ -155,13 +155,16 @@ def save_results() -> None:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[None]:
-    compose("--profile", "driver", "down", "-v", "--remove-orphans", check=False)
-    start = time.monotonic()
-    compose("up", "-d", "--no-build", timeout=1200)
-    up = time.monotonic() - start
-    wait_healthy(SERVICES, 900)
-    RESULTS["stack_up_d_s"] = round(up, 1)  # `up -d` returned (every container created and started)
-    RESULTS["stack_healthy_s"] = round(time.monotonic() - start, 1)  # every container healthy
+    if os.environ.get("BTP_DOCKER_REUSE") == "1" and all(containers(s) for s in SERVICES):
+        wait_healthy(SERVICES, 900)  # a stack left up by BTP_DOCKER_KEEP=1
+    else:
+        compose("--profile", "driver", "down", "-v", "--remove-orphans", check=False)
+        start = time.monotonic()
+        compose("up", "-d", "--no-build", timeout=1200)
+        up = time.monotonic() - start
+        wait_healthy(SERVICES, 900)
+        RESULTS["stack_up_d_s"] = round(up, 1)  # `up -d` returned (every container created and started)
+        RESULTS["stack_healthy_s"] = round(time.monotonic() - start, 1)  # every container healthy
     save_results()
     yield
     save_results()
@@ -362,7 +365,7 @@ def test_crash_judge_mid_round(stack: None) -> None:
     """The judge dies once the run's first generate call is in flight and is killed again on every restart
     until the driver's judge call has met the dead judge (502 from judge-lb) and logged a retry."""
     RESULTS["crash_judge"] = result = _run_with_crash(
-        "crash-judge", [*CRASH_RUN, "--dataset", "humaneval"], "judge", _generator_busy, hold=_until_retried(150)
+        "crash-judge2", [*CRASH_RUN, "--dataset", "humaneval", "--k", "2"], "judge", _generator_busy, hold=_until_retried(150)
     )
     assert result["retries_logged"] > 0
 
@@ -379,12 +382,12 @@ def test_crash_buffer_mid_round(stack: None) -> None:
     seen: list[bool] = []
 
     def sampling() -> bool:
-        if not seen and "eval:0" in run_state_or_empty("crash-buffer").get("done", []):
+        if not seen and "eval:0" in run_state_or_empty("crash-buffer2").get("done", []):
             seen.append(True)
         return bool(seen) and _generator_busy()
 
     RESULTS["crash_buffer"] = result = _run_with_crash(
-        "crash-buffer", [*CRASH_RUN, "--dataset", "humaneval", "--prompt-format", "raw"], "buffer", sampling,
+        "crash-buffer2", [*CRASH_RUN, "--dataset", "humaneval", "--prompt-format", "raw"], "buffer", sampling,
         hold=_until_retried(150),
     )
     assert result["retries_logged"] > 0
