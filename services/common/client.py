@@ -10,6 +10,7 @@ raised (:func:`services.common.errors.parse_error`). The current request id (if 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -44,6 +45,7 @@ from .schemas.trainer import JobCreate, JobList, JobOut
 from .settings import DEFAULT_PORTS
 
 M = TypeVar("M", bound=BaseModel)
+log = logging.getLogger(__name__)
 
 DEFAULT_URLS = {name: f"http://127.0.0.1:{port}" for name, port in DEFAULT_PORTS.items()}
 
@@ -57,6 +59,7 @@ class Call:
     body: BaseModel | None = None
     params: dict[str, Any] = field(default_factory=dict)
     model: type[BaseModel] | None = None
+    idempotent: bool = True  # safe to send again when the connection broke after the request went out
 
 
 def _headers(token: str | None) -> dict[str, str]:
@@ -86,6 +89,21 @@ def _kwargs(call: Call) -> dict[str, Any]:
     return kwargs
 
 
+# Transport errors after which a request may be sent again: the server never got it (connect), or it died
+# or was restarted while answering (read/write/protocol). Timeouts of a slow answer are not retried.
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
+_CONNECTION_LOST = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+_GATEWAY_STATUSES = (502, 504)  # a load balancer in front of replicas that are all restarting
+
+
+def _retryable(call: Call, exc: Exception | None, status: int | None) -> bool:
+    if isinstance(exc, _NEVER_SENT):
+        return True
+    if not call.idempotent:
+        return False
+    return isinstance(exc, _CONNECTION_LOST) or status in _GATEWAY_STATUSES
+
+
 class SyncClient:
     """Base of the sync service clients."""
 
@@ -99,7 +117,12 @@ class SyncClient:
         timeout: float = 600.0,
         transport: httpx.BaseTransport | None = None,
         client: httpx.Client | None = None,
+        retry_s: float = 0.0,
     ) -> None:
+        # retry_s > 0: a call whose connection failed or broke (a service container restarting, a replica
+        # lost) is sent again with backoff for up to retry_s seconds; see _retryable. Non-idempotent calls
+        # (creating a training job) are retried only when the request never reached the server.
+        self.retry_s = retry_s
         if client is not None:
             self.http = client
             if token:
@@ -113,9 +136,22 @@ class SyncClient:
             )
 
     def call(self, call: Call) -> Any:
-        """Send one call and decode its answer."""
-        response = self.http.request(call.method, call.path, **_kwargs(call))
-        return _decode(call, response)
+        """Send one call and decode its answer (retrying a lost connection for up to ``retry_s``)."""
+        deadline = time.monotonic() + self.retry_s
+        delay = 0.5
+        while True:
+            try:
+                response = self.http.request(call.method, call.path, **_kwargs(call))
+            except httpx.TransportError as exc:
+                if not _retryable(call, exc, None) or time.monotonic() + delay > deadline:
+                    raise
+            else:
+                if not _retryable(call, None, response.status_code) or time.monotonic() + delay > deadline:
+                    return _decode(call, response)
+            log.warning("%s %s%s: connection failed or broke, retrying in %.1fs", call.method,
+                        self.http.base_url, call.path, delay)  # fmt: skip
+            time.sleep(delay)
+            delay = min(2 * delay, 5.0)
 
     def health(self) -> dict[str, Any]:
         """``GET /health``."""
@@ -257,7 +293,7 @@ def _stats(dataset: str | None) -> Call:
 
 
 def _create_job(job: JobCreate) -> Call:
-    return Call("POST", "/v1/jobs", job, model=JobOut)
+    return Call("POST", "/v1/jobs", job, model=JobOut, idempotent=False)
 
 
 def _get_job(job_id: str) -> Call:

@@ -89,7 +89,8 @@ def open_buffer(stack: ExitStack, settings: Settings, database_url: str | None =
     """The configured buffer: ``BTP_BUFFER_URL`` when set, else in-process on ``database_url`` (default the
     shared ``BTP_DATABASE_URL`` or the SQLite file under the data dir)."""
     if settings.buffer_url:
-        client = BufferClient(settings.buffer_url, token=settings.api_token, timeout=settings.service_timeout_s)
+        client = BufferClient(settings.buffer_url, token=settings.api_token, timeout=settings.service_timeout_s,
+                              retry_s=settings.service_retry_s)  # fmt: skip
         stack.callback(client.close)
         check_answers("buffer", client, settings.buffer_url)
         return client
@@ -181,7 +182,7 @@ def open_services(
     settings: Settings, *, model: str, buffer_database_url: str, checkpoints: Path
 ) -> Iterator[Services]:
     """Clients for every service: remote where a URL is set, embedded otherwise."""
-    token, timeout = settings.api_token, settings.service_timeout_s
+    token, timeout, retry = settings.api_token, settings.service_timeout_s, settings.service_retry_s
     with ExitStack() as stack:
         quiet_embedded_logs(settings)
         if settings.trainer_url and not settings.buffer_url:
@@ -193,16 +194,16 @@ def open_services(
         remote = [n for n in ("generator", "judge", "buffer", "trainer") if getattr(settings, f"{n}_url")]
         buffer = open_buffer(stack, settings, buffer_database_url)
         if settings.judge_url:
-            judge = JudgeClient(settings.judge_url, token=token, timeout=timeout)
+            judge = JudgeClient(settings.judge_url, token=token, timeout=timeout, retry_s=retry)
         else:
             judge = embedded_judge(stack, settings)
         if settings.generator_url:
-            generator = GeneratorClient(settings.generator_url, token=token, timeout=timeout)
+            generator = GeneratorClient(settings.generator_url, token=token, timeout=timeout, retry_s=retry)
         else:
             generator = embedded_generator(stack, settings, model, checkpoints)
         trainer: RemoteTrainer | InProcessTrainer
         if settings.trainer_url:
-            trainer = RemoteTrainer(TrainerClient(settings.trainer_url, token=token, timeout=timeout),
+            trainer = RemoteTrainer(TrainerClient(settings.trainer_url, token=token, timeout=timeout, retry_s=retry),
                                     settings.poll_interval_s)  # fmt: skip
         else:
             trainer = InProcessTrainer(buffer, checkpoints, settings.data_dir)

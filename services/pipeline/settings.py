@@ -35,6 +35,11 @@ class Settings(CommonSettings):
     service_timeout_s: float = Field(
         default=1800.0, gt=0, description="HTTP timeout of one call to a remote service, seconds."
     )
+    service_retry_s: float = Field(
+        default=180.0, ge=0,
+        description="How long a call to a remote service is retried while its connection fails or breaks "
+        "(a container restarting, a replica lost), seconds; 0 = never retry.",
+    )
 
     def runs_dir(self) -> Path:
         """``BTP_DATA_DIR/runs``."""

@@ -46,7 +46,7 @@ def buffer_client(job: JobCreate, settings: Settings) -> Iterator[BufferClient]:
             "no buffer service is known: set BTP_BUFFER_URL for the worker or buffer_url on the job",
             param="buffer_url",
         )
-    with BufferClient(url, token=settings.api_token) as client:
+    with BufferClient(url, token=settings.api_token, retry_s=settings.buffer_retry_s) as client:
         yield client
 
 

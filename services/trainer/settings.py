@@ -50,6 +50,11 @@ class Settings(CommonSettings):
         description="How long a starting worker waits for the Redis broker (BTP_REDIS_URL) before it gives up "
         "with one line naming the broker.",
     )
+    buffer_retry_s: float = Field(
+        180.0, ge=0,
+        description="How long a call to the buffer is retried while its connection fails or breaks (the "
+        "buffer restarting), seconds; 0 = never.",
+    )
     publish_timeout_s: float = Field(600.0, gt=0, description="Timeout of the generator's POST /v1/weights.")
 
     def resolved_checkpoints_dir(self) -> Path:
