@@ -89,10 +89,12 @@ def open_buffer(stack: ExitStack, settings: Settings, database_url: str | None =
     """The configured buffer: ``BTP_BUFFER_URL`` when set, else in-process on ``database_url`` (default the
     shared ``BTP_DATABASE_URL`` or the SQLite file under the data dir)."""
     if settings.buffer_url:
+        # fail fast at start (one line naming the buffer); retry only once the run is going
+        with BufferClient(settings.buffer_url, token=settings.api_token, timeout=settings.service_timeout_s) as probe:
+            check_answers("buffer", probe, settings.buffer_url)
         client = BufferClient(settings.buffer_url, token=settings.api_token, timeout=settings.service_timeout_s,
                               retry_s=settings.service_retry_s)  # fmt: skip
         stack.callback(client.close)
-        check_answers("buffer", client, settings.buffer_url)
         return client
     return embedded_buffer(stack, settings, database_url or settings.resolved_database_url())
 
