@@ -408,7 +408,9 @@ FORGE = [
                 except OSError:
                     pass
             return "none"
-        """), FORGE_CHECK, (CHANNEL_GARBAGE, CHANNEL_GARBAGE), FORGE_LIMITS, why="channel garbage"),
+        """), FORGE_CHECK, (CHANNEL_GARBAGE | {"timeout"}, CHANNEL_GARBAGE | {"timeout"}), FORGE_LIMITS,
+        # consuming the checker's call frame leaves the checker waiting for an answer: a timeout
+        why="channel garbage, or the checker's request eaten"),
     Attack("forge_fake_result_lines_on_stdout", "forge", src("""
         import json, os, sys
 
