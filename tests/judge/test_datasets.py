@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 # The MBPP copy shipped with the package (the same file as ../shared/data, which may not exist on a clone).
-MBPP = Path(__file__).resolve().parents[2] / "services" / "pipeline" / "data" / "mbpp-multipl-e-reworded.json"
+MBPP = Path(__file__).resolve().parents[2] / "services" / "pipeline" / "datasets" / "data" / "mbpp-multipl-e-reworded.json"
 
 
 def humaneval() -> list[dict[str, Any]]:
