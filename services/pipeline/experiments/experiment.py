@@ -32,7 +32,8 @@ The services are chosen as `btp run` chooses them (:mod:`services.pipeline.conne
 (generator, judge with bubblewrap, one SQLite file per buffer, training in this process), or the running
 stack's where ``BTP_*_URL`` is set. Against a buffer service every buffer above is a scope of that one
 service (:mod:`.buffers`: its own data set ``exp:<name>-<id>:<buffer>``), and with ``BTP_TRAINER_URL`` the
-jobs go to the trainer service, which replays exactly that scope. Generating, judging, evaluating, the
+jobs go to the trainer service, which replays exactly that scope. The ``model-teacher`` phase still loads its
+teacher in this process (the stack has one generator service, serving the student). Generating, judging, evaluating, the
 replay requests and the training jobs are the steps of :mod:`services.pipeline.run.steps`.
 """
 
