@@ -4,6 +4,8 @@ scope only holds that scope's programs, with the task ids the experiment knows."
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -16,15 +18,28 @@ from services.pipeline.experiments.buffers import MAX_DATASET, ScopedBuffer, sco
 from services.pipeline.settings import Settings
 
 
+@pytest.fixture
+def own_pg() -> Iterator[str]:
+    """A database of its own (the session's ``pg_url`` is shared with the stack tests, which count rows)."""
+    import psycopg
+
+    name = f"btp_scopes_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def _programs(task_id: str, rates: list[float]) -> list[ExperienceIn]:
     return [ExperienceIn(task_id=task_id, program=f"def f():\n    return {i}\n", logprob=-1.0 - i, token_count=5,
                          source="m@base:beam", round=1, pass_rate=r) for i, r in enumerate(rates)]  # fmt: skip
 
 
-def test_scopes_of_one_buffer_service_are_disjoint(pg_url: str, tmp_path: Path) -> None:
+def test_scopes_of_one_buffer_service_are_disjoint(own_pg: str, tmp_path: Path) -> None:
     tasks = select(load_mbpp().tasks, "train", 2)
     with ExitStack() as stack:
-        shared = embedded_buffer(stack, Settings(data_dir=tmp_path), pg_url)
+        shared = embedded_buffer(stack, Settings(data_dir=tmp_path), own_pg)
         a = ScopedBuffer(shared, scope_name("exp-1", "beam"))
         b = ScopedBuffer(shared, scope_name("exp-1", "own-p2value-rank-s0"))
         assert a.upsert_tasks(tasks).ids == [t.id for t in tasks] == b.upsert_tasks(tasks).ids
@@ -59,12 +74,12 @@ def test_scopes_of_one_buffer_service_are_disjoint(pg_url: str, tmp_path: Path) 
         assert shared.stats().experiences == 7
 
 
-def test_scope_names_fit_a_data_set_and_bad_scopes_are_refused(pg_url: str, tmp_path: Path) -> None:
+def test_scope_names_fit_a_data_set_and_bad_scopes_are_refused(own_pg: str, tmp_path: Path) -> None:
     long = scope_name("x" * 300, "own-p2value-rank-s0")
     assert len(long) == MAX_DATASET and long != scope_name("x" * 301, "own-p2value-rank-s0")
     assert scope_name("exp", "beam") == "exp:exp:beam"
     with ExitStack() as stack:
-        shared = embedded_buffer(stack, Settings(data_dir=tmp_path), pg_url)
+        shared = embedded_buffer(stack, Settings(data_dir=tmp_path), own_pg)
         for bad in ("", "a::b", "y" * (MAX_DATASET + 1)):
             with pytest.raises(ValueError):
                 ScopedBuffer(shared, bad)

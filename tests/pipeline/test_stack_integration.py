@@ -205,7 +205,9 @@ def test_dashboard_in_chromium_on_the_live_stack(stack: Any, tiny_model: Path, t
         out = run.communicate(timeout=60)[0]
         assert run.returncode == 0, out
         count = int(page.get_attribute("#refreshes", "data-count") or 0)
-        page.wait_for_function(f"Number(document.getElementById('refreshes').dataset.count) >= {count + 2}")
+        # (a long timeout: every refresh polls four services, slow on a loaded 2-core machine)
+        page.wait_for_function(f"Number(document.getElementById('refreshes').dataset.count) >= {count + 2}",
+                               timeout=180_000)
         jobs = _ok(http.get(f"{urls['trainer']}/v1/jobs"))["items"]
         latest = max(jobs, key=lambda j: j["created_at"])
         assert page.query_selector(f"tr[data-job='{latest['id']}']") is not None
