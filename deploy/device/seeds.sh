@@ -25,6 +25,7 @@ launch() {  # NAME CONFIG ARGS...
   local name=$1 config=$2
   shift 2
   setsid nohup python3 -m services.pipeline.experiments.command --config "$config" "$@" >"$logs/$name.log" 2>&1 </dev/null &
+  sleep 2  # staggered: the processes open the shared SQLite buffers at different moments
 }
 alive() { pgrep -f "services.pipeline.experiments.command" >/dev/null; }
 
