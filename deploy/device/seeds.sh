@@ -57,16 +57,21 @@ print(model_dir('SmolLM2-135M-Instruct', data_dir=Path('$BTP_DATA_DIR')))"
     sleep 20
     pack
     ;;
-  check)  # the judge environment works: a few CodeIO records that need numpy import, a numpy program passes
+  check)  # the judge environment works: a numpy program passes there and fails without it
     echo "judge environments: $BTP_JUDGE_ENVIRONMENTS"
     python3 - <<'PY'
-import time
-from pathlib import Path
-from services.pipeline.datasets.codeio.importer import load_run_slice
-t = time.perf_counter()
-tasks = load_run_slice(Path(".device/codeio/codeio.jsonl.gz"), test_fraction=0.5, train_size=20, test_size=20,
-                       workers=8, environment="scientific")
-print(len(tasks), "tasks in", round(time.perf_counter() - t, 1), "s;", sum(t.split == "test" for t in tasks), "test")
+from contextlib import ExitStack
+from services.common.schemas.judge import CallCase, CallTests, JudgeRequest
+from services.pipeline.connect import embedded_judge
+from services.pipeline.settings import Settings
+
+program = "import numpy as np\ndef f(xs):\n    return int(np.sum(np.array(xs)))\n"
+with ExitStack() as stack:
+    judge = embedded_judge(stack, Settings())
+    for env in ("scientific", None):
+        tests = CallTests(kind="call", fn_name="f", cases=[CallCase(args=[[1, 2, 3]], expected=6)], environment=env)
+        r = judge.judge(JudgeRequest(program=program, tests=tests))
+        print("environment", env, r.verdict, r.pass_rate)
 PY
     ;;
   wait)
