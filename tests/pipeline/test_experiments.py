@@ -310,7 +310,29 @@ def test_failed_only_recipe_and_a_seed_split(tiny_model: Path, tmp_path: Path) -
     r1 = json.loads((out / "phases" / "variant-failed-only-s1-r1.json").read_text())
     own = _pass_rates(out, "own-failed-only-s1")
     assert all(r is not None and r < 1.0 for r in own)
-    assert len(own) == failed["programs"] + r1["resample"]["new_programs"]
+    assert len(own) == failed["programs"] + r1["resample"]["added"]  # the copy, then round 2's programs
     assert r1["resample"]["added"] == r1["resample"]["generated"] - r1["resample"]["fully_passing"]
     assert summary["variants"]["failed-only"]["seeds"] == 1
     assert set(summary["not_finished"]) >= {"failed-only-s0", "rejection-s0"}
+
+
+def test_codeio_tasks_are_imported_once_and_read_back(tmp_path: Path) -> None:
+    """A codeio experiment imports its slice through the judge's sandbox into ``<out>/tasks.json``; a second
+    process (or a resume) reads that file and never needs the source again."""
+    source = Path(__file__).parent / "data" / "codeio" / "sample.jsonl"
+    cfg = ExperimentConfig.model_validate(
+        {"name": "cio", "dataset": "codeio", "dataset_path": str(source), "train_size": 3, "test_size": 3, "test_fraction": 0.3,
+         "import_workers": 2, "variants": [{"name": "p2value-rank"}]}
+    )  # fmt: skip
+    settings = Settings(data_dir=tmp_path / "data")
+    out = tmp_path / "exp"
+    first = Experiment(cfg, out, settings, log=lambda m: None)
+    cached = json.loads((out / "tasks.json").read_text())
+    assert first.train_tasks and first.test_tasks
+    assert {t["id"] for t in cached} >= {t.id for t in first.train_tasks + first.test_tasks}
+    assert all(t.tests.kind == "call" and t.tests.fn_name == "main_solution" for t in first.train_tasks)
+    assert {t.split for t in first.train_tasks} == {"train"} and {t.split for t in first.test_tasks} == {"test"}
+    moved = cfg.model_copy(update={"dataset_path": str(tmp_path / "gone.jsonl")})
+    again = Experiment(moved, out, settings, log=lambda m: None)
+    assert [t.model_dump() for t in again.train_tasks] == [t.model_dump() for t in first.train_tasks]
+    assert [t.model_dump() for t in again.test_tasks] == [t.model_dump() for t in first.test_tasks]
