@@ -27,7 +27,7 @@ launch() {  # NAME CONFIG ARGS...
   setsid nohup python3 -m services.pipeline.experiments.command --config "$config" "$@" >"$logs/$name.log" 2>&1 </dev/null &
   sleep 2  # staggered: the processes open the shared SQLite buffers at different moments
 }
-alive() { pgrep -f "services.pipeline.experiments.command" >/dev/null; }
+alive() { pgrep -f "^python3 -m services[.]pipeline[.]experiments[.]command" >/dev/null; }  # not the calling shell, whose command line names it too
 
 pack() {
   for f in "$logs"/*.log; do echo "== $f"; tail -n "${TAIL:-3}" "$f"; done
