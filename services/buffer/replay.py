@@ -133,6 +133,15 @@ def stats(*, session: Session, index: PriorityIndex, dataset: str | None, settin
             pass_rate_histogram=Histogram(edges=edges, counts=pcounts),
             p2value_histogram=Histogram(edges=p2_edges, counts=p2_counts),
         )
+    if dataset is not None:  # the totals of what was asked for, not of the whole buffer
+        return StatsResponse(
+            tasks=sum(d.tasks for d in datasets.values()),
+            experiences=sum(d.experiences for d in datasets.values()),
+            judged=sum(d.judged for d in datasets.values()),
+            alpha=settings.stats_alpha,
+            possibility=settings.stats_possibility,
+            datasets=datasets,
+        )
     return StatsResponse(
         tasks=sum(task_counts.values()),
         experiences=snap.n,

@@ -1,5 +1,8 @@
 """Sandbox containers: bubblewrap command line, warm container pool, ``run_in_sandbox``.
 
+(Just over 500 lines: the command line, the pool and the one-program call share the isolation model
+below; splitting them would spread one security argument over three files.)
+
 Isolation model (what each container is):
 
 - ``bwrap`` with new mount, pid, network, ipc and uts namespaces (and cgroup where possible): no network

@@ -10,6 +10,7 @@ Celery worker) instead.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from services.common.client import BufferClient, GeneratorClient, JudgeClient, T
 from services.common.errors import UpstreamError, ValidationError
 from services.common.schemas.trainer import JobCreate, LossPoint
 
+from .datasets.codeio.execution import Equal, SandboxRun
 from .run.loop import Services
 from .run.steps import Reporter
 from .settings import Settings
@@ -70,6 +72,36 @@ def embedded_judge(stack: ExitStack, settings: Settings) -> JudgeClient:
     from services.judge.settings import Settings as JudgeSettings
 
     return JudgeClient(client=_embedded_client(stack, create_app(JudgeSettings(data_dir=settings.data_dir, log_level=settings.log_level))))
+
+
+@contextmanager
+def judge_sandbox(workers: int, environment: str | None = None) -> Iterator[SandboxRun]:
+    """The judge's ``run_in_sandbox`` over a warm pool of ``workers`` containers (judge settings from env),
+    in the named judge ``environment`` (``BTP_JUDGE_ENVIRONMENTS``) when one is given."""
+    from services.judge.app import ENV_UID_OFFSET
+    from services.judge.sandbox import SandboxPool, load_environment, run_in_sandbox
+    from services.judge.settings import Settings as JudgeSettings
+
+    settings = JudgeSettings()
+    env = None
+    if environment is not None:
+        if environment not in settings.environments:
+            known = ", ".join(sorted(settings.environments)) or "none"
+            raise ValueError(f"unknown judge environment {environment!r} (BTP_JUDGE_ENVIRONMENTS has: {known})")
+        env = load_environment(environment, settings.environments[environment], settings)
+    pool = SandboxPool(settings, size=max(1, workers), environment=env, uid_offset=ENV_UID_OFFSET if env else 0)
+    pool.start()
+    try:
+        yield functools.partial(run_in_sandbox, settings=settings, pool=pool)  # type: ignore[misc]
+    finally:
+        pool.close()
+
+
+def judge_equal() -> Equal:
+    """The judge's ``call`` comparison (the importer keeps a case only if the judge would compare it so)."""
+    from services.judge.compare import values_equal
+
+    return values_equal
 
 
 def embedded_buffer(stack: ExitStack, settings: Settings, database_url: str) -> BufferClient:
@@ -179,35 +211,62 @@ class RemoteTrainer:
         return out.checkpoint, [p.model_dump() for p in out.loss_history]
 
 
+def open_judge(stack: ExitStack, settings: Settings) -> JudgeClient:
+    """The configured judge: ``BTP_JUDGE_URL`` when set, else in-process."""
+    if settings.judge_url:
+        client = JudgeClient(settings.judge_url, token=settings.api_token, timeout=settings.service_timeout_s,
+                             retry_s=settings.service_retry_s)  # fmt: skip
+        stack.callback(client.close)
+        return client
+    return embedded_judge(stack, settings)
+
+
+def open_generator(stack: ExitStack, settings: Settings, model: str, checkpoints: Path) -> GeneratorClient:
+    """The configured generator: ``BTP_GENERATOR_URL`` when set (serving whatever it serves until told
+    otherwise), else in-process serving ``model``."""
+    if settings.generator_url:
+        client = GeneratorClient(settings.generator_url, token=settings.api_token,
+                                 timeout=settings.service_timeout_s, retry_s=settings.service_retry_s)  # fmt: skip
+        stack.callback(client.close)
+        return client
+    return embedded_generator(stack, settings, model, checkpoints)
+
+
+def check_trainer_reaches_buffer(settings: Settings) -> None:
+    """A remote trainer needs a remote buffer (it cannot reach one inside this process)."""
+    if settings.trainer_url and not settings.buffer_url:
+        raise ValidationError(
+            "BTP_TRAINER_URL is set but BTP_BUFFER_URL is not: a remote trainer cannot reach an "
+            "in-process buffer; set both (or neither)",
+            param="trainer_url",
+        )
+
+
+def open_trainer(
+    settings: Settings, buffer: BufferClient, checkpoints: Path, device: str = "auto"
+) -> RemoteTrainer | InProcessTrainer:
+    """The configured trainer: the trainer API (``BTP_TRAINER_URL``; it reads the buffer service it is
+    configured with) or this process, replaying ``buffer``."""
+    if settings.trainer_url:
+        check_trainer_reaches_buffer(settings)
+        client = TrainerClient(settings.trainer_url, token=settings.api_token, timeout=settings.service_timeout_s,
+                               retry_s=settings.service_retry_s)  # fmt: skip
+        return RemoteTrainer(client, settings.poll_interval_s)
+    return InProcessTrainer(buffer, checkpoints, settings.data_dir, device=device)
+
+
 @contextmanager
 def open_services(
     settings: Settings, *, model: str, buffer_database_url: str, checkpoints: Path
 ) -> Iterator[Services]:
     """Clients for every service: remote where a URL is set, embedded otherwise."""
-    token, timeout, retry = settings.api_token, settings.service_timeout_s, settings.service_retry_s
     with ExitStack() as stack:
         quiet_embedded_logs(settings)
-        if settings.trainer_url and not settings.buffer_url:
-            raise ValidationError(
-                "BTP_TRAINER_URL is set but BTP_BUFFER_URL is not: a remote trainer cannot reach an "
-                "in-process buffer; set both (or neither)",
-                param="trainer_url",
-            )
+        check_trainer_reaches_buffer(settings)
         remote = [n for n in ("generator", "judge", "buffer", "trainer") if getattr(settings, f"{n}_url")]
         buffer = open_buffer(stack, settings, buffer_database_url)
-        if settings.judge_url:
-            judge = JudgeClient(settings.judge_url, token=token, timeout=timeout, retry_s=retry)
-        else:
-            judge = embedded_judge(stack, settings)
-        if settings.generator_url:
-            generator = GeneratorClient(settings.generator_url, token=token, timeout=timeout, retry_s=retry)
-        else:
-            generator = embedded_generator(stack, settings, model, checkpoints)
-        trainer: RemoteTrainer | InProcessTrainer
-        if settings.trainer_url:
-            trainer = RemoteTrainer(TrainerClient(settings.trainer_url, token=token, timeout=timeout, retry_s=retry),
-                                    settings.poll_interval_s)  # fmt: skip
-        else:
-            trainer = InProcessTrainer(buffer, checkpoints, settings.data_dir)
+        judge = open_judge(stack, settings)
+        generator = open_generator(stack, settings, model, checkpoints)
+        trainer = open_trainer(settings, buffer, checkpoints)
         mode = "embedded" if not remote else ("remote" if len(remote) == 4 else "mixed: remote " + ",".join(remote))
         yield Services(generator=generator, judge=judge, buffer=buffer, trainer=trainer, mode=mode)

@@ -196,6 +196,9 @@ def test_stats(client: TestClient) -> None:
     assert s["datasets"]["mbpp"]["mean_pass_rate"] is None
     only = client.get("/v1/stats", params={"dataset": "mbpp"}).json()
     assert list(only["datasets"]) == ["mbpp"]
+    assert (only["tasks"], only["experiences"], only["judged"]) == (1, 1, 0)  # totals of the data set asked for
+    none = client.get("/v1/stats", params={"dataset": "apps"}).json()
+    assert (none["tasks"], none["experiences"], none["judged"], none["datasets"]) == (0, 0, 0, {})
 
 
 # --- bad input: a 4xx in the envelope, and nothing written -------------------------------------------

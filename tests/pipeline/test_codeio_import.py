@@ -26,7 +26,8 @@ from services.common.client import BufferClient, JudgeClient
 from services.common.errors import NotFoundError
 from services.common.schemas.buffer import TaskOut
 from services.common.schemas.judge import JudgeRequest
-from services.pipeline.datasets.codeio.execution import RunnerConfig, judge_sandbox
+from services.pipeline.connect import judge_sandbox
+from services.pipeline.datasets.codeio.execution import RunnerConfig
 from services.pipeline.datasets.codeio.importer import (
     ImportSummary,
     buffer_sink,

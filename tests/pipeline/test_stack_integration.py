@@ -3,6 +3,7 @@ complete round driven over HTTP exactly as the README's curl calls do, then a cl
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -130,6 +131,36 @@ def test_one_round_over_http(stack: Any, tiny_model: Path, tmp_path: Path) -> No
     assert "(remote)" in run.stdout and "after 1" in run.stdout
     assert not (tmp_path / "cli" / "runs" / "remote" / "buffer.sqlite3").exists()  # the remote buffer was used
     assert _ok(http.get(f"{urls['buffer']}/v1/stats"))["experiences"] > 4
+
+    # `btp experiment` drives the same stack: each recipe's buffer is a scope (data set) of the buffer
+    # service, and the trainer service trains every round on exactly that scope
+    jobs_before = len(_ok(http.get(f"{urls['trainer']}/v1/jobs"))["items"])
+    exp_cfg = tmp_path / "exp.json"
+    exp_cfg.write_text(json.dumps({
+        "name": "on-stack", "model": str(tiny_model), "train_size": 2, "test_size": 2, "k": 2,
+        "max_new_tokens": 8, "gen_batch": 4, "n": 2, "steps": 1, "max_seq_len": 128, "rounds": 2,
+        "bootstrap_draws": 100, "variants": [{"name": "p2value-rank"}, {"name": "uniform", "scheme": "uniform"}]}))  # fmt: skip
+    exp_out = tmp_path / "exp-out"
+    exp = subprocess.run([sys.executable, "-m", "services.pipeline.cli.main", "experiment", "--config", str(exp_cfg),
+                          "--out", str(exp_out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert exp.returncode == 0, exp.stdout + exp.stderr
+    assert not list(exp_out.glob("*.sqlite3")) and not (exp_out / "checkpoints").exists()  # nothing in-process
+    results = json.loads((exp_out / "results.json").read_text())
+    assert set(results["variants"]) == {"p2value-rank", "uniform"} and results["not_finished"] == []
+    scopes = {d for d in _ok(http.get(f"{urls['buffer']}/v1/stats"))["datasets"] if d.startswith("exp:on-stack-")}
+    assert {s.rsplit(":", 1)[1] for s in scopes} == {"beam", "own-p2value-rank-s0", "own-uniform-s0"}
+    jobs = _ok(http.get(f"{urls['trainer']}/v1/jobs"))["items"]
+    exp_jobs = [j for j in jobs if (j["config"]["sample"].get("datasets") or [""])[0].startswith("exp:on-stack-")]
+    assert len(jobs) - jobs_before == len(exp_jobs) == 4  # 2 recipes x 2 rounds, all on the trainer service
+    assert all(j["status"] == "succeeded" for j in exp_jobs)
+    for j in exp_jobs:
+        own = j["config"]["sample"]["datasets"][0]
+        assert own.endswith(("own-p2value-rank-s0", "own-uniform-s0"))
+        # the round-1 beam programs were copied into the recipe's own scope, round 2's were added there
+        stats = _ok(http.get(f"{urls['buffer']}/v1/stats", params={"dataset": own}))
+        assert stats["experiences"] >= 2 and stats["judged"] == stats["experiences"]
+    r2 = [j for j in exp_jobs if j["config"]["model"] != str(tiny_model)]
+    assert len(r2) == 2  # round 2 continued from round 1's checkpoint, as the trainer wrote it
 
     # 7. Ctrl-C/SIGTERM stops every child
     proc.send_signal(signal.SIGTERM)

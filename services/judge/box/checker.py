@@ -3,6 +3,9 @@
 # (runs inside the sandbox, prepended to harness.py: plain, unannotated, standard library only)
 """Sandbox side of ``check`` tests: the asserts and the program never share a process.
 
+(Over 500 lines on purpose: prepended to the harness as one in-sandbox script; the checker server, the
+proxy objects the program sees and the value codec are one protocol and change together.)
+
 Each container has one long-lived *checker* process (:func:`checker_server`), started by the harness,
 running as a uid of its own (``uid + 1_000_000``, distinct from the programs' uid) and not dumpable.
 For every attempt of a program the container's zygote forks a fresh *program* process (the container's

@@ -3,6 +3,9 @@
 # (runs inside the sandbox under whatever python3 it has: plain, unannotated, standard library only)
 """The in-container harness ("zygote"): the trusted process of each bubblewrap container.
 
+(Over 500 lines on purpose: it is shipped into the container as one script, standard library only, and
+every part of it (framing, runner supervision, limits, the wipe between programs) guards the others' state.)
+
 The service runs ``checker.py + runner.py + harness.py`` as one script (``python3 -s -S -B -c``) inside the
 container; it is never imported by the service except to read its source. The harness never executes
 untrusted code (nor test code) in its own process.

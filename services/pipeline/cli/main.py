@@ -1,5 +1,8 @@
 """The `btp` command line (typer + rich): run, serve, worker, stack up, import, model prepare, report, sweep.
 
+(Over 500 lines: one typer app whose commands are thin; the long parts are option declarations, and the
+work lives in ``run/``, ``datasets/``, ``experiments/`` and ``stack.py``.)
+
 Settings come from the environment (``BTP_*``) and are built here, never at import time. Service URLs
 (``BTP_GENERATOR_URL`` ...) select a remote stack; unset, `btp run` embeds every service in-process.
 

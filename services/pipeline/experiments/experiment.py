@@ -32,9 +32,13 @@ that model's beam-search programs for the train tasks, judged.
 Every phase writes ``<out>/phases/<phase>.json`` when it finishes; running the same command again skips
 finished phases (the buffers deduplicate re-sent programs), so an interrupted experiment resumes. The
 configuration is saved as ``<out>/config.json``; ``btp experiment --config <that file>`` repeats the run.
-The services are the real ones in-process (generator, judge with bubblewrap, buffer on SQLite, training
-through the same :class:`~services.pipeline.run.steps.Trainer` interface as `btp run`; generating,
-judging, evaluating and the replay requests are the steps of :mod:`services.pipeline.run.steps`).
+The services are chosen as `btp run` chooses them (:mod:`services.pipeline.connect`): in-process by default
+(generator, judge with bubblewrap, one SQLite file per buffer, training in this process), or the running
+stack's where ``BTP_*_URL`` is set. Against a buffer service every buffer above is a scope of that one
+service (:mod:`.buffers`: its own data set ``exp:<name>-<id>:<buffer>``), and with ``BTP_TRAINER_URL`` the
+jobs go to the trainer service, which replays exactly that scope. The ``model-teacher`` phase still loads its
+teacher in this process (the stack has one generator service, serving the student). Generating, judging, evaluating, the
+replay requests and the training jobs are the steps of :mod:`services.pipeline.run.steps`.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ import gzip
 import json
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -58,6 +63,7 @@ from ..run import steps
 from ..run.folder import write_json
 from ..run.steps import SilentReporter, Trainer
 from ..settings import Settings
+from .buffers import ScopedBuffer, scope_name
 from .recipes import BEAM_SUBSETS, SELF_GENERATED, ExperimentConfig, Variant, keeps
 from .stats import markdown_table, plot_alpha, plot_rounds, plot_variants, round_curve, summarize_variant
 
@@ -99,6 +105,7 @@ class Experiment:
             self.teacher_tasks = select(he, "train", cfg.teacher_size)
         self.limits = Limits(time_s=cfg.judge_time_s, memory_mb=cfg.judge_memory_mb)
         self.buffers: dict[str, BufferClient] = {}
+        self.shared: BufferClient | None = None  # the buffer service, when BTP_BUFFER_URL is set
         self.served: str | None = None
         self.generator: GeneratorClient
         self.judge: JudgeClient
@@ -139,12 +146,26 @@ class Experiment:
         self.log(f"{phase}: done in {data['seconds']:.0f}s")
         return data
 
+    def scope_id(self) -> str:
+        """This experiment folder's id in a shared buffer service (made once, kept for resuming), so two
+        experiments of the same name never share programs."""
+        path = self.out / "scope_id"
+        if not path.exists():
+            path.write_text(uuid.uuid4().hex[:8], encoding="utf-8")
+        return path.read_text(encoding="utf-8").strip()
+
     def buffer(self, stack: ExitStack, name: str) -> BufferClient:
         if name not in self.buffers:
-            from ..connect import embedded_buffer
+            from ..connect import embedded_buffer, open_buffer
 
-            url = f"sqlite:///{self.out / f'buffer-{name}.sqlite3'}"
-            self.buffers[name] = embedded_buffer(stack, self.settings, url)
+            if self.settings.buffer_url:
+                if self.shared is None:
+                    self.shared = open_buffer(stack, self.settings)
+                scope = scope_name(f"{self.cfg.name}-{self.scope_id()}", name)
+                self.buffers[name] = ScopedBuffer(self.shared, scope)
+            else:
+                url = f"sqlite:///{self.out / f'buffer-{name}.sqlite3'}"
+                self.buffers[name] = embedded_buffer(stack, self.settings, url)
             if name.startswith("own-"):  # a variant's own copy: its tasks come with the copy
                 return self.buffers[name]
             # (re)state the tasks: the upsert is idempotent and puts back the original prompts
@@ -302,7 +323,8 @@ class Experiment:
         The checkpoint is kept (``checkpoint`` in the result); the caller deletes it when done with it.
         """
         cfg = self.cfg
-        sample = steps.sample_request(variant, n=cfg.n, datasets=None, seed=steps.sample_seed(seed, round_))
+        datasets = buf.datasets if isinstance(buf, ScopedBuffer) else None  # a file holds this buffer only
+        sample = steps.sample_request(variant, n=cfg.n, datasets=datasets, seed=steps.sample_seed(seed, round_))
         job = steps.training_job(
             model=start or cfg.model, sample=sample, steps=cfg.steps, learning_rate=cfg.learning_rate,
             lora=cfg.lora, max_seq_len=cfg.max_seq_len, prompt_format=cfg.prompt_format,
@@ -329,11 +351,11 @@ class Experiment:
         }
 
     def trainer_for(self, buf: BufferClient) -> Trainer:
-        """The trainer of a job replaying ``buf``: in this process, as `btp run` embedded (each recipe's
-        buffer is its own SQLite file, which a remote trainer cannot reach)."""
-        from ..connect import InProcessTrainer
+        """The trainer of a job replaying ``buf``: the trainer service when ``BTP_TRAINER_URL`` is set (``buf``
+        is then a scope of the buffer service it reads), else this process, as `btp run` chooses."""
+        from ..connect import open_trainer
 
-        return InProcessTrainer(buf, self.out / "checkpoints", self.settings.data_dir, device=self.cfg.device)
+        return open_trainer(self.settings, buf, self.out / "checkpoints", device=self.cfg.device)
 
     def checkpoint_dir(self, variant: Variant, seed: int, round_: int) -> Path:
         suffix = f"-r{round_}" if self.cfg.rounds > 1 else ""
@@ -393,6 +415,7 @@ class Experiment:
             lost = (  # a finished round whose checkpoint the next, unfinished round still needs
                 done is not None
                 and r < cfg.rounds
+                and not self.settings.trainer_url  # a trainer service's checkpoints are on its own disk
                 and not Path(done["checkpoint"]).exists()
                 and not self.done(f"variant-{variant.name}-s{seed}-r{r + 1}")
             )
@@ -463,9 +486,11 @@ class Experiment:
         """Run (or resume) the phases; ``shared=False`` leaves the beam buffer and the base evaluation to
         another process working on the same folder (variants that need them then wait for them);
         ``seeds`` runs only those of the config's seeds (several processes split the seeds)."""
-        from ..connect import embedded_generator, embedded_judge
+        from ..connect import check_remote_services, check_trainer_reaches_buffer, open_generator, open_judge
 
         cfg = self.cfg
+        check_trainer_reaches_buffer(self.settings)
+        check_remote_services(self.settings)
         if cfg.torch_threads:
             import torch
 
@@ -474,9 +499,10 @@ class Experiment:
         write_json(self.out / "config.json", cfg.model_dump(mode="json"))
         started = time.perf_counter()
         with ExitStack() as stack:
-            self.generator = embedded_generator(stack, self.settings, cfg.model, self.out / "checkpoints")
-            self.served = cfg.model
-            self.judge = embedded_judge(stack, self.settings)
+            self.generator = open_generator(stack, self.settings, cfg.model, self.out / "checkpoints")
+            # a generator service may serve anything (another run's checkpoint): the first use_weights says
+            self.served = None if self.settings.generator_url else cfg.model
+            self.judge = open_judge(stack, self.settings)
             if shared:
                 self.prepare("beam" if "beam" in cfg.buffers_needed() else None, stack)
                 for subset in sorted(cfg.buffers_needed() & BEAM_SUBSETS):  # before any --no-shared process

@@ -12,11 +12,9 @@ No FastAPI, no HTTP; the sandbox and comparison functions are passed in (the rea
 
 from __future__ import annotations
 
-import functools
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -225,36 +223,6 @@ def evaluate(index: int, run: RunResultLike, config: RunnerConfig, equal: Equal)
         out.detail = f"{len(out.cases)} test(s), at least {config.min_tests} required"
         out.cases = []
     return out
-
-
-@contextmanager
-def judge_sandbox(workers: int, environment: str | None = None) -> Iterator[SandboxRun]:
-    """The judge's ``run_in_sandbox`` over a warm pool of ``workers`` containers (judge settings from env),
-    in the named judge ``environment`` (``BTP_JUDGE_ENVIRONMENTS``) when one is given."""
-    from services.judge.app import ENV_UID_OFFSET
-    from services.judge.sandbox import SandboxPool, load_environment, run_in_sandbox
-    from services.judge.settings import Settings as JudgeSettings
-
-    settings = JudgeSettings()
-    env = None
-    if environment is not None:
-        if environment not in settings.environments:
-            known = ", ".join(sorted(settings.environments)) or "none"
-            raise ValueError(f"unknown judge environment {environment!r} (BTP_JUDGE_ENVIRONMENTS has: {known})")
-        env = load_environment(environment, settings.environments[environment], settings)
-    pool = SandboxPool(settings, size=max(1, workers), environment=env, uid_offset=ENV_UID_OFFSET if env else 0)
-    pool.start()
-    try:
-        yield functools.partial(run_in_sandbox, settings=settings, pool=pool)  # type: ignore[misc]
-    finally:
-        pool.close()
-
-
-def default_equal() -> Equal:
-    """The judge's ``call`` comparison."""
-    from services.judge.compare import values_equal
-
-    return values_equal
 
 
 def _infrastructure_failure(run: RunResultLike) -> bool:

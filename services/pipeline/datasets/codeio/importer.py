@@ -193,10 +193,10 @@ def import_codeio(
     ``sink(tasks) -> (created, updated)``; None is a dry run. Malformed records (exceptions in
     ``records``) are counted as ``malformed_record``.
     """
-    from .execution import default_equal, judge_sandbox
+    from ...connect import judge_equal, judge_sandbox
     from .records import precheck
 
-    equal = equal or default_equal()
+    equal = equal or judge_equal()
     summary = ImportSummary(test_fraction=test_fraction)
     started = time.monotonic()
     good: list[CodeIORecord] = []
