@@ -17,7 +17,7 @@ export PYTHONUNBUFFERED=1
 logs=$BTP_DATA_DIR/logs
 mkdir -p "$logs"
 
-alive() { pgrep -f "services.pipeline.experiments.command" >/dev/null; }
+alive() { pgrep -f "^python3 -m services[.]pipeline[.]experiments[.]command" >/dev/null; }  # not the calling shell, whose command line names it too
 
 status() {
   for f in "$logs"/*.log; do

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from services.pipeline.experiments.command import main
 from services.pipeline.experiments.experiment import Experiment
-from services.pipeline.experiments.recipes import ExperimentConfig, Variant
+from services.pipeline.experiments.recipes import ExperimentConfig, Variant, keeps
 from services.pipeline.experiments.stats import bootstrap_ci, summarize_variant
 from services.pipeline.settings import Settings
 
@@ -160,6 +160,11 @@ def test_cli_refuses_bad_and_conflicting_configs(tiny_model: Path, tmp_path: Pat
     other.write_text(tiny_config(tiny_model, steps=2).model_dump_json())
     result = CliRunner().invoke(app, ["--config", str(other), "--out", str(out)])
     assert result.exit_code == 2 and "another config" in result.output
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(tiny_config(tiny_model).model_dump_json())
+    for seeds, message in (("0,x", "comma-separated integers"), ("7", "the config's seeds are [0]")):
+        result = CliRunner().invoke(app, ["--config", str(cfg_file), "--out", str(tmp_path / "s"), "--seeds", seeds])
+        assert result.exit_code == 2 and message in result.output, result.output
     with pytest.raises(SystemExit) as exc:
         main(["--config", str(tmp_path / "missing.json")])
     assert exc.value.code == 2
@@ -265,3 +270,69 @@ def test_config_rejects_model_teacher_without_a_teacher_and_rounds_with_lora(tin
         tiny_config(tiny_model, variants=[{"name": "t", "buffer": "model-teacher"}])
     with pytest.raises(ValueError, match="lora"):
         tiny_config(tiny_model, rounds=2, lora=True)
+
+
+def test_buffer_filters() -> None:
+    assert keeps("passing", 1.0) and not keeps("passing", 0.5) and not keeps("passing", None)
+    assert keeps("failed", 0.0) and keeps("failed", 0.9) and not keeps("failed", 1.0) and not keeps("failed", None)
+    assert keeps("beam", None) and keeps("beam", 1.0)
+    with pytest.raises(ValueError, match="dataset_path"):
+        ExperimentConfig.model_validate({"name": "x", "dataset": "codeio"})
+    with pytest.raises(ValueError, match="codeio only"):
+        ExperimentConfig.model_validate({"name": "x", "judge_environment": "scientific"})
+
+
+def _pass_rates(out: Path, name: str) -> list[float | None]:
+    import sqlite3
+
+    with sqlite3.connect(out / f"buffer-{name}.sqlite3") as db:
+        return [r[0] for r in db.execute("select pass_rate from experiences").fetchall()]
+
+
+def test_failed_only_recipe_and_a_seed_split(tiny_model: Path, tmp_path: Path) -> None:
+    """The failed-only buffer is the beam buffer less its fully passing programs, re-filtered each round; a
+    process given ``seeds`` runs only those."""
+    cfg = tiny_config(
+        tiny_model,
+        rounds=2,
+        seeds=[0, 1],
+        variants=[{"name": "failed-only", "buffer": "failed"}, {"name": "rejection", "buffer": "passing"}],
+    )
+    out = tmp_path / "exp"
+    summary = Experiment(cfg, out, Settings(data_dir=tmp_path / "data"), log=lambda m: None).run(seeds=[1])
+    phases = {p.stem for p in (out / "phases").iterdir()}
+    assert {"sample-beam", "failed", "passing", "eval-base", "variant-failed-only-s1"} <= phases
+    assert not any(p.endswith("-s0") or "-s0-" in p for p in phases)
+    beam = _pass_rates(out, "beam")
+    failed = json.loads((out / "phases" / "failed.json").read_text())
+    assert failed["programs"] == sum(r is not None and r < 1.0 for r in beam) >= 1
+    assert sorted(_pass_rates(out, "failed")) == sorted(r for r in beam if r is not None and r < 1.0)
+    r1 = json.loads((out / "phases" / "variant-failed-only-s1-r1.json").read_text())
+    own = _pass_rates(out, "own-failed-only-s1")
+    assert all(r is not None and r < 1.0 for r in own)
+    assert len(own) == failed["programs"] + r1["resample"]["added"]  # the copy, then round 2's programs
+    assert r1["resample"]["added"] == r1["resample"]["generated"] - r1["resample"]["fully_passing"]
+    assert summary["variants"]["failed-only"]["seeds"] == 1
+    assert set(summary["not_finished"]) >= {"failed-only-s0", "rejection-s0"}
+
+
+def test_codeio_tasks_are_imported_once_and_read_back(tmp_path: Path) -> None:
+    """A codeio experiment imports its slice through the judge's sandbox into ``<out>/tasks.json``; a second
+    process (or a resume) reads that file and never needs the source again."""
+    source = Path(__file__).parent / "data" / "codeio" / "sample.jsonl"
+    cfg = ExperimentConfig.model_validate(
+        {"name": "cio", "dataset": "codeio", "dataset_path": str(source), "train_size": 3, "test_size": 3, "test_fraction": 0.3,
+         "import_workers": 2, "variants": [{"name": "p2value-rank"}]}
+    )  # fmt: skip
+    settings = Settings(data_dir=tmp_path / "data")
+    out = tmp_path / "exp"
+    first = Experiment(cfg, out, settings, log=lambda m: None)
+    cached = json.loads((out / "tasks.json").read_text())
+    assert first.train_tasks and first.test_tasks
+    assert {t["id"] for t in cached} >= {t.id for t in first.train_tasks + first.test_tasks}
+    assert all(t.tests.kind == "call" and t.tests.fn_name == "main_solution" for t in first.train_tasks)
+    assert {t.split for t in first.train_tasks} == {"train"} and {t.split for t in first.test_tasks} == {"test"}
+    moved = cfg.model_copy(update={"dataset_path": str(tmp_path / "gone.jsonl")})
+    again = Experiment(moved, out, settings, log=lambda m: None)
+    assert [t.model_dump() for t in again.train_tasks] == [t.model_dump() for t in first.train_tasks]
+    assert [t.model_dump() for t in again.test_tasks] == [t.model_dump() for t in first.test_tasks]

@@ -33,6 +33,9 @@ def experiment_command(
     only: Annotated[
         str | None, typer.Option(help="Comma-separated variant names to run (default all).")
     ] = None,
+    seeds: Annotated[
+        str | None, typer.Option(help="Comma-separated seeds of the config to run (default all).")
+    ] = None,
     shared: Annotated[
         bool,
         typer.Option(
@@ -63,12 +66,20 @@ def experiment_command(
     if saved.exists() and load_config(saved) != cfg:
         typer.echo(f"error: {folder} holds an experiment with another config; choose another --out", err=True)
         raise typer.Exit(2)
+    try:
+        only_seeds = [int(s) for s in (seeds or "").split(",") if s.strip()] or None
+    except ValueError as exc:
+        typer.echo(f"error: --seeds takes comma-separated integers: {seeds}", err=True)
+        raise typer.Exit(2) from exc
+    if only_seeds and not set(only_seeds) <= set(cfg.seeds):
+        typer.echo(f"error: --seeds {seeds}: the config's seeds are {cfg.seeds}", err=True)
+        raise typer.Exit(2)
     exp = Experiment(cfg, folder, settings, log=lambda m: print(time.strftime("%H:%M:%S"), m, flush=True))
     try:
         summary = (
             exp.summarize()
             if summarize_only
-            else exp.run([s for s in (only or "").split(",") if s] or None, shared=shared)
+            else exp.run([s for s in (only or "").split(",") if s] or None, shared=shared, seeds=only_seeds)
         )
     except BTPError as exc:
         typer.echo(f"error: {type(exc).__name__}: {exc.message}", err=True)

@@ -11,16 +11,20 @@ teacher      reference programs of a stronger source (HumanEval canonical soluti
                                                                     -> buffer-teacher.sqlite3
 judge        every stored program, once (the judge's real sandbox)
 passing      the beam buffer's programs with pass_rate == 1         -> buffer-passing.sqlite3 (rejection sampling)
+failed       the beam buffer's programs with pass_rate < 1          -> buffer-failed.sqlite3 (failed programs only)
 eval:base    greedy program per held-out task, judged
 variant/seed fine-tune the *base* model from one buffer with one replay rule, same steps / n / lr for all,
              then greedy evaluation on the same held-out tasks; the checkpoint is deleted afterwards
-summary      pass rate and accuracy with bootstrap CIs over tasks, paired change against the base
+summary      pass rate and accuracy with bootstrap CIs over seeds and tasks, paired change against the base
 ```
+With ``dataset`` codeio the tasks are imported once from ``dataset_path`` through the judge's sandbox (in
+``judge_environment`` when set) and kept in ``<out>/tasks.json``, so every process and every resume of the
+experiment uses the same tasks and tests.
 With ``rounds`` > 1 (self-improvement iterated, the paper's C2 loop), a variant whose buffer is
-self-generated (beam, sample, passing) gets its own copy of that buffer; each round trains ``steps`` steps
+self-generated (beam, sample, passing, failed) gets its own copy of that buffer; each round trains ``steps`` steps
 from the previous round's weights, evaluates on the held-out tasks, then samples the train tasks again
 with the new weights (same mode, k), judges the programs and adds them to the variant's buffer (only the
-fully passing ones for ``passing``). Static buffers (teacher, model-teacher) are replayed again each
+fully passing ones for ``passing``, only the others for ``failed``). Static buffers (teacher, model-teacher) are replayed again each
 round. Every round is a phase ``variant-<name>-s<seed>-r<round>``; the last round's evaluation is the
 variant's result, and ``results.json`` keeps the per-round curve.
 ``teacher_model`` (C1 with a stronger model of the same tasks) fills the ``model-teacher`` buffer with
@@ -60,7 +64,7 @@ from ..run.folder import write_json
 from ..run.steps import SilentReporter, Trainer
 from ..settings import Settings
 from .buffers import ScopedBuffer, scope_name
-from .recipes import SELF_GENERATED, ExperimentConfig, Variant
+from .recipes import BEAM_SUBSETS, SELF_GENERATED, ExperimentConfig, Variant, keeps
 from .stats import markdown_table, plot_alpha, plot_rounds, plot_variants, round_curve, summarize_variant
 
 
@@ -83,15 +87,18 @@ class Experiment:
         self, cfg: ExperimentConfig, out: Path, settings: Settings, log: Callable[[str], None] = print
     ) -> None:
         self.cfg, self.out, self.settings, self.log = cfg, out, settings, log
-        result = load_dataset(
-            cfg.dataset,
-            Path(cfg.dataset_path)
-            if cfg.dataset_path
-            else (settings.mbpp_path if cfg.dataset == "mbpp" else None),
-            test_fraction=cfg.test_fraction,
-        )
-        self.train_tasks = select(result.tasks, "train", cfg.train_size)
-        self.test_tasks = select(result.tasks, "test", cfg.test_size)
+        if cfg.dataset == "codeio":
+            tasks = self.codeio_tasks()
+        else:
+            tasks = load_dataset(
+                cfg.dataset,
+                Path(cfg.dataset_path)
+                if cfg.dataset_path
+                else (settings.mbpp_path if cfg.dataset == "mbpp" else None),
+                test_fraction=cfg.test_fraction,
+            ).tasks
+        self.train_tasks = select(tasks, "train", cfg.train_size)
+        self.test_tasks = select(tasks, "test", cfg.test_size)
         self.teacher_tasks: list[TaskIn] = []
         if cfg.teacher_size and "teacher" in cfg.buffers_needed():
             he = load_dataset("humaneval", None, test_fraction=cfg.test_fraction).tasks
@@ -102,6 +109,27 @@ class Experiment:
         self.served: str | None = None
         self.generator: GeneratorClient
         self.judge: JudgeClient
+
+    def codeio_tasks(self) -> list[TaskIn]:
+        """The CodeIO slice: imported once (the references run in the judge's sandbox), then read from
+        ``<out>/tasks.json`` so that a resumed or parallel process sees exactly the same tests."""
+        from ..datasets.codeio.importer import load_run_slice
+
+        cache = self.out / "tasks.json"
+        if cache.exists():
+            return [TaskIn.model_validate(t) for t in json.loads(cache.read_text(encoding="utf-8"))]
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        tasks = load_run_slice(
+            Path(str(cfg.dataset_path)), test_fraction=cfg.test_fraction, train_size=cfg.train_size,
+            test_size=cfg.test_size, workers=cfg.import_workers, environment=cfg.judge_environment,
+        )  # fmt: skip
+        self.out.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{id(self)}.tmp")
+        tmp.write_text(json.dumps([t.model_dump(mode="json") for t in tasks]), encoding="utf-8")
+        tmp.replace(cache)  # atomic: a parallel process reads all of it or imports itself
+        self.log(f"codeio: {len(tasks)} tasks imported in {time.perf_counter() - t0:.0f}s -> {cache}")
+        return tasks
 
     # --- bookkeeping ---------------------------------------------------------------------------
 
@@ -216,15 +244,16 @@ class Experiment:
         """``items`` with their pass rates, for programs of the train tasks."""
         return steps.judged_items(self.judge, self.train_tasks, items, self.limits)
 
-    def copy_buffer(self, src: BufferClient, dst: BufferClient, *, only_passing: bool = False) -> int:
-        """Copy the judged programs of the train tasks from ``src`` into ``dst`` (idempotent)."""
+    def copy_buffer(self, src: BufferClient, dst: BufferClient, *, only: str | None = None) -> int:
+        """Copy the judged programs of the train tasks from ``src`` into ``dst`` (idempotent); ``only``
+        names a filter of :func:`~.recipes.keeps` (``passing``, ``failed``)."""
         dst.upsert_tasks(self.for_training(self.train_tasks))
         keep = []
         for t in self.train_tasks:
             keep += [
                 e
                 for e in src.list_experiences(task_id=t.id, judged=True, limit=1000).items
-                if not only_passing or e.pass_rate == 1.0
+                if only is None or keeps(only, e.pass_rate)
             ]
         if keep:
             dst.add_experiences(
@@ -268,9 +297,10 @@ class Experiment:
         judged = steps.judge_pending(buf, self.judge, tasks, self.limits)
         return {"judged": judged, "stats": buf.stats().model_dump(mode="json")}
 
-    def passing(self, src: BufferClient, dst: BufferClient) -> dict[str, Any]:
-        """Copy the fully passing programs of ``src`` into ``dst`` (the rejection-sampling buffer)."""
-        n = self.copy_buffer(src, dst, only_passing=True)
+    def subset(self, src: BufferClient, dst: BufferClient, which: str) -> dict[str, Any]:
+        """Copy the fully passing (``passing``: rejection sampling) or the other (``failed``) programs of
+        ``src`` into ``dst``."""
+        n = self.copy_buffer(src, dst, only=which)
         tasks = {e.task_id for t in self.train_tasks for e in dst.list_experiences(task_id=t.id, limit=1000).items}
         return {"programs": n, "tasks": len(tasks)}
 
@@ -346,7 +376,7 @@ class Experiment:
             )
         )
         rates = [e.pass_rate or 0.0 for e in items]
-        keep = [e for e in items if variant.buffer != "passing" or e.pass_rate == 1.0]
+        keep = [e for e in items if keeps(variant.buffer, e.pass_rate)]
         if keep:
             buf.add_experiences(keep)
         stats = buf.stats()
@@ -443,18 +473,19 @@ class Experiment:
                 info = self.sample(buf, "beam", generator=teacher)
             info.update(self.judge_all(buf, self.train_tasks))
             self.finish("model-teacher", info, t0)
-        elif name == "passing" and not self.done("passing"):
+        elif name in BEAM_SUBSETS and not self.done(str(name)):
             self.prepare("beam", stack)
             t0 = time.perf_counter()
-            self.finish(
-                "passing", self.passing(self.buffer(stack, "beam"), self.buffer(stack, "passing")), t0
-            )
+            self.finish(str(name), self.subset(self.buffer(stack, "beam"), self.buffer(stack, str(name)), str(name)), t0)
 
     # --- the whole thing -----------------------------------------------------------------------
 
-    def run(self, only: list[str] | None = None, *, shared: bool = True) -> dict[str, Any]:
+    def run(
+        self, only: list[str] | None = None, *, shared: bool = True, seeds: list[int] | None = None
+    ) -> dict[str, Any]:
         """Run (or resume) the phases; ``shared=False`` leaves the beam buffer and the base evaluation to
-        another process working on the same folder (variants that need them then wait for them)."""
+        another process working on the same folder (variants that need them then wait for them);
+        ``seeds`` runs only those of the config's seeds (several processes split the seeds)."""
         from ..connect import check_remote_services, check_trainer_reaches_buffer, open_generator, open_judge
 
         cfg = self.cfg
@@ -474,11 +505,13 @@ class Experiment:
             self.judge = open_judge(stack, self.settings)
             if shared:
                 self.prepare("beam" if "beam" in cfg.buffers_needed() else None, stack)
+                for subset in sorted(cfg.buffers_needed() & BEAM_SUBSETS):  # before any --no-shared process
+                    self.prepare(subset, stack)  # needs them: one writer per SQLite file
             if shared and not self.done("eval-base"):
                 t0 = time.perf_counter()
                 self.use_weights(cfg.model)
                 self.finish("eval-base", self.evaluate(), t0)
-            for seed in cfg.seeds:
+            for seed in [s for s in cfg.seeds if seeds is None or s in seeds]:
                 for v in cfg.variants:
                     phase = f"variant-{v.name}-s{seed}"
                     if (only and v.name not in only) or self.done(phase):
@@ -487,13 +520,14 @@ class Experiment:
                     if v.buffer == "teacher" and not self.teacher_tasks:
                         self.finish(phase, {"skipped": "teacher_size is 0"}, t0)
                         continue
-                    if not shared and v.buffer in ("beam", "passing"):
-                        while not self.done("sample-beam"):
+                    if not shared and v.buffer in {"beam"} | BEAM_SUBSETS:
+                        while not self.done("sample-beam" if v.buffer == "beam" else v.buffer):
                             time.sleep(10)
                     self.prepare(v.buffer, stack)
                     t0 = time.perf_counter()
-                    if v.buffer == "passing" and not (self.done("passing") or {}).get("programs"):
-                        self.finish(phase, {"skipped": "no program of the beam buffer passes every test"}, t0)
+                    if v.buffer in BEAM_SUBSETS and not (self.done(v.buffer) or {}).get("programs"):
+                        why = "passes every test" if v.buffer == "passing" else "fails a test"
+                        self.finish(phase, {"skipped": f"no program of the beam buffer {why}"}, t0)
                         continue
                     self.log(f"{phase}: {cfg.rounds} round(s) of {cfg.steps} steps x {cfg.n}")
                     self.finish(phase, self.run_variant(v, seed, stack), t0)
@@ -538,7 +572,8 @@ class Experiment:
             variants[v.name] = entry
             seconds[v.name] = sum(r["seconds"] for r in runs if r)
         phases = {
-            p: self.done(p) for p in ("sample-beam", "sample-sample", "teacher", "model-teacher", "passing")
+            p: self.done(p)
+            for p in ("sample-beam", "sample-sample", "teacher", "model-teacher", "passing", "failed")
         }
         return {
             "config": cfg.model_dump(mode="json"),

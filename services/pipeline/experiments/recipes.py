@@ -10,8 +10,20 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from services.common.schemas.buffer import ReplayRule
 from services.common.schemas.generator import PromptFormat
 
-BufferName = Literal["beam", "sample", "teacher", "passing", "model-teacher"]
-SELF_GENERATED: frozenset[str] = frozenset({"beam", "sample", "passing"})
+BufferName = Literal["beam", "sample", "teacher", "passing", "failed", "model-teacher"]
+SELF_GENERATED: frozenset[str] = frozenset({"beam", "sample", "passing", "failed"})
+BEAM_SUBSETS: frozenset[str] = frozenset({"passing", "failed"})
+"""Buffers filtered from the beam buffer: ``passing`` keeps pass_rate == 1 (rejection sampling), ``failed``
+keeps pass_rate < 1 (the failed programs only: what partial credit teaches without a single full pass)."""
+
+
+def keeps(buffer: str, pass_rate: float | None) -> bool:
+    """Whether a judged program of the beam search belongs in ``buffer`` (its filter, if any)."""
+    if buffer == "passing":
+        return pass_rate == 1.0
+    if buffer == "failed":
+        return pass_rate is not None and pass_rate < 1.0
+    return True
 
 
 class Variant(ReplayRule):
@@ -75,8 +87,15 @@ class ExperimentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", max_length=128)
     model: str = Field("SmolLM2-135M-Instruct", description="Student: known name or HF folder.")
-    dataset: Literal["mbpp", "humaneval"] = "mbpp"
-    dataset_path: str | None = None
+    dataset: Literal["mbpp", "humaneval", "codeio"] = "mbpp"
+    dataset_path: str | None = Field(
+        None, description="The data set's file (codeio: a reasoning-gym wheel or codeio.jsonl[.gz], required)."
+    )
+    judge_environment: str | None = Field(
+        None, description="codeio: the judge environment (BTP_JUDGE_ENVIRONMENTS) the references and the "
+        "programs run in, so the tasks that need numpy/sympy are kept; none: the bare interpreter.",
+    )
+    import_workers: int = Field(4, ge=1, le=64, description="codeio: sandbox runs in parallel while importing.")
     test_fraction: float = Field(0.5, gt=0, lt=1)
     train_size: int = Field(40, ge=1)
     test_size: int = Field(40, ge=1)
@@ -121,13 +140,17 @@ class ExperimentConfig(BaseModel):
             raise ValueError("variant names must be unique")
         if "model-teacher" in {v.buffer for v in self.variants} and not self.teacher_model:
             raise ValueError("a variant replays the 'model-teacher' buffer but teacher_model is not set")
+        if self.dataset == "codeio" and not self.dataset_path:
+            raise ValueError("dataset codeio needs dataset_path (a reasoning-gym wheel or codeio.jsonl.gz)")
+        if self.judge_environment and self.dataset != "codeio":
+            raise ValueError("judge_environment applies to dataset codeio only")
         if self.rounds > 1 and self.lora:
             raise ValueError("rounds > 1 continue from the previous round's full weights: set lora to false")
         return self
 
     def buffers_needed(self) -> set[str]:
         need: set[str] = {v.buffer for v in self.variants}
-        if "passing" in need:
+        if need & BEAM_SUBSETS:
             need.add("beam")
         return need
 

@@ -1,9 +1,21 @@
-"""Statistics and rendering of an experiment: bootstrap confidence intervals over tasks, tables, plots.
+"""Statistics and rendering of an experiment: bootstrap confidence intervals over seeds and tasks, tables, plots.
 
 Every variant is evaluated on the same held-out tasks as the base model, so the comparison is paired:
-the CI of a variant's *change* resamples tasks (with replacement) and recomputes the mean difference on
-the same draw, which removes the between-task variance that dominates small slices. With several seeds,
-a task's score is first averaged over seeds (the seeds are the repeated measurements of one task).
+the CI of a variant's *change* recomputes the mean difference (variant - base, task by task) on each
+bootstrap draw, which removes the between-task variance that dominates small slices.
+
+Two sources of uncertainty, two levels of resampling. A result is a seeds x tasks matrix (each training
+seed evaluated on every held-out task: the two factors are crossed). ``ci`` / ``delta_ci`` come from the
+**two-way (seed and task) bootstrap** (Owen's "pigeonhole" bootstrap for crossed designs): each draw
+takes ``n_seeds`` seeds with replacement *and*, independently, ``n_tasks`` tasks with replacement and
+averages the matrix over the drawn rows and columns; the 95% interval is the 2.5-97.5 percentiles of
+``draws`` such means. It carries the training variance (what another seed would give) as well as the
+task sampling variance, and is mildly conservative (the seed x task interaction counts in both levels).
+With one seed it reduces to the task bootstrap, and cannot show training variance at all.
+``ci_tasks`` / ``delta_ci_tasks`` keep the earlier task-only interval (scores averaged over seeds first),
+the method of the first results, for comparison. The base model's greedy evaluation is deterministic
+and appears once. :func:`compare` gives the same two-way interval for the difference between two
+recipes (their seeds resampled separately, the tasks on one shared draw).
 No torch, no FastAPI here.
 """
 
@@ -34,6 +46,89 @@ def bootstrap_ci(
     return (lo, hi)
 
 
+def _percentiles(means: list[float], level: float) -> tuple[float, float]:
+    means.sort()
+    draws = len(means)
+    return (means[int((1 - level) / 2 * draws)], means[min(draws - 1, int((1 + level) / 2 * draws))])
+
+
+def seed_task_ci(
+    matrix: Sequence[Sequence[float]], *, draws: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Two-way bootstrap CI of the grand mean of ``matrix`` (rows: training seeds, columns: tasks).
+
+    Each draw resamples the rows and, independently, the columns with replacement (see the module
+    docstring); one row is the task bootstrap.
+    """
+    return seed_task_ci_diff(matrix, None, draws=draws, level=level, seed=seed)
+
+
+def seed_task_ci_diff(
+    a: Sequence[Sequence[float]],
+    b: Sequence[Sequence[float]] | None,
+    *,
+    draws: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Two-way bootstrap CI of ``mean(a) - mean(b)``: the rows (seeds) of ``a`` and of ``b`` are resampled
+    separately, the columns (the same tasks, in the same order) on one draw shared by both."""
+    if not a or not a[0]:
+        return (0.0, 0.0)
+    n_tasks = len(a[0])
+    if any(len(row) != n_tasks for row in [*a, *(b or [])]):
+        raise ValueError("every row must hold the same tasks")
+    rng = random.Random(seed)
+
+    def column_sums(rows: Sequence[Sequence[float]]) -> list[float]:
+        # a draw of rows as counts: sum_s w_s * row_s, per task; / len(rows) gives the mean over drawn seeds
+        counts = [0] * len(rows)
+        for _ in rows:
+            counts[rng.randrange(len(rows))] += 1
+        cols = [0.0] * n_tasks
+        for w, row in zip(counts, rows, strict=True):
+            if w:
+                for j, x in enumerate(row):
+                    cols[j] += w * x
+        return [c / len(rows) for c in cols]
+
+    means: list[float] = []
+    for _ in range(draws):
+        cols = column_sums(a)
+        if b:
+            cols = [x - y for x, y in zip(cols, column_sums(b), strict=True)]
+        means.append(sum(cols[rng.randrange(n_tasks)] for _ in range(n_tasks)) / n_tasks)
+    return _percentiles(means, level)
+
+
+def score_matrix(evals: Sequence[dict[str, Any]], key: str, tasks: Sequence[str]) -> list[list[float]]:
+    """Seeds x tasks matrix of ``key`` (``pass_rate`` or ``passed_all``) over ``tasks``."""
+    return [[float(ev["per_task"][t][key]) for t in tasks] for ev in evals]
+
+
+def common_tasks(*evals: Sequence[dict[str, Any]]) -> list[str]:
+    """The tasks every evaluation holds, sorted."""
+    sets = [set(ev["per_task"]) for group in evals for ev in group]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
+def compare(
+    evals_a: Sequence[dict[str, Any]],
+    evals_b: Sequence[dict[str, Any]],
+    *,
+    draws: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Recipe A minus recipe B on the same held-out tasks: mean difference and two-way CI, per metric."""
+    tasks = common_tasks(evals_a, evals_b)
+    out: dict[str, Any] = {"seeds": [len(evals_a), len(evals_b)], "tasks": len(tasks)}
+    for metric, key in (("pass_rate", "pass_rate"), ("accuracy", "passed_all")):
+        a, b = score_matrix(evals_a, key, tasks), score_matrix(evals_b, key, tasks)
+        diff = mean([mean(r) for r in a]) - mean([mean(r) for r in b])
+        out[metric] = {"diff": diff, "ci": seed_task_ci_diff(a, b, draws=draws, seed=seed)}
+    return out
+
+
 def per_task_scores(evals: Sequence[dict[str, Any]], key: str) -> dict[str, float]:
     """Per-task score averaged over seeds; ``key`` is ``pass_rate`` or ``passed_all``."""
     out: dict[str, list[float]] = {}
@@ -46,25 +141,40 @@ def per_task_scores(evals: Sequence[dict[str, Any]], key: str) -> dict[str, floa
 def summarize_variant(
     evals: Sequence[dict[str, Any]], base: dict[str, Any], *, draws: int = 2000, seed: int = 0
 ) -> dict[str, Any]:
-    """Pass rate and accuracy with CIs, and the paired change against ``base`` with its CI."""
-    result: dict[str, Any] = {"seeds": len(evals)}
+    """Pass rate and accuracy per seed and over seeds, with two-way (seed and task) CIs, and the paired
+    change against ``base`` with its CI (see the module docstring); the task-only CIs as ``*_tasks``."""
+    result: dict[str, Any] = {"seeds": len(evals), "ci_method": "two-way bootstrap over seeds and tasks"}
+    tasks = common_tasks(evals, [base])
     for metric, key in (("pass_rate", "pass_rate"), ("accuracy", "passed_all")):
         scores = per_task_scores(evals, key)
         base_scores = per_task_scores([base], key)
-        tasks = sorted(scores)
         values = [scores[t] for t in tasks]
-        deltas = [scores[t] - base_scores.get(t, 0.0) for t in tasks]
-        per_seed = [mean([float(o[key]) for o in ev["per_task"].values()]) for ev in evals]
+        deltas = [scores[t] - base_scores[t] for t in tasks]
+        matrix = score_matrix(evals, key, tasks)
+        delta_matrix = [[x - base_scores[t] for x, t in zip(row, tasks, strict=True)] for row in matrix]
+        per_seed = [mean(row) for row in matrix]
         result[metric] = {
             "mean": mean(values),
-            "ci": bootstrap_ci(values, draws=draws, seed=seed),
+            "ci": seed_task_ci(matrix, draws=draws, seed=seed),
             "delta": mean(deltas),
-            "delta_ci": bootstrap_ci(deltas, draws=draws, seed=seed + 1),
+            "delta_ci": seed_task_ci(delta_matrix, draws=draws, seed=seed + 1),
+            "ci_tasks": bootstrap_ci(values, draws=draws, seed=seed),
+            "delta_ci_tasks": bootstrap_ci(deltas, draws=draws, seed=seed + 1),
             "per_seed": per_seed,
+            "per_seed_delta": [mean(row) for row in delta_matrix],
+            "seed_sd": _sd(per_seed),
             "improved_tasks": sum(d > 0 for d in deltas),
             "worse_tasks": sum(d < 0 for d in deltas),
         }
     return result
+
+
+def _sd(xs: Sequence[float]) -> float | None:
+    """Sample standard deviation (None below two values)."""
+    if len(xs) < 2:
+        return None
+    m = mean(xs)
+    return (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5
 
 
 def _fmt(m: dict[str, Any], pct: bool = True) -> str:
@@ -77,25 +187,35 @@ def _fmt_delta(m: dict[str, Any]) -> str:
     return f"{100 * m['delta']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
 
 
+def _fmt_seeds(m: dict[str, Any]) -> str:
+    return " / ".join(f"{100 * x:.1f}" for x in m.get("per_seed", []))
+
+
 def markdown_table(summary: dict[str, Any]) -> str:
-    """The headline table: one row per variant, pass rate and accuracy (%) with 95% CIs and paired deltas."""
+    """The headline table: one row per variant, pass rate and accuracy (%) per seed and their mean, with
+    two-way (seed and task) 95% CIs of the mean and of the paired change against the base."""
     lines = [
-        "| variant | description | seeds | pass rate % [95% CI] | Δ pass rate (paired) | accuracy % [95% CI] "
-        "| Δ accuracy (paired) | tasks better / worse (pass rate) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | description | seeds | pass rate % per seed | pass rate % [95% CI] | Δ pass rate (paired) "
+        "| accuracy % per seed | accuracy % [95% CI] | Δ accuracy (paired) | tasks better / worse (pass rate) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     base = summary["base"]
     lines.append(
-        f"| base | {summary.get('base_description', 'before fine-tuning')} | - | {_fmt(base['pass_rate'])} | "
-        f"- | {_fmt(base['accuracy'])} | - | - |"
+        f"| base | {summary.get('base_description', 'before fine-tuning')} | - | - | {_fmt(base['pass_rate'])} | "
+        f"- | - | {_fmt(base['accuracy'])} | - | - |"
     )
     for name, v in summary["variants"].items():
         pr, acc = v["pass_rate"], v["accuracy"]
         lines.append(
-            f"| {name} | {v.get('description', '')} | {v['seeds']} | {_fmt(pr)} | {_fmt_delta(pr)} | {_fmt(acc)} | "
-            f"{_fmt_delta(acc)} | {pr['improved_tasks']} / {pr['worse_tasks']} |"
+            f"| {name} | {v.get('description', '')} | {v['seeds']} | {_fmt_seeds(pr)} | {_fmt(pr)} | "
+            f"{_fmt_delta(pr)} | {_fmt_seeds(acc)} | {_fmt(acc)} | {_fmt_delta(acc)} | "
+            f"{pr['improved_tasks']} / {pr['worse_tasks']} |"
         )
     table = "\n".join(lines) + "\n"
+    table += (
+        "\n95% CIs: two-way bootstrap resampling training seeds and held-out tasks "
+        "(services/pipeline/experiments/stats.py); with one seed, tasks only.\n"
+    )
     curves = rounds_table(summary)
     return table + ("\nHeld-out pass rate / accuracy % after each round (mean over seeds):\n\n" + curves
                     if curves else "")

@@ -264,10 +264,14 @@ def load_records(path: Path | None, cache_dir: Path) -> list[CodeIORecord | Exce
     return list(iter_records(read_raw_lines(source)))
 
 
-def load_run_slice(path: Path, *, test_fraction: float, train_size: int, test_size: int, workers: int = 2) -> list[TaskIn]:
-    """CodeIO tasks for ``btp run --dataset codeio``: per split, the records that
+def load_run_slice(
+    path: Path, *, test_fraction: float, train_size: int, test_size: int, workers: int = 2,
+    environment: str | None = None,
+) -> list[TaskIn]:
+    """CodeIO tasks for ``btp run --dataset codeio`` and ``btp experiment``: per split, the records that
     :func:`~services.pipeline.datasets.loaders.select` would take first (hash order of the task id), twice
-    as many as asked for because the sandbox drops some; only those run (about 5 records/s)."""
+    as many as asked for because the sandbox drops some; only those run (about 5 records/s). With a judge
+    ``environment`` (numpy ...) the references run there and every task's tests name it."""
     from ..loaders import hash_order
     from .execution import RunnerConfig
     from .records import precheck, split_for, task_id
@@ -283,7 +287,8 @@ def load_run_slice(path: Path, *, test_fraction: float, train_size: int, test_si
         tasks.extend(batch)
         return len(batch), 0
 
-    import_codeio(chosen, config=RunnerConfig(), sink=collect, test_fraction=test_fraction, workers=workers)
+    import_codeio(chosen, config=RunnerConfig(), sink=collect, test_fraction=test_fraction, workers=workers,
+                  environment=environment)  # fmt: skip
     return tasks
 
 
