@@ -19,6 +19,7 @@ from typing import Any
 
 from services.common.client import BufferClient, GeneratorClient, JudgeClient, TrainerClient
 from services.common.errors import UpstreamError, ValidationError
+from services.common.spread import generator_client
 from services.common.schemas.trainer import JobCreate, LossPoint
 
 from .run.loop import Services
@@ -106,7 +107,8 @@ def check_remote_services(settings: Settings, timeout_s: float = 10.0) -> None:
                       ("trainer", TrainerClient)):  # fmt: skip
         url = getattr(settings, f"{name}_url")
         if url:
-            with cls(url, token=settings.api_token, timeout=min(timeout_s, settings.service_timeout_s)) as client:
+            make = generator_client if name == "generator" else cls  # every replica of a comma-separated list
+            with make(url, token=settings.api_token, timeout=min(timeout_s, settings.service_timeout_s)) as client:
                 check_answers(name, client, url)
 
 
@@ -200,7 +202,8 @@ def open_services(
         else:
             judge = embedded_judge(stack, settings)
         if settings.generator_url:
-            generator = GeneratorClient(settings.generator_url, token=token, timeout=timeout, retry_s=retry)
+            # several comma-separated URLs: one replica per GPU, spread over client-side
+            generator = generator_client(settings.generator_url, token=token, timeout=timeout, retry_s=retry)
         else:
             generator = embedded_generator(stack, settings, model, checkpoints)
         trainer: RemoteTrainer | InProcessTrainer
