@@ -292,7 +292,7 @@ def ddp_worker(args: argparse.Namespace) -> None:
     if rank == 0:
         out = _summary(times, tokens, flops_per_token(model, statistics.mean(len(e.input_ids) for e in data)),
                        device, extra={"processes": world, "global_batch": batch, "max_tokens": max_tokens,
-                                      "compiled": runner.compiled})  # fmt: skip
+                                      "compiled": runner.compiled, "step_tokens": tokens})  # fmt: skip
         Path(args.result).write_text(json.dumps(out))
     if distributed:
         dist.destroy_process_group()

@@ -30,8 +30,8 @@ all call these functions.
   memory that is not short. FSDP pays off only when 16 bytes/parameter plus activations exceed one GPU
   (roughly 7B parameters on an H200), which no model of this project approaches.
 
-(About 575 lines: the job loop, the step runner, the distributed minibatch and resume logic share state that is clearer
-read together than split.)
+(About 575 lines: the job loop, the step runner, the shared distributed minibatch and the resume logic
+share state that is clearer read together than split.)
 """
 
 from __future__ import annotations

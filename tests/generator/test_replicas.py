@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from services.common.client import GeneratorClient
-from services.common.errors import UpstreamError, ValidationError
+from services.common.errors import NotFoundError, UpstreamError
 from services.common.schemas.generator import GenerateRequest
 from services.common.spread import ReplicatedGeneratorClient, generator_client, spans, split_urls
 
@@ -129,7 +129,7 @@ def test_answers_from_different_weights_are_refused(replicas: Any, tiny_dir_b: P
 
 def test_a_bad_checkpoint_fails_naming_the_replica(replicas: Any, tmp_path: Path, tiny_dir: Path) -> None:
     client, apps, _ = replicas
-    with pytest.raises(ValidationError) as info:
+    with pytest.raises(NotFoundError) as info:  # the replica's own 4xx, not a 5xx of the spreading
         client.set_weights(str(tmp_path / "no-such-checkpoint"))
-    assert info.value.status_code == 422 and "generator replica" in info.value.message
+    assert info.value.status_code == 404 and "generator replica http://" in info.value.message
     assert [tc.get("/health").json()["checkpoint"] for tc in apps] == [str(tiny_dir)] * 2  # old weights serve on

@@ -43,15 +43,15 @@ def test_two_processes_match_one_process(tiny_llama: Path, buffer: BufferClient,
     Both runs train on the same minibatches (rank 0 draws each with the one-process seed and shares it),
     and the 2-process gradient is exactly the 1-process one in real arithmetic (each rank divides by the
     global program-token count, DDP averages). What is left is fp32 rounding: the ranks' micro-batches
-    group and pad the examples differently, so matmuls sum in another order (~1e-7 relative), which five
+    group and pad the examples differently, so matmuls sum in another order (~1e-7 relative), which four
     AdamW steps carry to ~1e-6. The tolerance, 1e-4 relative on the loss and 1e-4 absolute on every weight,
     is far below what a different minibatch does (the losses then differ by ~1e-1, checked below).
     """
     from safetensors.torch import load_file
 
     job = {
-        "model": str(tiny_llama), "batch_size": 8, "micro_batch_size": 2, "steps": 5, "learning_rate": 3e-3,
-        "checkpoint_every": 5, "seed": 3, "sample": {"dataset": "toy"},
+        "model": str(tiny_llama), "batch_size": 8, "micro_batch_size": 2, "steps": 4, "learning_rate": 3e-3,
+        "checkpoint_every": 2, "seed": 3, "sample": {"dataset": "toy"},
     }
     config = tmp_path / "job.json"
     config.write_text(json.dumps(job))
@@ -60,11 +60,15 @@ def test_two_processes_match_one_process(tiny_llama: Path, buffer: BufferClient,
     with buffer_service(db, tmp_path, tmp_path / "buffer.log") as url:
         env["BTP_BUFFER_URL"] = url
         one = [x for x in _launch(1, config, tmp_path / "one", env) if "loss" in x]
-        two = [x for x in _launch(2, config, tmp_path / "two", env) if "loss" in x]
+        lines = _launch(2, config, tmp_path / "two", env)  # each rank samples over HTTP, as a worker does
+        two = [x for x in lines if "loss" in x]
         other_seed = tmp_path / "other.json"
         other_seed.write_text(json.dumps({**job, "seed": 4}))
         other = [x for x in _launch(1, other_seed, tmp_path / "other", env) if "loss" in x]
-    assert [x["step"] for x in one] == [x["step"] for x in two] == [1, 2, 3, 4, 5]
+    # the torchrun run: printed by rank 0 only, rank-0 checkpoints
+    assert [x["step"] for x in one] == [x["step"] for x in two] == [1, 2, 3, 4]
+    assert lines[-1]["status"] == "succeeded" and lines[-1]["checkpoint"] == str(tmp_path / "two" / "step-4")
+    assert [c.step for c in ckpt.list_checkpoints(tmp_path / "two")] == [2, 4]
     loss_one = [float(x["loss"]) for x in one]  # type: ignore[arg-type]
     loss_two = [float(x["loss"]) for x in two]  # type: ignore[arg-type]
     assert loss_one[-1] < loss_one[0]  # it learns: the curve is a curve, not a constant
@@ -72,34 +76,11 @@ def test_two_processes_match_one_process(tiny_llama: Path, buffer: BufferClient,
     # the tolerance separates: other minibatches (another seed) give a visibly different curve
     loss_other = [float(x["loss"]) for x in other]  # type: ignore[arg-type]
     assert max(abs(a - b) / a for a, b in zip(loss_one, loss_other, strict=True)) > 1e-2
-    w1 = load_file(str(tmp_path / "one" / "step-5" / "model.safetensors"))
-    w2 = load_file(str(tmp_path / "two" / "step-5" / "model.safetensors"))
+    w1 = load_file(str(tmp_path / "one" / "step-4" / "model.safetensors"))
+    w2 = load_file(str(tmp_path / "two" / "step-4" / "model.safetensors"))
     assert w1.keys() == w2.keys()
     worst = max(float((w1[k] - w2[k]).abs().max()) for k in w1)
+    rel = max(abs(a - b) / a for a, b in zip(loss_one, loss_two, strict=True))
+    print(f"1 vs 2 processes: loss rel diff {rel:.2e}, weight max abs diff {worst:.2e}; "
+          f"other seed: {max(abs(a - b) / a for a, b in zip(loss_one, loss_other, strict=True)):.2e}")
     assert worst < 1e-4, worst
-
-
-def test_torchrun_two_processes(tiny_llama: Path, buffer: BufferClient, tmp_path: Path) -> None:
-    job = {
-        "model": str(tiny_llama), "batch_size": 8, "micro_batch_size": 2, "steps": 4, "learning_rate": 3e-3,
-        "checkpoint_every": 2, "sample": {"dataset": "toy"},
-    }
-    config = tmp_path / "job.json"
-    config.write_text(json.dumps(job))
-    out = tmp_path / "ddp"
-    db = f"sqlite:///{tmp_path / 'buffer.sqlite3'}"  # the file the `buffer` fixture filled
-    env = _env(tmp_path)
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "services.trainer.launch", "--config", str(config), "--output-dir", str(out),
-    ]
-    # each rank samples from the buffer service over HTTP, as a worker does
-    with buffer_service(db, tmp_path, tmp_path / "buffer.log") as url:
-        env["BTP_BUFFER_URL"] = url
-        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
-    steps = [x for x in lines if "loss" in x]
-    assert [x["step"] for x in steps] == [1, 2, 3, 4]  # printed by rank 0 only
-    assert lines[-1]["status"] == "succeeded" and lines[-1]["checkpoint"] == str(out / "step-4")
-    assert [c.step for c in ckpt.list_checkpoints(out)] == [2, 4]
