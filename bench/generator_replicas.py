@@ -77,7 +77,8 @@ def start_replicas(n: int, model: str, device: str, folder: Path) -> tuple[list[
                 c.wait_until_healthy(timeout=600)
             except Exception as exc:
                 stop(procs)
-                raise SystemExit(f"replica {i} did not start: {exc}\n{(folder / f'replica-{i}.log').read_text()[-3000:]}")
+                tail = (folder / f"replica-{i}.log").read_text()[-3000:]
+                raise SystemExit(f"replica {i} did not start: {exc}\n{tail}") from exc
     return procs, urls
 
 

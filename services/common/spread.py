@@ -78,11 +78,11 @@ class ReplicatedGeneratorClient(GeneratorClient):
                 if failure is None:
                     failure = (replica, exc)
         if failure is not None:
-            replica, exc = failure
-            if isinstance(exc, BTPError):
-                exc.message = f"generator replica {replica.http.base_url}: {exc.message}"
-                exc.args = (exc.message,)
-            raise exc
+            replica, error = failure
+            if isinstance(error, BTPError):
+                error.message = f"generator replica {replica.http.base_url}: {error.message}"
+                error.args = (error.message,)
+            raise error
         return results
 
     def generate(self, req: GenerateRequest) -> GenerateResponse:

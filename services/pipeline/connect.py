@@ -19,8 +19,8 @@ from typing import Any
 
 from services.common.client import BufferClient, GeneratorClient, JudgeClient, TrainerClient
 from services.common.errors import UpstreamError, ValidationError
-from services.common.spread import generator_client
 from services.common.schemas.trainer import JobCreate, LossPoint
+from services.common.spread import generator_client
 
 from .run.loop import Services
 from .run.steps import Reporter
