@@ -38,3 +38,18 @@ def test_replicas_get_a_port_and_a_gpu_each(tmp_path: Path) -> None:
 def test_zero_generators_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         StackConfig(data_dir=tmp_path, generators=0)
+
+
+def test_the_driver_checks_every_replica_before_a_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A generator list whose replicas do not answer fails the start-up check, naming the setting."""
+    from services.common.startup import StartupError
+    from services.pipeline.cli.stack import free_port
+    from services.pipeline.connect import check_remote_services
+    from services.pipeline.settings import Settings
+
+    for name in ("GENERATOR", "JUDGE", "BUFFER", "TRAINER"):
+        monkeypatch.delenv(f"BTP_{name}_URL", raising=False)
+    urls = f"http://127.0.0.1:{free_port()},http://127.0.0.1:{free_port()}"
+    with pytest.raises(StartupError) as info:
+        check_remote_services(Settings(generator_url=urls), timeout_s=2.0)
+    assert info.value.setting == "BTP_GENERATOR_URL" and urls in info.value.message
