@@ -20,6 +20,15 @@ prompt tokens, so its hardware FLOPs are below these model FLOPs: MFU is the usu
 
     python bench/trainer.py                       # GPU: both shapes
     python bench/trainer.py --preset cpu          # a small CPU version (tiny shapes)
+
+Several GPUs (``--gpus N``): for n = 1..N, the same job as ``run_job`` runs it under ``torchrun`` with
+n processes (one GPU each, NCCL; on CPU gloo, one thread per process): DDP over the same global minibatch
+(``--batch-size``, split by :func:`services.trainer.data.shard`; ``--weak`` keeps ``--batch-size`` per
+process instead). n = 1 is the one-process path (no DDP), the baseline of the scaling ratio
+tokens/s(n) / tokens/s(1) printed beside it, with the efficiency ratio / n::
+
+    python bench/trainer.py --gpus 8                       # GPU: SmolLM2 and Qwen2 shapes, 1..8 GPUs
+    python bench/trainer.py --preset cpu --gpus 2          # CPU smoke: tiny shape, 1..2 processes, gloo
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -226,7 +236,8 @@ def _summary(
 ) -> dict[str, Any]:
     tps = [t / s for t, s in zip(tokens, times, strict=True)]
     med = statistics.median(tps)
-    out: dict[str, Any] = {"median_step_s": statistics.median(times), "median_tokens_per_s": med, **extra}
+    out: dict[str, Any] = {"median_step_s": statistics.median(times), "median_tokens_per_s": med,
+                           "tokens_per_s": tps, **extra}
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
@@ -237,6 +248,94 @@ def _summary(
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     return out
+
+
+def ddp_worker(args: argparse.Namespace) -> None:
+    """One process of a ``--gpus`` measurement (started by torchrun); rank 0 writes ``--result``."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    gpu = args.preset == "gpu"
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if gpu else torch.device("cpu")
+    if gpu:
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+    else:
+        torch.set_num_threads(1)
+    distributed = world > 1
+    if distributed:
+        dist.init_process_group("nccl" if gpu else "gloo")
+    shape = args.shapes
+    batch = args.batch_size * (world if args.weak else 1)
+    n = (args.warmup + args.steps) * batch
+    data = make_data(n, model_config(shape).vocab_size, args.max_prompt, args.max_program, seed=1)
+    model = build_model(shape, device)
+    # as run_job on a GPU: a token budget sized from free memory, compiled layers; CPU: a fixed budget
+    max_tokens = auto_token_budget(model.config, torch.cuda.mem_get_info(device)[0]) if gpu else 4096
+    job = JobCreate(model="bench", batch_size=batch, learning_rate=1e-4, max_grad_norm=1.0)
+    runner = StepRunner(
+        model, make_optimizer(model, job, device), device=device, micro_batch_size=batch, max_grad_norm=1.0,
+        pad_id=0, max_tokens=max_tokens, compile=gpu and not args.no_compile, distributed=distributed,
+    )
+    times, tokens = [], []
+    for step in range(args.warmup + args.steps):
+        sync(device)
+        if distributed:
+            dist.barrier()
+        t0 = time.perf_counter()
+        stats = runner.step(data[step * batch : (step + 1) * batch], 1e-4)  # reports the global minibatch
+        sync(device)
+        if step >= args.warmup:
+            times.append(time.perf_counter() - t0)
+            tokens.append(stats.tokens)
+    if rank == 0:
+        out = _summary(times, tokens, flops_per_token(model, statistics.mean(len(e.input_ids) for e in data)),
+                       device, extra={"processes": world, "global_batch": batch, "max_tokens": max_tokens,
+                                      "compiled": runner.compiled, "step_tokens": tokens})  # fmt: skip
+        Path(args.result).write_text(json.dumps(out))
+    if distributed:
+        dist.destroy_process_group()
+
+
+def scaling(args: argparse.Namespace, shapes: list[str]) -> dict[str, Any]:
+    """tokens/s with 1..``args.gpus`` processes per shape, each count in its own torchrun launch."""
+    if args.preset == "gpu" and torch.cuda.device_count() < args.gpus:
+        raise SystemExit(f"--gpus {args.gpus}: only {torch.cuda.device_count()} CUDA devices here")
+    results: dict[str, Any] = {}
+    root = Path(__file__).resolve().parents[1]
+    args.tmp.mkdir(parents=True, exist_ok=True)
+    for shape in shapes:
+        runs: dict[str, Any] = {}
+        for n in range(1, args.gpus + 1):
+            result = args.tmp / f"scaling-{shape}-{n}.json"
+            result.unlink(missing_ok=True)
+            launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
+                        if n > 1 else [sys.executable])  # fmt: skip
+            cmd = [
+                *launcher, str(Path(__file__).resolve()), "--ddp-worker", "--result", str(result),
+                "--preset", args.preset, "--shapes", shape, "--batch-size", str(args.batch_size),
+                "--steps", str(args.steps), "--warmup", str(args.warmup),
+                "--max-prompt", str(args.max_prompt), "--max-program", str(args.max_program),
+                *(["--weak"] if args.weak else []), *(["--no-compile"] if args.no_compile else []),
+            ]
+            env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+            r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+            if r.returncode != 0 or not result.exists():
+                raise SystemExit(f"{shape} with {n} processes failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+            run = json.loads(result.read_text())
+            run["scaling"] = run["median_tokens_per_s"] / runs["1"]["median_tokens_per_s"] if runs else 1.0
+            run["efficiency"] = run["scaling"] / n
+            runs[str(n)] = run
+            spread = f"{min(run['tokens_per_s']):.0f}-{max(run['tokens_per_s']):.0f}"
+            line = (f"{shape:14s} {n} proc  batch {run['global_batch']:4d}  {run['median_tokens_per_s']:>10.0f} tok/s "
+                    f"(steps {spread})  step {run['median_step_s']:.3f}s  scaling {run['scaling']:.2f}x  "
+                    f"efficiency {run['efficiency']:.0%}")  # fmt: skip
+            if "mfu" in run:
+                line += f"  MFU {run['mfu']:.1%}  peak {run['peak_memory_gib']:.1f} GiB"
+            print(line, flush=True)
+        results[shape] = runs
+    return results
 
 
 def main() -> None:
@@ -254,7 +353,15 @@ def main() -> None:
     parser.add_argument("--max-prompt", type=int, default=None)
     parser.add_argument("--max-program", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--gpus", type=int, default=None,
+                        help="scaling mode: DDP with 1..N processes (GPUs; on CPU gloo processes)")
+    parser.add_argument("--weak", action="store_true", help="--gpus: --batch-size per process, not in all")
+    parser.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.ddp_worker:
+        ddp_worker(args)
+        return
     gpu = args.preset == "gpu"
     device = torch.device("cuda" if gpu else "cpu")
     if gpu:
@@ -272,6 +379,14 @@ def main() -> None:
     n = (args.warmup + args.steps) * args.batch_size
     results: dict[str, Any] = {}
     print(f"device={device} batch={args.batch_size} steps={args.steps} (+{args.warmup} warm-up)")
+    if args.gpus:
+        if args.gpus < 1:
+            raise SystemExit("--gpus must be at least 1")
+        results = scaling(args, shapes)
+        print(json.dumps(results, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        return
     for shape in shapes:
         vocab = model_config(shape).vocab_size
         data = make_data(n, vocab, args.max_prompt, args.max_program, seed=1)

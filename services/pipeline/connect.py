@@ -21,6 +21,7 @@ from typing import Any
 from services.common.client import BufferClient, GeneratorClient, JudgeClient, TrainerClient
 from services.common.errors import UpstreamError, ValidationError
 from services.common.schemas.trainer import JobCreate, LossPoint
+from services.common.spread import generator_client
 
 from .datasets.codeio.execution import Equal, SandboxRun
 from .run.loop import Services
@@ -138,7 +139,8 @@ def check_remote_services(settings: Settings, timeout_s: float = 10.0) -> None:
                       ("trainer", TrainerClient)):  # fmt: skip
         url = getattr(settings, f"{name}_url")
         if url:
-            with cls(url, token=settings.api_token, timeout=min(timeout_s, settings.service_timeout_s)) as client:
+            make = generator_client if name == "generator" else cls  # every replica of a comma-separated list
+            with make(url, token=settings.api_token, timeout=min(timeout_s, settings.service_timeout_s)) as client:
                 check_answers(name, client, url)
 
 
@@ -225,8 +227,9 @@ def open_generator(stack: ExitStack, settings: Settings, model: str, checkpoints
     """The configured generator: ``BTP_GENERATOR_URL`` when set (serving whatever it serves until told
     otherwise), else in-process serving ``model``."""
     if settings.generator_url:
-        client = GeneratorClient(settings.generator_url, token=settings.api_token,
-                                 timeout=settings.service_timeout_s, retry_s=settings.service_retry_s)  # fmt: skip
+        # several comma-separated URLs: one replica per GPU, spread over client-side
+        client = generator_client(settings.generator_url, token=settings.api_token,
+                                  timeout=settings.service_timeout_s, retry_s=settings.service_retry_s)  # fmt: skip
         stack.callback(client.close)
         return client
     return embedded_generator(stack, settings, model, checkpoints)

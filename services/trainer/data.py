@@ -132,3 +132,24 @@ def auto_token_budget(
     per_token = layers * (28 * hidden + 12.3 * inter) + 0.5 * vocab * 10
     budget = int(free_bytes * fraction / per_token) // 1024 * 1024
     return max(lo, min(hi, budget))
+
+
+def shard(examples: Sequence[Example], rank: int, world: int) -> list[Example]:
+    """Rank ``rank``'s share of a global minibatch: sorted by length, then dealt round-robin.
+
+    Every rank holds the whole minibatch (the one a single process would train on) and takes every
+    ``world``-th example of the length order, so the ranks get nearly equal token counts and together
+    exactly the global minibatch. ``world`` must not exceed the number of examples: DDP needs every rank
+    to run a forward and backward pass.
+    """
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} outside a world of {world}")
+    if len(examples) < world:
+        raise ValueError(f"{len(examples)} examples cannot be shared by {world} processes")
+    order = sorted(range(len(examples)), key=lambda i: (len(examples[i].input_ids), i))
+    return [examples[i] for i in order[rank::world]]
+
+
+def program_tokens(examples: Sequence[Example]) -> int:
+    """Scored (program) positions of ``examples``: the token count the step's loss is a mean over."""
+    return sum(len(e.loss_positions()) for e in examples)

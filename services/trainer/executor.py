@@ -22,6 +22,7 @@ from services.common.client import BufferClient, GeneratorClient
 from services.common.errors import BTPError, ValidationError
 from services.common.schemas.trainer import JobCreate, LossPoint
 from services.common.settings import outbound_url
+from services.common.spread import generator_client
 
 from . import jobs
 from .db import make_engine, make_sessionmaker
@@ -71,7 +72,8 @@ def publish_for_job(job: JobCreate, settings: Settings, checkpoint: Path) -> tup
             "training succeeded but publish_to_generator is set and no generator URL is known "
             "(job.generator_url or BTP_GENERATOR_URL)"
         )
-    with GeneratorClient(url, token=settings.api_token, timeout=settings.publish_timeout_s) as gen:
+    # several comma-separated URLs (one replica per GPU): the checkpoint is published to every one
+    with generator_client(url, token=settings.api_token, timeout=settings.publish_timeout_s) as gen:
         return publish(checkpoint, generator=gen)
 
 

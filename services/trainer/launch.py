@@ -4,9 +4,9 @@ One GPU (or CPU)::
 
     python -m services.trainer.launch --config job.json --output-dir runs/job1 [--buffer-url URL]
 
-Several GPUs, one job: every process runs the same loop, samples its own share of each minibatch
-(seed derived from the step and its rank), gradients are averaged by DDP, rank 0 writes checkpoints
-and TensorBoard::
+Several GPUs, one job: every process runs the same loop; rank 0 draws each minibatch (the one a single
+process would draw) and shares it, each process trains on its share, gradients are averaged by DDP (the
+same update as one process), rank 0 writes checkpoints and TensorBoard::
 
     torchrun --standalone --nproc_per_node=8 -m services.trainer.launch --config job.json --output-dir DIR
     accelerate launch --num_processes 8 -m services.trainer.launch --config job.json --output-dir DIR

@@ -13,14 +13,25 @@ all call these functions.
 - AdamW (fused on CUDA), linear warm-up, gradient-norm clipping, bf16 autocast on GPU (fp32 master weights).
 - Full fine-tuning or LoRA (peft) on the attention and MLP projections.
 - Resume: every ``checkpoint_every`` steps an atomic checkpoint (:mod:`.checkpoint`) with the optimizer
-  and RNG state. Minibatch ``s`` is always sampled with a seed derived from (job seed, s, rank), so an
-  attempt that resumes from step N sees the same data as the attempt that died after N.
-- Several GPUs: started by ``torchrun``/``accelerate launch`` (``WORLD_SIZE`` > 1) each process samples
-  its own share of the minibatch and gradients are averaged by DDP; rank 0 alone writes checkpoints,
-  TensorBoard and the job record.
+  and RNG state. Minibatch ``s`` is always sampled with a seed derived from (job seed, s), so an attempt
+  that resumes from step N sees the same data as the attempt that died after N.
+- Several GPUs: started by ``torchrun``/``accelerate launch`` (``WORLD_SIZE`` > 1). The job trains on the
+  same global minibatch as one process would, so N GPUs give one GPU's loss curve (up to float rounding):
+  rank 0 draws minibatch ``s`` from the buffer with the one-process seed and broadcasts it; every rank
+  takes its share (:func:`.data.shard`: length order dealt round-robin, balanced tokens); each rank's
+  summed loss is divided by the program-token count of the *global* minibatch and multiplied by N, and
+  DDP's gradient mean over N ranks then equals the one-process gradient exactly. Rank 0 alone writes
+  checkpoints, TensorBoard and the job record.
+- DDP, not FSDP: the models trained here are 135M-0.5B parameters. Full fine-tuning keeps fp32 weights,
+  gradients and two AdamW moments, 16 bytes a parameter: 8 GB for Qwen2-0.5B on a 141 GB H200, so a
+  replica per GPU fits many times over and activations get the rest. DDP then costs one bucketed
+  all-reduce of the gradients per step, overlapped with the backward pass; FSDP would add an all-gather
+  of every layer's weights in the forward and again in the backward, plus a reduce-scatter, to save
+  memory that is not short. FSDP pays off only when 16 bytes/parameter plus activations exceed one GPU
+  (roughly 7B parameters on an H200), which no model of this project approaches.
 
-(Just over 500 lines: the job loop, the step runner and resume logic share state that is clearer
-read together than split.)
+(About 575 lines: the job loop, the step runner, the shared distributed minibatch and the resume logic
+share state that is clearer read together than split.)
 """
 
 from __future__ import annotations
@@ -54,6 +65,8 @@ from .data import (
     bucket,
     collate,
     make_example,
+    program_tokens,
+    shard,
     tokenize,
 )
 
@@ -61,7 +74,8 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "Example", "JobConfigError", "MicroBatch", "ProgramLoss", "StepRunner", "TrainResult", "auto_token_budget",
-    "bucket", "collate", "compile_layers", "load_model", "make_example", "make_optimizer", "run_job", "tokenize",
+    "bucket", "collate", "compile_layers", "load_model", "make_example", "make_optimizer", "run_job", "shard",
+    "tokenize",
 ]
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -231,6 +245,9 @@ class StepRunner:
         self.pad_id = pad_id
         self.max_tokens = max_tokens
         self.distributed = distributed
+        self.rank, self.world = (
+            (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
+        )
         self.program_loss = ProgramLoss(model)
         self.loss_module: nn.Module = self.program_loss
         self.compiled = compile and compile_layers(self.program_loss)
@@ -248,6 +265,9 @@ class StepRunner:
 
     def step(self, examples: Sequence[Example], lr: float) -> StepStats:
         """One optimizer step on ``examples``; the loss is the mean over their program tokens.
+
+        Distributed, ``examples`` is the global minibatch (the same on every rank): each rank trains on
+        its :func:`shard` and the update is the one a single process would make on all of ``examples``.
 
         With compiled layers, a compile failure (no working Triton/C++ toolchain, an unsupported op) falls
         back to eager layers and redoes the step: nothing was applied yet but gradients, which are cleared.
@@ -270,11 +290,15 @@ class StepRunner:
         self.model.train()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        groups = bucket(examples, self.micro_batch_size, self.max_tokens)
+        mine = shard(examples, self.rank, self.world) if self.distributed else examples
+        groups = bucket(mine, self.micro_batch_size, self.max_tokens)
         batches = [collate(mb, self.pad_id, self.device) for mb in groups]
-        total = sum(b.program_tokens for b in batches)
+        # The global minibatch's program tokens (every rank holds all of it, so no communication): the
+        # step's loss is the mean over them. DDP averages gradients over the ranks, hence the factor world.
+        total = program_tokens(examples)
         if total == 0:
             raise ValueError("no program tokens in this batch")
+        scale = float(self.world) / total
         loss_sum = torch.zeros((), device=self.device)
         for i, mb in enumerate(batches):
             last = i == len(batches) - 1
@@ -283,18 +307,14 @@ class StepRunner:
             with ctx:
                 with self._autocast():
                     loss = self.loss_module(mb.input_ids, mb.attention_mask, mb.positions, mb.targets)
-                (loss / total).backward()
+                (loss * scale).backward()
             loss_sum += loss.detach()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        tokens = sum(b.tokens for b in batches)
+        tokens = sum(len(e.input_ids) for e in examples)  # of the global minibatch, like total
         if self.distributed:
-            # Report the loss and token count of the whole (all-rank) minibatch.
-            totals = torch.stack([loss_sum, torch.tensor(float(total), device=self.device),
-                                  torch.tensor(float(tokens), device=self.device)])
-            torch.distributed.all_reduce(totals)
-            loss_sum, total, tokens = totals[0], int(totals[1].item()), int(totals[2].item())
+            torch.distributed.all_reduce(loss_sum)  # report the loss of the whole (all-rank) minibatch
         mean = float(loss_sum.item()) / total
         return StepStats(
             loss=mean,
@@ -326,16 +346,15 @@ class TrainResult:
     kind: str = "full"
 
 
-def sample_seed(job: JobCreate, step: int, rank: int, world: int) -> int:
-    """The buffer seed of minibatch ``step`` on ``rank``: the same on every attempt of the job."""
+def sample_seed(job: JobCreate, step: int) -> int:
+    """The buffer seed of minibatch ``step``: the same on every attempt and for any number of processes."""
     base = job.sample.seed if job.sample.seed is not None else job.seed
-    return (base * 1_000_003 + step * world + rank) % (2**63 - 1)
+    return (base * 1_000_003 + step) % (2**63 - 1)
 
 
-def fetch_batch(buffer: BufferClient, job: JobCreate, step: int, rank: int, world: int) -> list[SampledItem]:
-    """This rank's share of minibatch ``step`` from the buffer (PPER, Eq. 6-8)."""
-    n = job.batch_size // world + (1 if rank < job.batch_size % world else 0)
-    req = job.sample.model_copy(update={"n": max(n, 1), "seed": sample_seed(job, step, rank, world)})
+def fetch_batch(buffer: BufferClient, job: JobCreate, step: int) -> list[SampledItem]:
+    """Minibatch ``step`` (all ``batch_size`` items) from the buffer (PPER, Eq. 6-8)."""
+    req = job.sample.model_copy(update={"n": job.batch_size, "seed": sample_seed(job, step)})
     try:
         resp = buffer.sample(req)
     except BTPError as exc:
@@ -350,6 +369,36 @@ def fetch_batch(buffer: BufferClient, job: JobCreate, step: int, rank: int, worl
             param="sample",
         )
     return resp.items
+
+
+def shared_batch(buffer: BufferClient, job: JobCreate, step: int, distributed: bool) -> list[SampledItem]:
+    """Minibatch ``step`` on every rank: rank 0 asks the buffer once and broadcasts the items (or its
+    error, so that no rank waits forever on a broadcast that will not come).
+
+    One draw, not one per rank: ranks asking with the same seed could still see different populations
+    while the pipeline adds experiences, and their minibatches would no longer be one global minibatch.
+    """
+    if not distributed:
+        return fetch_batch(buffer, job, step)
+    rank = torch.distributed.get_rank()
+    box: list[Any] = [None]
+    error: Exception | None = None
+    if rank == 0:
+        try:
+            box[0] = {"items": [it.model_dump(mode="json") for it in fetch_batch(buffer, job, step)]}
+        except Exception as exc:  # re-raised below, after the other ranks have been told
+            error = exc
+            box[0] = {"error": str(getattr(exc, "message", exc)), "config": isinstance(exc, JobConfigError),
+                      "param": getattr(exc, "param", None)}  # fmt: skip
+    torch.distributed.broadcast_object_list(box, src=0)
+    if error is not None:
+        raise error
+    got: dict[str, Any] = box[0]
+    if "error" in got:
+        if got["config"]:
+            raise JobConfigError(got["error"], param=got["param"])
+        raise RuntimeError(f"rank 0 could not fetch minibatch {step}: {got['error']}")
+    return [SampledItem.model_validate(it) for it in got["items"]]
 
 
 def _should_stop(cancel: Callable[[], bool] | None, distributed: bool, device: torch.device) -> bool:
@@ -387,6 +436,11 @@ def run_job(
     """
     rank, world = _dist_info()
     distributed = world > 1
+    if world > job.batch_size:
+        raise JobConfigError(
+            f"batch_size ({job.batch_size}) must be at least the number of processes ({world}): each trains "
+            "on its share of the minibatch", param="batch_size",
+        )
     dev = pick_device(device)
     if distributed and not torch.distributed.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
@@ -489,7 +543,7 @@ def run_job(
                 status = "cancelled"
                 break
             step += 1
-            items = fetch_batch(buffer, job, step, rank, world)
+            items = shared_batch(buffer, job, step, distributed)
             examples = [tokenize(tokenizer, it.prompt, it.program, job.max_seq_len, fmt) for it in items]
             lr = lr_at(job, step)
             stats = runner.step(examples, lr)

@@ -557,6 +557,9 @@ def stack_up(
     database_url: Annotated[str | None, typer.Option(help="PostgreSQL URL (default BTP_DATABASE_URL or local btp).")] = None,
     queue: Annotated[str, typer.Option(help="Celery queue of the trainer.")] = DEFAULT_TRAIN_QUEUE,
     health_timeout: Annotated[float, typer.Option(help="Seconds to wait for every /health.")] = 600.0,
+    generators: Annotated[int, typer.Option(
+        min=1, help="Generator replicas, one GPU each (replica i: generator port + 10·i, i-th visible GPU); "
+        "the clients spread requests over them.")] = 1,
 ) -> None:
     """Start PostgreSQL, Redis, the four services and a Celery worker; stop them on Ctrl-C/SIGTERM."""
     from .stack import DEFAULT_DATABASE_URL, Stack, StackConfig
@@ -566,7 +569,8 @@ def stack_up(
                                         "trainer": trainer_port, "dashboard": dashboard_port},
                       database_url=database_url or settings.database_url or DEFAULT_DATABASE_URL,
                       redis_url=settings.redis_url, data_dir=settings.data_dir, model=model,
-                      api_token=settings.api_token, queue=queue, health_timeout_s=health_timeout)  # fmt: skip
+                      api_token=settings.api_token, queue=queue, health_timeout_s=health_timeout,
+                      generators=generators)  # fmt: skip
     stack = Stack(cfg)
     console.print(f"starting the stack (logs in {stack.logs})")
     try:
@@ -576,6 +580,8 @@ def stack_up(
     for msg in stack.messages:
         console.print(msg)
     for name in SERVICE_NAMES:
+        console.print(f"  {name:<9} {cfg.url(name)}  (pid {stack.procs[name].pid})")
+    for name in cfg.generator_names()[1:]:
         console.print(f"  {name:<9} {cfg.url(name)}  (pid {stack.procs[name].pid})")
     console.print(f"  worker    queue {queue}  (pid {stack.procs['worker'].pid})")
     console.print(f"  dashboard {cfg.url('dashboard')}/  (pid {stack.procs['dashboard'].pid})")

@@ -5,6 +5,11 @@ not; then the four services (uvicorn on each ``create_app`` factory) and a Celer
 its own session with its log under ``BTP_DATA_DIR/stack/<name>.log``. The stack is up when every
 ``/health`` answers 200 and the worker logged ``ready``. SIGINT/SIGTERM stop the children in reverse
 order (SIGTERM, then SIGKILL after a grace period); if one child dies, the others are stopped too.
+
+``generators`` > 1 starts that many generator replicas, one GPU each: replica ``i`` listens on the
+generator port + 10·i and sees only the ``i``-th visible GPU (``CUDA_VISIBLE_DEVICES``, taken from the
+parent's list when it has one); every other child gets ``BTP_GENERATOR_URL`` as the comma-separated list
+of the replicas, which the clients spread requests over (:mod:`services.common.spread`).
 """
 
 from __future__ import annotations
@@ -109,9 +114,33 @@ class StackConfig:
     queue: str = DEFAULT_TRAIN_QUEUE
     extra_env: dict[str, str] = field(default_factory=dict)
     health_timeout_s: float = 600.0
+    generators: int = 1
+
+    def __post_init__(self) -> None:
+        if self.generators < 1:
+            raise ValueError("generators must be at least 1")
+        for i in range(1, self.generators):
+            self.ports.setdefault(f"generator-{i}", self.ports["generator"] + 10 * i)
 
     def url(self, name: str) -> str:
         return f"http://{self.host}:{self.ports[name]}"
+
+    def generator_names(self) -> list[str]:
+        """``generator``, then ``generator-1`` ... for the extra replicas."""
+        return ["generator", *(f"generator-{i}" for i in range(1, self.generators))]
+
+    def generator_url(self) -> str:
+        """``BTP_GENERATOR_URL``: one URL, or the replicas' URLs comma-separated."""
+        return ",".join(self.url(n) for n in self.generator_names())
+
+    def child_env(self, name: str, env: dict[str, str]) -> dict[str, str]:
+        """``env`` for child ``name``: with several generators, replica ``i`` sees only GPU ``i``."""
+        names = self.generator_names()
+        if self.generators == 1 or name not in names:
+            return env
+        visible = [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+        i = names.index(name)
+        return {**env, "CUDA_VISIBLE_DEVICES": visible[i % len(visible)] if visible else str(i)}
 
     def env(self) -> dict[str, str]:
         """The environment every child gets: the shared BTP_* names."""
@@ -122,6 +151,7 @@ class StackConfig:
             "BTP_DATA_DIR": str(self.data_dir),
             "BTP_TRAINER_QUEUE": self.queue,
             **{f"BTP_{n.upper()}_URL": self.url(n) for n in SERVICES},
+            "BTP_GENERATOR_URL": self.generator_url(),
         })  # fmt: skip
         if self.model:
             env["BTP_GENERATOR_MODEL"] = self.model
@@ -142,6 +172,9 @@ class StackConfig:
                    "--host", self.host, "--port", str(self.ports[name]), "--log-level", "warning"]
             for name in SERVICES
         }  # fmt: skip
+        for name in self.generator_names()[1:]:
+            cmds[name] = [py, "-m", "uvicorn", "services.generator.app:create_app", "--factory",
+                          "--host", self.host, "--port", str(self.ports[name]), "--log-level", "warning"]  # fmt: skip
         if "dashboard" in self.ports:
             cmds["dashboard"] = [py, "-m", "uvicorn", "services.pipeline.dashboard.app:create_app", "--factory",
                                  "--host", self.host, "--port", str(self.ports["dashboard"]), "--log-level", "warning"]
@@ -173,7 +206,7 @@ class Stack:
                 self.stop()
                 raise UnavailableError(f"port {cfg.ports[name]} for {name} is already in use")
             log = (self.logs / f"{name}.log").open("ab")
-            self.procs[name] = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
+            self.procs[name] = subprocess.Popen(cmd, cwd=root, env=cfg.child_env(name, env), stdout=log, stderr=subprocess.STDOUT,
                                                 start_new_session=True)  # fmt: skip
             log.close()
         try:
@@ -195,7 +228,7 @@ class Stack:
     def wait_healthy(self) -> None:
         """Poll each service's /health and the worker's log until all are ready."""
         deadline = time.monotonic() + self.config.health_timeout_s
-        http = [*SERVICES, *(["dashboard"] if "dashboard" in self.config.ports else [])]
+        http = [*SERVICES, *self.config.generator_names()[1:], *(["dashboard"] if "dashboard" in self.config.ports else [])]
         pending = set(http) | {"worker"}
         clients = {n: SyncClient(self.config.url(n), timeout=5.0) for n in http}
         try:

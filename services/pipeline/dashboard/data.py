@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common.client import BufferClient, SyncClient, TrainerClient
+from services.common.spread import generator_client
 
 TRAINER_JOBS = 8
 
@@ -107,7 +108,10 @@ def services_overview(urls: dict[str, str | None], token: str | None, timeout_s:
                 out[name] = {"url": None, "health": None}
                 continue
             cls = {"buffer": BufferClient, "trainer": TrainerClient}.get(name, SyncClient)
-            client = stack.enter_context(cls(url, token=token, timeout=timeout_s))
+            if name == "generator":  # a comma-separated list: every replica's health
+                client = stack.enter_context(generator_client(url, token=token, timeout=timeout_s))
+            else:
+                client = stack.enter_context(cls(url, token=token, timeout=timeout_s))
             entry: dict[str, Any] = {"url": url, "health": _health(client)}
             if entry["health"]["ok"]:
                 try:
