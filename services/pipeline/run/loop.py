@@ -208,7 +208,20 @@ class Pipeline:
         self.folder.mark(step)
 
     def run(self) -> list[dict[str, Any]]:
-        """Run (or resume) every round; returns the per-round metrics."""
+        """Run (or resume) every round; returns the per-round metrics. ``progress.json`` says how it ended."""
+        self.progress.start()
+        try:
+            metrics = self._run()
+        except KeyboardInterrupt:
+            self.progress.close("interrupted")
+            raise
+        except BaseException as exc:
+            self.progress.close("failed", f"{type(exc).__name__}: {exc}"[:500])
+            raise
+        self.progress.close("finished")
+        return metrics
+
+    def _run(self) -> list[dict[str, Any]]:
         self.upload_tasks()
         checkpoint = self.folder.state().checkpoint
         if checkpoint:
@@ -226,5 +239,4 @@ class Pipeline:
         state = self.folder.state()
         state.finished_at = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.folder.save_state(state)
-        self.progress.close()
         return self.folder.metrics()

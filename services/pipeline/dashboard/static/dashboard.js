@@ -58,7 +58,7 @@ function drawRunList(runs) {
   const sel = $("run-select");
   const names = runs.map((r) => r.name);
   if (!selected || !names.includes(selected)) selected = names[0] || null;
-  const labels = runs.map((r) => r.name + (r.finished_at ? "" : " (running)"));
+  const labels = runs.map((r) => r.name + (r.status === "finished" ? "" : ` (${r.status})`));
   if ([...sel.options].map((o) => o.text).join("\n") !== labels.join("\n")) {
     sel.innerHTML = "";
     runs.forEach((r, i) => sel.appendChild(new Option(labels[i], r.name)));
@@ -71,7 +71,10 @@ function drawProgress(run) {
   box.innerHTML = "";
   const p = run.progress;
   if (!p || !p.phase) return;
-  const done = run.finished_at ? "finished" : `${p.phase}: ${p.done}/${p.total}`;
+  const where = `${p.phase}: ${p.done}/${p.total}`;
+  const done = run.status === "running" ? where
+    : run.status === "finished" ? "finished"
+    : `${run.status} in ${where}${p.error ? " — " + p.error : ""}`;
   const head = text("div", done);
   head.id = "phase-now";
   box.appendChild(head);
