@@ -198,7 +198,7 @@ def test_run_status_from_the_heartbeat_alone() -> None:
     assert run_status(None, beat, now=1000.0 + STALE_S - 1) == "running"
     assert run_status(None, beat, now=1000.0 + STALE_S + 1) == "stopped"
     assert run_status("2026-01-01T00:00:00", beat, now=1e9) == "finished"
-    assert run_status(None, None) == "stopped"  # never started its progress
+    assert run_status(None, None) == "not started"  # created, never started (a sweep's runs wait their turn)
     assert run_status(None, {"phase": "x", "updated_at": 1000.0}, now=1001.0) == "stopped"  # a run from before statuses
     assert run_status(None, beat | {"status": "interrupted"}, now=1000.0) == "interrupted"
 
@@ -217,6 +217,10 @@ def _browser() -> tuple[Any, str]:
 def _numbers(page: Any, selector: str) -> list[tuple[str, str, float]]:
     return [(e.get_attribute("data-series"), e.get_attribute("data-x"), float(e.get_attribute("data-y")))
             for e in page.query_selector_all(selector)]
+
+
+def _options(page: Any) -> list[str]:
+    return list(page.eval_on_selector_all("#run-select option", "os => os.map((o) => o.text)"))
 
 
 def test_dashboard_in_chromium_while_a_run_goes(tmp_path: Path, buffer_service: Server, tiny_model: Path,
@@ -258,27 +262,36 @@ def test_dashboard_in_chromium_while_a_run_goes(tmp_path: Path, buffer_service: 
             assert shown == {(g["source"], f"round {g['round']}"): g["experiences"] for g in groups}
             assert len(page.query_selector_all("#chart-recent circle[data-series='mean P2Value']")) == 2
             # the run starts while the page watches: phases appear and the curves follow the run folder
+            dying = DyingRun(Settings().runs_dir(), "crashed")  # a second run, whose process will die
             thread = threading.Thread(target=drive, daemon=True)
             thread.start()
-            page.wait_for_function("document.getElementById('run-select').value === 'live'", timeout=120_000)
-            dying = DyingRun(Settings().runs_dir(), "crashed")  # a second run, whose process will die
+            page.wait_for_function("[...document.querySelectorAll('#run-select option')].some((o) => o.value === 'live')",
+                                   timeout=120_000)
+            seen = int(page.get_attribute("#refreshes", "data-count") or 0)
+            page.select_option("#run-select", "live")  # the page shows the most recent run it first saw
+            page.wait_for_function(f"Number(document.getElementById('refreshes').dataset.count) >= {seen + 2}")
             phases: set[str] = set()
             labels: set[str] = set()
             deadline = time.monotonic() + 600
             while thread.is_alive() and time.monotonic() < deadline:
                 node = page.query_selector("#phase-now")
-                if node is not None:
+                if node is not None and page.eval_on_selector("#run-select", "s => s.value") == "live":
                     phases.add(node.inner_text())
-                labels.update(o.inner_text() for o in page.query_selector_all("#run-select option"))
+                labels.update(_options(page))
                 time.sleep(0.2)
             thread.join(5)
             assert not failure, failure
-            assert {"live (running)", "crashed (running)"} <= labels, labels
+            # while it went, the run was "running" (from its folder's creation on: never "stopped" while the
+            # model loaded); the other run's process is still alive, so it is running too
+            assert "live (running)" in labels and not {"live (stopped)", "live (not started)"} & labels, labels
+            options = "[...document.querySelectorAll('#run-select option')].map((o) => o.text)"
+            page.wait_for_function(f"{options}.includes('crashed (running)')", timeout=120_000)
             dying.kill()
             client.sample(SampleRequest(n=4, scheme="rank", alpha=0.5, split="train", seed=3))  # another minibatch
-            count = int(page.get_attribute("#refreshes", "data-count") or 0)
-            page.wait_for_function(f"Number(document.getElementById('refreshes').dataset.count) >= {count + 2}")
-            assert len(page.query_selector_all("#chart-recent circle[data-series='mean P2Value']")) == 3
+            # the page updates: the new minibatch appears (however many polls were in flight before it)
+            page.wait_for_function("document.querySelectorAll(\"#chart-recent circle[data-series='mean P2Value']\")"
+                                   ".length === 3", timeout=120_000)
+            page.wait_for_function(f"{options}.includes('crashed (stopped)')", timeout=120_000)
             run = httpx.get(f"{server.url}/api/runs/live", headers=auth).json()
             points = _numbers(page, "#chart-eval circle.point")
             expected = [("pass rate", str(r["round"]), r["eval"]["pass_rate"]) for r in run["rounds"]] + \
@@ -292,7 +305,7 @@ def test_dashboard_in_chromium_while_a_run_goes(tmp_path: Path, buffer_service: 
             assert len(phases) >= 3 and any("round" in p for p in phases), phases
             assert page.inner_text("#phase-now") == "finished"
             # the picker: the finished run is not "(running)" any more, the dead one says it stopped
-            options = [o.inner_text() for o in page.query_selector_all("#run-select option")]
+            options = _options(page)
             assert sorted(options) == ["crashed (stopped)", "live"], options
             if os.environ.get("BTP_DASHBOARD_SCREENSHOTS"):  # refresh the README's picture
                 page.screenshot(path=str(DOCS / "dashboard.png"), full_page=True)

@@ -376,6 +376,7 @@ def execute(
     from ..connect import check_remote_services, open_services
     from ..run.folder import RunFolder
     from ..run.loop import Pipeline, SilentReporter, load_tasks
+    from ..run.progress import FolderReporter
     from ..run.samplers import GeneratorSampler, JsonlSampler, OpenAISampler, Sampler
 
     runs = settings.runs_dir()
@@ -390,8 +391,10 @@ def execute(
             raise ValueError("a new run needs a configuration (or --resume NAME)")
         tasks = load_tasks(cfg, mbpp)  # bad data set options fail here, before any folder or model
         folder = RunFolder.create(runs, cfg)
-    with open_services(settings, model=cfg.model, buffer_database_url=folder.buffer_database_url(),
-                       checkpoints=folder.path / "checkpoints") as services:  # fmt: skip
+    # the run is alive from here (the dashboard shows it running while the model loads) to its end
+    progress = FolderReporter(SilentReporter(), folder.path / "progress.json")
+    with progress.running(), open_services(settings, model=cfg.model, buffer_database_url=folder.buffer_database_url(),
+                                           checkpoints=folder.path / "checkpoints") as services:  # fmt: skip
         sampler: Sampler | None = None
         t = cfg.teacher
         if t is not None and t.kind == "generator":
@@ -406,11 +409,12 @@ def execute(
         elif t is not None and t.kind == "jsonl":
             sampler = JsonlSampler(Path(t.path or ""))
         if quiet:
-            return Pipeline(cfg, folder, services, sampler=sampler, reporter=SilentReporter(), tasks=tasks).run()
+            return Pipeline(cfg, folder, services, sampler=sampler, reporter=SilentReporter(), tasks=tasks,
+                            progress=progress).run()
         out.print(f"run [bold]{folder.name}[/bold] in {folder.path} ({services.mode}); model {cfg.model}")
         head = f"({', '.join(cfg.datasets)}); {cfg.rounds} round(s), k={cfg.k}"
         with console_reporter(out) as reporter:
-            pipe = Pipeline(cfg, folder, services, sampler=sampler, reporter=reporter, tasks=tasks)
+            pipe = Pipeline(cfg, folder, services, sampler=sampler, reporter=reporter, tasks=tasks, progress=progress)
             out.print(f"{len(pipe.train_tasks)} train / {len(pipe.test_tasks)} held-out tasks {head}")
             return pipe.run()
 

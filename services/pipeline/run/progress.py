@@ -144,6 +144,20 @@ class FolderReporter:
         self._beat = threading.Thread(target=self._heartbeat, name="btp-progress", daemon=True)
         self._beat.start()
 
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """:meth:`start`, then :meth:`close` with how the block ended (finished, failed, interrupted)."""
+        self.start()
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.close("interrupted")
+            raise
+        except BaseException as exc:
+            self.close("failed", f"{type(exc).__name__}: {exc}"[:500])
+            raise
+        self.close("finished")
+
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
             self._write(force=True)
@@ -196,12 +210,13 @@ def _alive(pid: int) -> bool:
 
 
 def run_status(finished_at: str | None, progress: dict[str, Any] | None, now: float | None = None) -> str:
-    """``finished``, ``running``, ``failed``, ``interrupted`` or ``stopped`` (the process died without a word,
-    or a run from before heartbeats that never finished), from a run's state and ``progress.json``."""
+    """``finished``, ``running``, ``failed``, ``interrupted``, ``stopped`` (the process died without a word,
+    or a run from before heartbeats that never finished) or ``not started``, from a run's state and
+    ``progress.json``."""
     if finished_at:
         return "finished"
-    if not isinstance(progress, dict):
-        return "stopped"
+    if not isinstance(progress, dict):  # created, never started (a sweep's later runs wait their turn)
+        return "not started"
     status = progress.get("status")
     if status in ("failed", "interrupted"):
         return str(status)
