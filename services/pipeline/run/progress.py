@@ -59,7 +59,8 @@ class RichReporter:
 
 class LineReporter:
     """Progress as plain lines, for logs (output that is not a terminal): a line when a phase starts, one
-    every ``every_s`` seconds while it runs, and one when it ends, each with counts and a rate."""
+    every ``every_s`` seconds while it runs, and one when it ends, each with counts and a rate; never
+    wrapped (a log line is one line, however long a run folder's path makes it)."""
 
     def __init__(self, out: Console, every_s: float = 10.0) -> None:
         self.out, self.every_s = out, every_s
@@ -71,13 +72,13 @@ class LineReporter:
         seconds = time.perf_counter() - self.start
         rate = self.done / seconds if seconds > 0 else 0.0
         self.out.print(f"{self.name}: {what} {self.done}/{self.total} in {seconds:.1f}s ({rate:.2f}/s)",
-                       highlight=False, markup=False)  # fmt: skip
+                       highlight=False, markup=False, soft_wrap=True)  # fmt: skip
 
     def phase(self, name: str, total: int) -> None:
         self.finish()
         self.name, self.total, self.done = name, total, 0
         self.start = self.last = time.perf_counter()
-        self.out.print(f"{name}: started, {total} to do", highlight=False, markup=False)
+        self.out.print(f"{name}: started, {total} to do", highlight=False, markup=False, soft_wrap=True)
 
     def advance(self, n: int = 1) -> None:
         self.done += n
@@ -86,7 +87,7 @@ class LineReporter:
             self._line("at")
 
     def log(self, message: str) -> None:
-        self.out.print(message, highlight=False, markup=False)
+        self.out.print(message, highlight=False, markup=False, soft_wrap=True)
 
     def finish(self) -> None:
         """End the running phase with its summary line."""
