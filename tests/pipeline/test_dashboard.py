@@ -92,7 +92,7 @@ cfg = RunConfig.model_validate({"name": sys.argv[2], "model": "tiny", "datasets"
 folder = RunFolder.create(Path(sys.argv[1]), cfg)
 reporter = FolderReporter(SilentReporter(), folder.path / "progress.json", heartbeat_s=0.2)
 reporter.start()
-reporter.phase("round 1: beam search (k=2)", 4)
+reporter.phase("held by a process about to die", 4)
 reporter.advance(1)
 print("started", flush=True)
 sys.stdin.readline()
@@ -230,6 +230,7 @@ def test_dashboard_in_chromium_while_a_run_goes(tmp_path: Path, buffer_service: 
     from services.pipeline.run.config import RunConfig
 
     client = fill_buffer(buffer_service.url)
+    dying = DyingRun(Settings().runs_dir(), "crashed")  # another run, whose process will die
     server = Server(dashboard(data_dir, buffer_service.url))
     cfg = RunConfig.model_validate({"name": "live", "model": str(tiny_model), "datasets": ["mbpp"], "train_size": 3,
                                     "test_size": 3, "rounds": 2, "k": 2, "max_new_tokens": 16, "n": 2, "steps": 2,
@@ -250,7 +251,8 @@ def test_dashboard_in_chromium_while_a_run_goes(tmp_path: Path, buffer_service: 
             page = browser.new_page(viewport={"width": 1400, "height": 1500})
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"{server.url}/?interval=400#token={TOKEN}")
+            # ?run=live: the page shows that run as soon as it exists, though another one is there first
+            page.goto(f"{server.url}/?interval=400&run=live#token={TOKEN}")
             page.wait_for_function("Number(document.getElementById('refreshes').dataset.count) >= 1")
             # services: the buffer service is up; the others are embedded
             assert page.get_attribute("[data-service=buffer]", "data-state") == "ok"
@@ -262,20 +264,14 @@ def test_dashboard_in_chromium_while_a_run_goes(tmp_path: Path, buffer_service: 
             assert shown == {(g["source"], f"round {g['round']}"): g["experiences"] for g in groups}
             assert len(page.query_selector_all("#chart-recent circle[data-series='mean P2Value']")) == 2
             # the run starts while the page watches: phases appear and the curves follow the run folder
-            dying = DyingRun(Settings().runs_dir(), "crashed")  # a second run, whose process will die
             thread = threading.Thread(target=drive, daemon=True)
             thread.start()
-            page.wait_for_function("[...document.querySelectorAll('#run-select option')].some((o) => o.value === 'live')",
-                                   timeout=120_000)
-            seen = int(page.get_attribute("#refreshes", "data-count") or 0)
-            page.select_option("#run-select", "live")  # the page shows the most recent run it first saw
-            page.wait_for_function(f"Number(document.getElementById('refreshes').dataset.count) >= {seen + 2}")
             phases: set[str] = set()
             labels: set[str] = set()
             deadline = time.monotonic() + 600
             while thread.is_alive() and time.monotonic() < deadline:
                 node = page.query_selector("#phase-now")
-                if node is not None and page.eval_on_selector("#run-select", "s => s.value") == "live":
+                if node is not None and "about to die" not in node.inner_text():
                     phases.add(node.inner_text())
                 labels.update(_options(page))
                 time.sleep(0.2)
@@ -283,6 +279,7 @@ def test_dashboard_in_chromium_while_a_run_goes(tmp_path: Path, buffer_service: 
             assert not failure, failure
             # while it went, the run was "running" (from its folder's creation on: never "stopped" while the
             # model loaded); the other run's process is still alive, so it is running too
+            assert page.eval_on_selector("#run-select", "s => s.value") == "live"  # ?run=live, once it existed
             assert "live (running)" in labels and not {"live (stopped)", "live (not started)"} & labels, labels
             options = "[...document.querySelectorAll('#run-select option')].map((o) => o.text)"
             page.wait_for_function(f"{options}.includes('crashed (running)')", timeout=120_000)
@@ -312,4 +309,6 @@ def test_dashboard_in_chromium_while_a_run_goes(tmp_path: Path, buffer_service: 
             browser.close()
     finally:
         server.stop()
-    assert errors == []
+    # the host's network changing under the browser (another process adding a container bridge) fails a poll
+    # or two with net::ERR_NETWORK_CHANGED; the page retries on its next poll: not an error of the page
+    assert [e for e in errors if "net::ERR_NETWORK_CHANGED" not in e] == []

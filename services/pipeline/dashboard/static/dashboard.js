@@ -6,7 +6,8 @@ import { barChart, fmt, histogramChart, lineChart } from "./charts.js";
 const params = new URLSearchParams(location.search);
 const INTERVAL = Math.max(250, Number(params.get("interval")) || 2000);
 const TOKEN = new URLSearchParams(location.hash.slice(1)).get("token");
-let selected = params.get("run");
+let selected = null;
+let wanted = params.get("run"); // ?run=NAME: show that run as soon as it exists (until another is picked)
 let refreshes = 0;
 
 async function api(path) {
@@ -57,7 +58,10 @@ function drawServices(services) {
 function drawRunList(runs) {
   const sel = $("run-select");
   const names = runs.map((r) => r.name);
-  if (!selected || !names.includes(selected)) selected = names[0] || null;
+  if (wanted && names.includes(wanted)) {
+    selected = wanted;
+    wanted = null;
+  } else if (!selected || !names.includes(selected)) selected = names[0] || null;
   const labels = runs.map((r) => r.name + (r.status === "finished" ? "" : ` (${r.status})`));
   if ([...sel.options].map((o) => o.text).join("\n") !== labels.join("\n")) {
     sel.innerHTML = "";
@@ -193,6 +197,6 @@ async function refresh() {
   }
 }
 
-$("run-select").addEventListener("change", (e) => { selected = e.target.value; refresh(); });
+$("run-select").addEventListener("change", (e) => { selected = e.target.value; wanted = null; refresh(); });
 refresh();
 setInterval(refresh, INTERVAL);
