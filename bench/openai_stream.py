@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import httpx
 
@@ -36,8 +34,7 @@ def main() -> None:
     from services.pipeline.cli.stack import free_port
 
     port = free_port()
-    data = Path(tempfile.mkdtemp(prefix="btp-bench-stream-"))
-    app = create_app(Settings(model=args.model, data_dir=data, device="cpu"))
+    app = create_app(Settings(model=args.model, device="cpu"))  # BTP_DATA_DIR: the converted model is kept
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     url = f"http://127.0.0.1:{port}"
