@@ -10,7 +10,7 @@ results do not depend on what else shares the batch.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -41,8 +41,12 @@ def sample(
     seeds: Sequence[int] | None = None,  # one per prompt
     stop: Sequence[str] = (),
     tokenizer: Any = None,
+    on_token: Callable[[int, int, int, float], None] | None = None,
 ) -> list[list[Beam]]:
-    """``num_return_sequences`` samples per prompt, ordered best (sum of log-probs) first."""
+    """``num_return_sequences`` samples per prompt, ordered best (sum of log-probs) first.
+
+    ``on_token(prompt index, sequence index, token id, log-prob)`` hears every token as it is drawn
+    (sequence index = draw order, before the final ordering)."""
     if stop and tokenizer is None:
         raise ValueError("stop strings need a tokenizer")
     if not prompt_ids:
@@ -72,6 +76,8 @@ def sample(
                 beam = seqs[s]
                 beam.token_ids.append(picks[j])
                 beam.token_logprobs.append(lp[j])
+                if on_token is not None:
+                    on_token(s // r, s % r, picks[j], lp[j])
                 if picks[j] in eos_token_ids or (stop and hits_stop(tokenizer, beam.token_ids, stop)):
                     beam.finished = True
                 else:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,10 +114,16 @@ def beam_search(
     pad_token_id: int,
     stop: Sequence[str] = (),
     tokenizer: Any = None,
+    on_token: Callable[[int, int, int, float], None] | None = None,
 ) -> list[list[Beam]]:
-    """Top ``num_beams`` beams per prompt, best (sum of log-probs) first."""
+    """Top ``num_beams`` beams per prompt, best (sum of log-probs) first.
+
+    ``on_token(prompt index, 0, token id, log-prob)`` hears each token of greedy decoding (``num_beams``
+    1, where the one beam only grows) as it is chosen; wider beams are final only at the end."""
     if num_beams < 1 or max_new_tokens < 1:
         raise ValueError("num_beams and max_new_tokens must be >= 1")
+    if on_token is not None and num_beams != 1:
+        raise ValueError("on_token needs num_beams 1: a wider beam's prefix is not final until the search ends")
     if stop and tokenizer is None:
         raise ValueError("stop strings need a tokenizer")
     if not prompt_ids:
@@ -162,6 +168,8 @@ def beam_search(
                     if sc == NEG_INF:
                         break
                     slot, tok = divmod(top_idx_l[g][r], vocab)
+                    if on_token is not None and r == 0:  # k = 1: the best continuation extends the one beam
+                        on_token(b, 0, tok, top_lp_l[g][r])
                     parent = running[b][slot]
                     ids = [*parent.ids, tok]
                     lps = [*parent.lps, top_lp_l[g][r]]

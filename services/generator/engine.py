@@ -16,6 +16,12 @@ weights and later ones use the new. A checkpoint that fails to load or to run a 
 
 Beam search runs ``services.generator.cuda.cuda_beam_search`` on CUDA devices when that module
 imports, else the reference :func:`services.generator.beam.beam_search`.
+
+Streaming (:meth:`Engine.stream`): a request may carry a token listener, called from the worker thread
+with every token as it is decoded (sampling: each sequence's tokens; greedy: the single beam's, which is
+final as it grows). Beam search of width > 1 reports nothing until it ends: a beam's prefix may still be
+dropped at any step (vLLM's beam search likewise yields only its final output). A batch with a listener
+decodes greedily with the reference search, whose steps are observable.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +59,8 @@ from .trimming import trim
 log = logging.getLogger(__name__)
 
 BeamFn = Callable[..., list[list[Beam]]]
+TokenListener = Callable[[int, int, int, float], None]
+"""Called with (prompt index, sequence index, token id, log-probability) as a token is decoded."""
 
 
 @dataclass
@@ -80,6 +88,49 @@ class _Job:
     handle: models.LoadedModel
     future: Future[list[list[Beam]]]
     key: tuple[Any, ...] = field(default=())
+    listener: TokenListener | None = None
+
+
+class TokenStream:
+    """One accepted request's tokens as the worker decodes them (:meth:`tokens`), then its response.
+
+    The worker thread hands tokens to the caller's event loop; the end of the request (result or failure)
+    follows its last token through the same queue, so :meth:`tokens` ends exactly when decoding has.
+    """
+
+    def __init__(self, engine: Engine, plan: Plan, handle: models.LoadedModel, loop: asyncio.AbstractEventLoop) -> None:
+        self.engine, self.plan, self.handle = engine, plan, handle
+        self.future: Future[list[list[Beam]]] = Future()
+        self._loop = loop
+        self._queue: asyncio.Queue[tuple[int, int, int, float] | None] = asyncio.Queue()
+        self._closed = False
+        self.future.add_done_callback(lambda _: self._put(None))
+
+    def _put(self, item: tuple[int, int, int, float] | None) -> None:
+        if self._closed:
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the caller's loop is closed (client gone): keep decoding for the batch
+            self._closed = True
+
+    def listen(self, prompt_index: int, sequence: int, token_id: int, logprob: float) -> None:
+        """The worker's :data:`TokenListener` for this request."""
+        self._put((prompt_index, sequence, token_id, logprob))
+
+    async def tokens(self) -> AsyncIterator[tuple[int, int, int, float]]:
+        """(prompt index, sequence index, token id, log-probability) as decoded; ends when the request has."""
+        while (item := await self._queue.get()) is not None:
+            yield item
+
+    async def response(self) -> GenerateResponse:
+        """The whole response (as :meth:`Engine.generate` returns it); raises what decoding raised."""
+        beams = await asyncio.wrap_future(self.future)
+        return self.engine.respond(self.plan, self.handle, beams)
+
+    def close(self) -> None:
+        """Stop handing tokens over (the consumer left); decoding goes on for the rest of its batch."""
+        self._closed = True
 
 
 def pick_beam_fn(device: str, use_cuda: bool) -> BeamFn:
@@ -209,12 +260,22 @@ class Engine:
         return ids
 
     # -- decoding (worker thread) ------------------------------------------------------------
-    def decode(self, handle: models.LoadedModel, plans: Sequence[Plan]) -> list[list[list[Beam]]]:
-        """Decode several compatible plans together, in chunks of ``max_batch_prompts``; blocking."""
+    def decode(
+        self, handle: models.LoadedModel, plans: Sequence[Plan], listeners: Sequence[TokenListener | None] = (),
+    ) -> list[list[list[Beam]]]:
+        """Decode several compatible plans together, in chunks of ``max_batch_prompts``; blocking.
+
+        ``listeners`` (one per plan, or none) hear each plan's tokens as they are decoded (see the module
+        docstring: sampling and greedy only)."""
         first = plans[0]
         req = first.request
         prompts = [p for plan in plans for p in plan.prompt_ids]
         seeds = [x for plan in plans for x in (plan.seeds or [])] or None
+        # the listener and the plan's own prompt index of every prompt of the batch
+        owners = [(fn, i) for plan, fn in zip(plans, listeners or [None] * len(plans), strict=True)
+                  for i in range(len(plan.prompt_ids))]
+        listening = any(fn is not None for fn, _ in owners)
+        width = req.num_beams if req.mode == "beam" else 1
         chunk = self.settings.max_batch_prompts
         beams: list[list[Beam]] = []
         for lo in range(0, len(prompts), chunk):
@@ -223,6 +284,8 @@ class Engine:
                 "max_new_tokens": req.max_new_tokens, "eos_token_ids": handle.eos_token_ids,
                 "pad_token_id": handle.pad_token_id, "stop": first.stop, "tokenizer": handle.tokenizer,
             }
+            if listening and (req.mode == "sample" or width == 1):
+                common["on_token"] = self._dispatch(owners[lo:lo + chunk])
             if req.mode == "sample":
                 from .ancestral import sample
 
@@ -231,8 +294,9 @@ class Engine:
                     top_p=req.top_p, seeds=seeds[lo:lo + chunk] if seeds else None, **common,
                 )
             else:
-                fn = pick_beam_fn(handle.device, self.settings.use_cuda_beam)
-                width = req.num_beams if req.mode == "beam" else 1
+                from .beam import beam_search
+
+                fn = beam_search if "on_token" in common else pick_beam_fn(handle.device, self.settings.use_cuda_beam)
                 beams += fn(handle.model, part, num_beams=width, **common)
         self.stats["batches"] += 1
         self.stats["prompts"] += len(prompts)
@@ -243,6 +307,16 @@ class Engine:
             out.append(beams[at:at + len(plan.prompt_ids)])
             at += len(plan.prompt_ids)
         return out
+
+    @staticmethod
+    def _dispatch(owners: list[tuple[TokenListener | None, int]]) -> TokenListener:
+        """A listener for one decoded chunk of prompts that forwards each token to its request's listener."""
+        def on_token(row: int, sequence: int, token_id: int, logprob: float) -> None:
+            fn, index = owners[row]
+            if fn is not None:
+                fn(index, sequence, token_id, logprob)
+
+        return on_token
 
     def respond(self, plan: Plan, handle: models.LoadedModel, beams: list[list[Beam]]) -> GenerateResponse:
         """Trim every beam and build the wire response (candidates best first)."""
@@ -298,19 +372,36 @@ class Engine:
             raise UnavailableError("the generator is not started")
         handle = self._handle()
         plan = self.plan(req, handle, prompt_ids=prompt_ids, stop=stop)
+        future: Future[list[list[Beam]]] = Future()
+        self._submit(_Job(plan, handle, future, plan.key(handle)))
+        return self.respond(plan, handle, await asyncio.wrap_future(future))
+
+    def stream(
+        self, req: GenerateRequest, *, prompt_ids: list[list[int]] | None = None, stop: list[str] | None = None,
+    ) -> TokenStream:
+        """Queue a request whose tokens are handed over as they are decoded (call from the event loop that
+        reads them); validation and the full queue raise here, before anything is streamed."""
+        if self._thread is None:
+            raise UnavailableError("the generator is not started")
+        handle = self._handle()
+        plan = self.plan(req, handle, prompt_ids=prompt_ids, stop=stop)
+        stream = TokenStream(self, plan, handle, asyncio.get_running_loop())
+        self._submit(_Job(plan, handle, stream.future, plan.key(handle), stream.listen))
+        return stream
+
+    def _submit(self, job: _Job) -> None:
+        """Count the job against ``max_queue`` (429 beyond) until its future is done, and queue it."""
         with self._lock:
             if self._pending >= self.settings.max_queue:
                 raise OverloadedError(f"generation queue is full ({self.settings.max_queue} requests); retry later")
             self._pending += 1
             self.stats["requests"] += 1
-        future: Future[list[list[Beam]]] = Future()
-        try:
-            self._jobs.put(_Job(plan, handle, future, plan.key(handle)))
-            beams = await asyncio.wrap_future(future)
-        finally:
-            with self._lock:
-                self._pending -= 1
-        return self.respond(plan, handle, beams)
+        job.future.add_done_callback(self._release)
+        self._jobs.put(job)
+
+    def _release(self, _: Future[list[list[Beam]]]) -> None:
+        with self._lock:
+            self._pending -= 1
 
     def _fits(self, job: _Job, other: _Job, size: int) -> bool:
         return other.key == job.key and size + len(other.plan.prompt_ids) <= self.settings.max_batch_prompts
@@ -355,7 +446,7 @@ class Engine:
                 if not live:
                     continue
                 try:
-                    results = self.decode(job.handle, [j.plan for j in live])
+                    results = self.decode(job.handle, [j.plan for j in live], [j.listener for j in live])
                 except Exception as exc:  # hand the failure to every waiting request
                     log.exception("generation failed")
                     for j in live:

@@ -14,23 +14,20 @@ the native candidate's ``token_logprobs`` and sum to its ``logprob``.
 - ``top_logprobs`` and ``echo``'s prompt log-probabilities come from one teacher-forced pass
   (:mod:`.scoring`); the chosen tokens keep decoding's values. ``max_tokens: 0`` with ``echo`` scores a
   prompt without generating (what lm-evaluation-harness's ``local-completions`` does for log-likelihoods).
-- ``stream``: server-sent events, a chunk per token, ``data: [DONE]`` last; generation itself is not
-  incremental (the engine batches whole requests), so chunks follow once the choices are decoded.
+- ``stream``: server-sent events, a chunk per token, ``data: [DONE]`` last: as the tokens are decoded for
+  sampling and greedy decoding, after the decode for beam search and alternatives (:mod:`.openai_stream`).
 - Errors on these paths use OpenAI's shape (:func:`openai_error`): ``{"error": {"message", "type",
   "param", "code"}}``, with a validation failure as 400 ``invalid_request_error``.
 """
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
 
 from services import models
 from services.common.errors import BTPError, NotFoundError, ValidationError
@@ -54,7 +51,16 @@ from services.common.schemas.openai import (
 )
 
 from .deps import EngineDep
-from .engine import Engine
+from .engine import Engine, TokenStream
+from .openai_stream import (
+    Live,
+    chat_chunks,
+    completion_chunks,
+    live_chat_chunks,
+    live_completion_chunks,
+    pieces,
+    sse,
+)
 
 OPENAI_PATHS = frozenset({"/v1/models", "/v1/completions", "/v1/chat/completions"})
 CHAT_DEFAULT_MAX_TOKENS = 256
@@ -100,11 +106,11 @@ def _check_model(engine: Engine, handle: models.LoadedModel, name: str) -> None:
         raise NotFoundError(f"The model `{name}` does not exist; this generator serves `{handle.name}`", param="model")
 
 
-async def _decode(
-    engine: Engine, req: CompletionRequest | ChatCompletionRequest, prompt_ids: list[list[int]], max_tokens: int,
-) -> list[Choice]:
-    """The engine's candidates for each prompt, as ``n`` choices per prompt (prompt-major order)."""
-    n, common = req.n, {"prompts": [""] * len(prompt_ids), "max_new_tokens": max_tokens, "prompt_format": "raw",
+def _generate_request(
+    req: CompletionRequest | ChatCompletionRequest, prompts: int, max_tokens: int,
+) -> GenerateRequest:
+    """The native request that decodes ``req`` (prompts given as ids beside it)."""
+    n, common = req.n, {"prompts": [""] * prompts, "max_new_tokens": max_tokens, "prompt_format": "raw",
                         "distinct": False, "token_logprobs": True}
     if req.use_beam_search:
         width = max(req.best_of or n, n)
@@ -115,6 +121,14 @@ async def _decode(
         seed = req.seed % 2**32 if req.seed is not None else None
         gen = GenerateRequest(mode="sample", num_return_sequences=req.best_of or n, temperature=req.temperature,
                               top_p=req.top_p or 1.0, seed=seed, **common)  # type: ignore[arg-type]
+    return gen
+
+
+async def _decode(
+    engine: Engine, req: CompletionRequest | ChatCompletionRequest, prompt_ids: list[list[int]], max_tokens: int,
+) -> list[Choice]:
+    """The engine's candidates for each prompt, as ``n`` choices per prompt (prompt-major order)."""
+    n, gen = req.n, _generate_request(req, len(prompt_ids), max_tokens)
     resp = await engine.generate(gen, prompt_ids=prompt_ids, stop=req.stops())
     choices: list[Choice] = []
     for result in resp.results:
@@ -130,14 +144,20 @@ async def _decode(
     return choices
 
 
-def _pieces(tokenizer: Any, ids: Sequence[int]) -> list[str]:
-    """Token strings that concatenate to ``decode(ids)`` (incremental decoding)."""
-    out, prev = [], ""
-    for i in range(len(ids)):
-        text = str(tokenizer.decode(list(ids[:i + 1]), skip_special_tokens=True))
-        out.append(text[len(prev):] if text.startswith(prev) else text)
-        prev = text
-    return out
+def _live(
+    engine: Engine, handle: models.LoadedModel, req: CompletionRequest | ChatCompletionRequest,
+    prompt_ids: list[list[int]], max_tokens: int,
+) -> tuple[TokenStream, Live]:
+    """Start decoding with the tokens handed over as they come (sampling, greedy)."""
+    gen = _generate_request(req, len(prompt_ids), max_tokens)
+    stream = engine.stream(gen, prompt_ids=prompt_ids, stop=req.stops())
+    live = Live(handle.tokenizer, handle.eos_token_ids, req.stops(), req.n, gen.mode == "greedy", len(prompt_ids),
+                sum(len(p) for p in prompt_ids))
+    return stream, live
+
+
+def _include_usage(req: CompletionRequest | ChatCompletionRequest) -> bool:
+    return req.stream_options is not None and req.stream_options.include_usage
 
 
 def _token(tokenizer: Any, token_id: int) -> str:
@@ -175,6 +195,15 @@ async def completions(req: CompletionRequest, engine: EngineDep) -> Any:
     prompt_ids = [engine.check_prompt(handle, list(p) if isinstance(p, list) else encode_prompt(tok, p, "raw"), "prompt")
                   for p in prompts]
     max_tokens = req.max_tokens if req.max_tokens is not None else 16
+    live_ok = req.logprobs is None or (req.logprobs == 0 and not req.echo)  # else alternatives: after the decode
+    if req.stream and max_tokens and not req.use_beam_search and live_ok:
+        stream, live = _live(engine, handle, req, prompt_ids, max_tokens)
+        chunk_head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": _created(),
+                      "model": handle.name}
+        echo = ([p if isinstance(p, str) else str(tok.decode(p, skip_special_tokens=True)) for p in prompts]
+                if req.echo else None)
+        return sse(live_completion_chunks(live, stream, chunk_head, logprobs=req.logprobs == 0, echo=echo,
+                                          include_usage=_include_usage(req)), stream)
     if max_tokens == 0:
         if not req.echo:
             raise ValidationError("max_tokens 0 needs echo (scoring the prompt)", param="max_tokens")
@@ -209,21 +238,21 @@ async def completions(req: CompletionRequest, engine: EngineDep) -> Any:
             else:
                 lps = list(ch.token_logprobs)
                 alts = [{_token(tok, t): v} for t, v in zip(ch.token_ids, ch.token_logprobs, strict=True)]
-            pieces = (_pieces(tok, prompt) if req.echo else []) + _pieces(tok, ch.token_ids)
+            parts = (pieces(tok, prompt) if req.echo else []) + pieces(tok, ch.token_ids)
             offsets, at = [], 0
-            for p in pieces:
+            for p in parts:
                 offsets.append(at)
                 at += len(p)
-            block = CompletionLogprobs(tokens=pieces, token_logprobs=lps, top_logprobs=alts, text_offset=offsets)
+            block = CompletionLogprobs(tokens=parts, token_logprobs=lps, top_logprobs=alts, text_offset=offsets)
         out.append(CompletionChoice(index=index, text=head + ch.text, logprobs=block,
                                     finish_reason=ch.finish_reason))  # type: ignore[arg-type]
     usage = _usage(prompt_ids, choices)
     resp = CompletionResponse(id=f"cmpl-{uuid.uuid4().hex}", created=_created(), model=handle.name,
                               system_fingerprint=handle.checkpoint, choices=out, usage=usage)
     if req.stream:
-        streamed = [([out[i].text[:len(out[i].text) - len(ch.text)]] if req.echo else []) + _pieces(tok, ch.token_ids)
+        streamed = [([out[i].text[:len(out[i].text) - len(ch.text)]] if req.echo else []) + pieces(tok, ch.token_ids)
                     for i, ch in enumerate(choices)]
-        return _sse(_completion_chunks(resp, streamed, req.stream_options is not None and req.stream_options.include_usage))
+        return sse(completion_chunks(resp, streamed, _include_usage(req)))
     return resp
 
 
@@ -241,6 +270,11 @@ async def chat_completions(req: ChatCompletionRequest, engine: EngineDep) -> Any
         raise ValidationError(f"the chat template refused these messages: {exc}"[:500], param="messages") from exc
     engine.check_prompt(handle, prompt, "messages")
     max_tokens = req.max_completion_tokens or req.max_tokens or CHAT_DEFAULT_MAX_TOKENS
+    if req.stream and not req.use_beam_search and not req.top_logprobs:
+        stream, live = _live(engine, handle, req, [prompt], max_tokens)
+        head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": _created(),
+                "model": handle.name}
+        return sse(live_chat_chunks(live, stream, head, logprobs=req.logprobs, include_usage=_include_usage(req)), stream)
     choices = await _decode(engine, req, [prompt], max_tokens)
     out: list[ChatChoice] = []
     for index, ch in enumerate(choices):
@@ -249,7 +283,7 @@ async def chat_completions(req: ChatCompletionRequest, engine: EngineDep) -> Any
             top = req.top_logprobs or 0
             scored = await _alternatives(engine, handle, prompt, ch, top, len(prompt)) if top else []
             content = []
-            for j, (piece, tid, value) in enumerate(zip(_pieces(tok, ch.token_ids), ch.token_ids, ch.token_logprobs,
+            for j, (piece, tid, value) in enumerate(zip(pieces(tok, ch.token_ids), ch.token_ids, ch.token_logprobs,
                                                         strict=True)):
                 alts = [TopLogprob(token=_token(tok, t), logprob=v, bytes=list(_token(tok, t).encode()))
                         for t, v in (scored[j][1] if scored else [])]
@@ -263,8 +297,8 @@ async def chat_completions(req: ChatCompletionRequest, engine: EngineDep) -> Any
                                   system_fingerprint=handle.checkpoint, choices=out,
                                   usage=_usage([prompt], choices))
     if req.stream:
-        streamed = [_pieces(tok, ch.token_ids) for ch in choices]
-        return _sse(_chat_chunks(resp, streamed, req.stream_options is not None and req.stream_options.include_usage))
+        streamed = [pieces(tok, ch.token_ids) for ch in choices]
+        return sse(chat_chunks(resp, streamed, _include_usage(req)))
     return resp
 
 
@@ -272,57 +306,3 @@ def _usage(prompt_ids: list[list[int]], choices: list[Choice]) -> Usage:
     prompt = sum(len(p) for p in prompt_ids)
     completion = sum(len(c.token_ids) for c in choices)
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
-
-
-# -- streaming ---------------------------------------------------------------------------------------
-
-
-def _sse(chunks: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
-    async def body() -> AsyncIterator[bytes]:
-        async for chunk in chunks:
-            yield f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n".encode()
-        yield b"data: [DONE]\n\n"
-
-    return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-
-
-async def _completion_chunks(
-    resp: CompletionResponse, pieces_of: list[list[str]], include_usage: bool,
-) -> AsyncIterator[dict[str, Any]]:
-    """A chunk per token of each choice (``pieces_of``; an echoed prompt first), then one with its finish_reason."""
-    head = {"id": resp.id, "object": "text_completion", "created": resp.created, "model": resp.model}
-    for ch, plain in zip(resp.choices, pieces_of, strict=True):
-        lp = ch.logprobs
-        pieces = lp.tokens if lp is not None else [p for p in plain if p]
-        for j, piece in enumerate(pieces):
-            block = None
-            if lp is not None:
-                block = {"tokens": [piece], "token_logprobs": [lp.token_logprobs[j]],
-                         "top_logprobs": [lp.top_logprobs[j]] if lp.top_logprobs is not None else None,
-                         "text_offset": [lp.text_offset[j]]}
-            yield head | {"choices": [{"index": ch.index, "text": piece, "logprobs": block, "finish_reason": None}]}
-        yield head | {"choices": [{"index": ch.index, "text": "", "logprobs": None, "finish_reason": ch.finish_reason}]}
-    if include_usage and resp.usage is not None:
-        yield head | {"choices": [], "usage": resp.usage.model_dump()}
-
-
-async def _chat_chunks(
-    resp: ChatCompletionResponse, pieces_of: list[list[str]], include_usage: bool,
-) -> AsyncIterator[dict[str, Any]]:
-    """The role, then a chunk per answer token, then the finish_reason, for each choice."""
-    head = {"id": resp.id, "object": "chat.completion.chunk", "created": resp.created, "model": resp.model}
-    for ch, plain in zip(resp.choices, pieces_of, strict=True):
-        yield head | {"choices": [{"index": ch.index, "delta": {"role": "assistant", "content": ""},
-                                   "logprobs": None, "finish_reason": None}]}
-        content = ch.logprobs.content if ch.logprobs is not None and ch.logprobs.content is not None else None
-        pieces: list[tuple[str, Any]] = (
-            [(t.token, {"content": [t.model_dump()]}) for t in content] if content is not None
-            else [(p, None) for p in plain if p]
-        )
-        for piece, block in pieces:
-            yield head | {"choices": [{"index": ch.index, "delta": {"content": piece}, "logprobs": block,
-                                       "finish_reason": None}]}
-        yield head | {"choices": [{"index": ch.index, "delta": {}, "logprobs": None,
-                                   "finish_reason": ch.finish_reason}]}
-    if include_usage:
-        yield head | {"choices": [], "usage": resp.usage.model_dump()}

@@ -339,6 +339,14 @@ def test_cli_dry_run_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert "1 of 1 records imported" in result.output
     assert not (tmp_path / "buffer.sqlite3").exists()
     assert os.environ["BTP_DATA_DIR"] == str(tmp_path)
+    # --json: the summary on stdout, a line per phase (with counts and a rate) on stderr
+    result = CliRunner().invoke(app, ["--path", str(DATA), "--only", "3", "--tests", "2", "--dry-run", "--json"])
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    assert body["records"] == 1 and body["imported"] == 1 and body["tests_per_task"] == {"2": 1}
+    lines = result.stderr.splitlines()
+    assert "codeio: 1 records through the sandbox: started, 1 to do" in lines, result.stderr
+    assert any(x.startswith("codeio: 1 records through the sandbox: done 1/1 in ") and x.endswith("/s)") for x in lines)
 
 
 NUMPY_REFERENCE = "import numpy as np\n\ndef main_solution(a):\n    return int(np.arange(a).sum())\n"

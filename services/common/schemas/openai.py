@@ -36,7 +36,7 @@ class _Common(BaseModel):
     )
     stop: str | list[str] | None = Field(None, description="Up to 16 stop sequences, cut off the text.")
     seed: int | None = Field(None, description="Seed for sampling (reproducible choices).")
-    stream: bool = Field(False, description="Server-sent events, ending with `data: [DONE]`.")
+    stream: bool = Field(False, description="Server-sent events as tokens are decoded, ending with `data: [DONE]`.")
     stream_options: StreamOptions | None = None
     use_beam_search: bool = Field(False, description="vLLM extension: beam search of width best_of (or n).")
     length_penalty: float | None = Field(
@@ -64,6 +64,9 @@ class _Common(BaseModel):
             raise ValueError("logit_bias is not supported")
         if self.best_of is not None and self.best_of < self.n:
             raise ValueError("best_of must be at least n")
+        if self.stream and not self.use_beam_search and (self.best_of or self.n) > self.n:
+            # which n of the best_of samples are returned is known only at the end (vLLM refuses it too)
+            raise ValueError("best_of must equal n when streaming")
         return self
 
     def stops(self) -> list[str]:

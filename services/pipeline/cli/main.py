@@ -26,7 +26,6 @@ from typing import Annotated, Any, get_args
 import pydantic
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
@@ -39,6 +38,7 @@ from services.common.startup import StartupError, exit_with, one_line
 
 from ..datasets.loaders import ALL_DATASETS, DATASETS, OFFLINE_DATASETS
 from ..run.config import RunConfig, TeacherConfig
+from ..run.progress import console_reporter
 from ..settings import Settings
 
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -113,69 +113,8 @@ SERVICE_NAMES = tuple(DEFAULT_PORTS)
 """generator, judge, buffer, trainer: the services with a default port."""
 _D = {name: field.default for name, field in RunConfig.model_fields.items()}
 """RunConfig's defaults: the CLI shows and uses exactly these."""
-
-
-class RichReporter:
-    """One rich progress bar per phase."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.task: Any = None
-
-    def phase(self, name: str, total: int) -> None:
-        if self.task is not None:
-            self.progress.update(self.task, completed=self.progress.tasks[-1].total)
-        self.task = self.progress.add_task(name, total=max(total, 1) if total else 0)
-
-    def advance(self, n: int = 1) -> None:
-        if self.task is not None:
-            self.progress.advance(self.task, n)
-
-    def log(self, message: str) -> None:
-        self.progress.console.print(message)
-
-
-class LineReporter:
-    """Progress as plain lines, for logs (output that is not a terminal): a line when a phase starts, one
-    every ``every_s`` seconds while it runs, and one when it ends, each with counts and a rate."""
-
-    def __init__(self, out: Console, every_s: float = 10.0) -> None:
-        self.out, self.every_s = out, every_s
-        self.name: str | None = None
-        self.total = self.done = 0
-        self.start = self.last = 0.0
-
-    def _line(self, what: str) -> None:
-        seconds = time.perf_counter() - self.start
-        rate = self.done / seconds if seconds > 0 else 0.0
-        self.out.print(f"{self.name}: {what} {self.done}/{self.total} in {seconds:.1f}s ({rate:.2f}/s)",
-                       highlight=False, markup=False)  # fmt: skip
-
-    def phase(self, name: str, total: int) -> None:
-        self.finish()
-        self.name, self.total, self.done = name, total, 0
-        self.start = self.last = time.perf_counter()
-        self.out.print(f"{name}: started, {total} to do", highlight=False, markup=False)
-
-    def advance(self, n: int = 1) -> None:
-        self.done += n
-        if time.perf_counter() - self.last >= self.every_s:
-            self.last = time.perf_counter()
-            self._line("at")
-
-    def log(self, message: str) -> None:
-        self.out.print(message, highlight=False, markup=False)
-
-    def finish(self) -> None:
-        """End the running phase with its summary line."""
-        if self.name is not None:
-            self._line("done")
-            self.name = None
-
-
-def _progress(out: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=out)  # fmt: skip
+IMPORT_CHUNK = 500
+"""Tasks per upsert request of `btp import`."""
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -269,33 +208,47 @@ def model_prepare(
 # --- import ----------------------------------------------------------------------------------------
 
 
-def do_import(name: str, path: Path | None, test_fraction: float, split: str | None) -> None:
-    """Load a data set and upsert its good records; report every bad record by name."""
+def do_import(name: str, path: Path | None, test_fraction: float, split: str | None, json_output: bool = False) -> None:
+    """Load a data set and upsert its good records; report every bad record by name.
+
+    Progress: a bar per phase on a terminal, else a line per phase with counts and rates; ``json_output``
+    prints the result as one JSON object on stdout (progress on stderr)."""
     from contextlib import ExitStack
 
     from ..connect import open_buffer
     from ..datasets.loaders import load_dataset
 
     settings = Settings()
+    out = Console(stderr=True) if json_output else console
     if name == "mbpp" and path is None and settings.mbpp_path:
         path = settings.mbpp_path
-    try:
-        result = load_dataset(name, path, test_fraction=test_fraction, split=split)
-    except (FileNotFoundError, ValueError) as exc:
-        raise _fail(str(exc)) from exc
     imported = 0
-    if result.tasks:
-        with ExitStack() as stack:
-            buffer = open_buffer(stack, settings)
-            for i in range(0, len(result.tasks), 500):
-                try:
-                    imported += len(buffer.upsert_tasks(result.tasks[i : i + 500]).ids)
-                except BTPError as exc:
-                    raise _fail(f"the buffer refused the import: {exc.message}") from exc
+    with console_reporter(out) as reporter:
+        reporter.phase(f"{name}: reading", 1)
+        try:
+            result = load_dataset(name, path, test_fraction=test_fraction, split=split)
+        except (FileNotFoundError, ValueError) as exc:
+            raise _fail(str(exc)) from exc
+        reporter.advance(1)
+        if result.tasks:
+            with ExitStack() as stack:
+                buffer = open_buffer(stack, settings)
+                reporter.phase(f"{name}: storing tasks in the buffer", len(result.tasks))
+                for i in range(0, len(result.tasks), IMPORT_CHUNK):
+                    part = result.tasks[i : i + IMPORT_CHUNK]
+                    try:
+                        imported += len(buffer.upsert_tasks(part).ids)
+                    except BTPError as exc:
+                        raise _fail(f"the buffer refused the import: {exc.message}") from exc
+                    reporter.advance(len(part))
     splits = {s: sum(t.split == s for t in result.tasks) for s in ("train", "test")}
-    console.print(f"{name}: imported {imported} tasks (train {splits['train']}, test {splits['test']})")
-    for err in result.errors:
-        console.print(f"[red]bad record[/red] {err}")
+    if json_output:
+        print(json.dumps({"dataset": name, "imported": imported, "splits": splits, "bad_records": len(result.errors),
+                          "errors": [str(e) for e in result.errors]}))
+    else:
+        console.print(f"{name}: imported {imported} tasks (train {splits['train']}, test {splits['test']})")
+        for err in result.errors:
+            console.print(f"[red]bad record[/red] {err}")
     if result.errors:
         raise typer.Exit(1)
 
@@ -305,8 +258,9 @@ def _import_command(name: str) -> None:
         path: Annotated[Path | None, typer.Option(help="Source file (default: the offline copy, if any).")] = None,
         test_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of tasks in the test split.")] = 0.5,
         split: Annotated[str | None, typer.Option(help="Force every task into this split.")] = None,
+        json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (progress on stderr).")] = False,
     ) -> None:
-        do_import(name, path, test_fraction, split)
+        do_import(name, path, test_fraction, split, json_output)
 
     command.__doc__ = f"Import {name} into the buffer."
     import_app.command(name)(command)
@@ -425,6 +379,7 @@ def execute(
     from ..connect import check_remote_services, open_services
     from ..run.folder import RunFolder
     from ..run.loop import Pipeline, SilentReporter, load_tasks
+    from ..run.progress import FolderReporter
     from ..run.samplers import GeneratorSampler, JsonlSampler, OpenAISampler, Sampler
 
     runs = settings.runs_dir()
@@ -439,8 +394,10 @@ def execute(
             raise ValueError("a new run needs a configuration (or --resume NAME)")
         tasks = load_tasks(cfg, mbpp)  # bad data set options fail here, before any folder or model
         folder = RunFolder.create(runs, cfg)
-    with open_services(settings, model=cfg.model, buffer_database_url=folder.buffer_database_url(),
-                       checkpoints=folder.path / "checkpoints") as services:  # fmt: skip
+    # the run is alive from here (the dashboard shows it running while the model loads) to its end
+    progress = FolderReporter(SilentReporter(), folder.path / "progress.json")
+    with progress.running(), open_services(settings, model=cfg.model, buffer_database_url=folder.buffer_database_url(),
+                                           checkpoints=folder.path / "checkpoints") as services:  # fmt: skip
         sampler: Sampler | None = None
         t = cfg.teacher
         if t is not None and t.kind == "generator":
@@ -455,19 +412,12 @@ def execute(
         elif t is not None and t.kind == "jsonl":
             sampler = JsonlSampler(Path(t.path or ""))
         if quiet:
-            return Pipeline(cfg, folder, services, sampler=sampler, reporter=SilentReporter(), tasks=tasks).run()
+            return Pipeline(cfg, folder, services, sampler=sampler, reporter=SilentReporter(), tasks=tasks,
+                            progress=progress).run()
         out.print(f"run [bold]{folder.name}[/bold] in {folder.path} ({services.mode}); model {cfg.model}")
         head = f"({', '.join(cfg.datasets)}); {cfg.rounds} round(s), k={cfg.k}"
-        if not out.is_terminal:
-            lines = LineReporter(out)
-            pipe = Pipeline(cfg, folder, services, sampler=sampler, reporter=lines, tasks=tasks)
-            out.print(f"{len(pipe.train_tasks)} train / {len(pipe.test_tasks)} held-out tasks {head}")
-            try:
-                return pipe.run()
-            finally:
-                lines.finish()
-        with _progress(out) as progress:
-            pipe = Pipeline(cfg, folder, services, sampler=sampler, reporter=RichReporter(progress), tasks=tasks)
+        with console_reporter(out) as reporter:
+            pipe = Pipeline(cfg, folder, services, sampler=sampler, reporter=reporter, tasks=tasks, progress=progress)
             out.print(f"{len(pipe.train_tasks)} train / {len(pipe.test_tasks)} held-out tasks {head}")
             return pipe.run()
 
@@ -636,6 +586,7 @@ def sweep(
     judge_time_s: Annotated[float, typer.Option(help="Judge wall time per case, seconds.")] = _D["judge_time_s"],
     judge_memory_mb: Annotated[int, typer.Option(help="Judge memory limit, MiB.")] = _D["judge_memory_mb"],
     seed: Annotated[int, typer.Option(min=0, help="Seed of the PPER draws and training.")] = _D["seed"],
+    json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout (progress on stderr).")] = False,
 ) -> None:
     """Alpha sweep (the paper's Figure 1): one run per alpha, final held-out scores against alpha."""
     from ..run.report import write_sweep_report
@@ -655,15 +606,22 @@ def sweep(
         base = run_config(options, settings, name=name or time.strftime("sweep-%Y%m%d-%H%M%S"))
     except pydantic.ValidationError as exc:
         raise config_error(exc) from exc
+    out = Console(stderr=True) if json_output else console
+    start = time.perf_counter()
     try:
         results = run_sweep(
-            base, values, settings, lambda cfg, resume: execute(None if resume else cfg, cfg.name if resume else None, settings)
+            base, values, settings,
+            lambda cfg, resume: execute(None if resume else cfg, cfg.name if resume else None, settings, out=out),
         )
     except StartupError as exc:
         exit_with(f"sweep cannot start: {exc}", exc)
     except BTPError as exc:
         raise _fail(f"{type(exc).__name__}: {exc.message}") from exc
     path = write_sweep_report(results, settings.runs_dir() / base.name)
+    if json_output:
+        print(json.dumps({"sweep": base.name, "seconds": round(time.perf_counter() - start, 1), "report": str(path),
+                          "alphas": results}))
+        return
     for r in results:
         console.print(f"alpha {r['alpha']:<5} pass rate {r['pass_rate']:.4f} accuracy {r['accuracy']:.4f}")
     console.print(f"sweep report: {path}")

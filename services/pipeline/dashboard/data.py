@@ -1,7 +1,8 @@
 """What the dashboard shows, as plain JSON: run folders (embedded or not) and the services' read APIs.
 
 Pure reading, no FastAPI: :func:`list_runs` and :func:`run_detail` read ``<BTP_DATA_DIR>/runs/<name>/``
-(config, state, ``progress.json``, per-round metrics) and, for an embedded run, its own buffer
+(config, state, ``progress.json`` and from it the run's status: running only while its process lives,
+see :func:`~services.pipeline.run.progress.run_status`; per-round metrics) and, for an embedded run, its own buffer
 (``buffer.sqlite3``) through the buffer's app in-process; :func:`services_overview` asks each configured
 service (``BTP_*_URL``, with ``BTP_API_TOKEN``) for its health and read endpoints: the buffer's stats,
 programs per round and source and last minibatches, the trainer's jobs.
@@ -17,6 +18,8 @@ from typing import Any
 
 from services.common.client import BufferClient, SyncClient, TrainerClient
 from services.common.spread import generator_client
+
+from ..run.progress import run_status
 
 TRAINER_JOBS = 8
 
@@ -39,14 +42,16 @@ def _run_dirs(runs_dir: Path) -> list[Path]:
 def _summary(path: Path) -> dict[str, Any]:
     config = _read(path / "config.json") or {}
     state = _read(path / "state.json") or {}
+    progress = _read(path / "progress.json")
     keys = ("model", "datasets", "rounds", "k", "alpha", "scheme", "possibility", "n", "steps")
     return {
         "name": path.name,
         "config": {k: config.get(k) for k in keys},
         "done": state.get("done", []),
         "finished_at": state.get("finished_at"),
+        "status": run_status(state.get("finished_at"), progress),
         "checkpoint": state.get("checkpoint"),
-        "progress": _read(path / "progress.json"),
+        "progress": progress,
         "embedded_buffer": (path / "buffer.sqlite3").exists(),
     }
 

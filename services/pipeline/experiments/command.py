@@ -1,15 +1,21 @@
-"""`btp experiment` (and ``python -m services.pipeline.experiments.command``): config in, results out."""
+"""`btp experiment` (and ``python -m services.pipeline.experiments.command``): config in, results out.
+
+Progress: a bar per phase on a terminal, else a line per phase with counts and rates (logs); ``--json``
+prints the summary (as ``results.json``) on stdout and the progress on stderr."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 from ..run.folder import write_json
+from ..run.progress import console_reporter
 from ..settings import Settings
 from .experiment import Experiment
 from .recipes import ExperimentConfig
@@ -45,6 +51,9 @@ def experiment_command(
     summarize_only: Annotated[
         bool, typer.Option(help="Only rebuild results.json/results.md from finished phases.")
     ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON on stdout (progress on stderr).")
+    ] = False,
 ) -> None:
     """The paper's experiments at small scale: ablations, alpha sweep, teacher -> student, with CIs."""
     from services.common.errors import BTPError
@@ -74,22 +83,28 @@ def experiment_command(
     if only_seeds and not set(only_seeds) <= set(cfg.seeds):
         typer.echo(f"error: --seeds {seeds}: the config's seeds are {cfg.seeds}", err=True)
         raise typer.Exit(2)
-    exp = Experiment(cfg, folder, settings, log=lambda m: print(time.strftime("%H:%M:%S"), m, flush=True))
-    try:
-        summary = (
-            exp.summarize()
-            if summarize_only
-            else exp.run([s for s in (only or "").split(",") if s] or None, shared=shared, seeds=only_seeds)
-        )
-    except BTPError as exc:
-        typer.echo(f"error: {type(exc).__name__}: {exc.message}", err=True)
-        raise typer.Exit(1) from exc
+    out_console = Console(stderr=True) if json_output else Console()
+    with console_reporter(out_console) as reporter:
+        exp = Experiment(cfg, folder, settings, log=lambda m: reporter.log(f"{time.strftime('%H:%M:%S')} {m}"),
+                         reporter=reporter)
+        try:
+            summary = (
+                exp.summarize()
+                if summarize_only
+                else exp.run([s for s in (only or "").split(",") if s] or None, shared=shared, seeds=only_seeds)
+            )
+        except BTPError as exc:
+            typer.echo(f"error: {type(exc).__name__}: {exc.message}", err=True)
+            raise typer.Exit(1) from exc
     if summarize_only and summary.get("base"):
         write_json(folder / "results.json", summary)
         (folder / "results.md").write_text(markdown_table(summary), encoding="utf-8")
         plot_variants(summary, folder / "variants.png")
         plot_alpha(summary, folder / "alpha.png")
         plot_rounds(summary, folder / "rounds.png")
+    if json_output:
+        print(json.dumps({"experiment": cfg.name, "folder": str(folder), **summary}, default=str))
+        return
     if summary.get("base"):
         typer.echo(markdown_table(summary))
     typer.echo(f"results in {folder}")

@@ -61,7 +61,7 @@ from services.common.schemas.judge import Limits
 from ..datasets.loaders import humaneval_path, load_dataset, select
 from ..run import steps
 from ..run.folder import write_json
-from ..run.steps import SilentReporter, Trainer
+from ..run.steps import Reporter, SilentReporter, Trainer
 from ..settings import Settings
 from .buffers import ScopedBuffer, scope_name
 from .recipes import BEAM_SUBSETS, SELF_GENERATED, ExperimentConfig, Variant, keeps
@@ -84,9 +84,11 @@ class Experiment:
     """Runs (or resumes) one experiment in ``out``; see the module docstring."""
 
     def __init__(
-        self, cfg: ExperimentConfig, out: Path, settings: Settings, log: Callable[[str], None] = print
+        self, cfg: ExperimentConfig, out: Path, settings: Settings, log: Callable[[str], None] = print,
+        reporter: Reporter | None = None,
     ) -> None:
         self.cfg, self.out, self.settings, self.log = cfg, out, settings, log
+        self.reporter: Reporter = reporter or SilentReporter()  # phases with counts (bars or lines)
         if cfg.dataset == "codeio":
             tasks = self.codeio_tasks()
         else:
@@ -212,6 +214,7 @@ class Experiment:
         whole = fmt == "raw" and self.cfg.prompt_format == "chat"
         items: list[ExperienceIn] = []
         gen = self.generation(fmt)
+        self.reporter.phase(f"{source}: {mode} programs (k={self.cfg.k})", len(self.train_tasks))
         for i, part in enumerate(steps.chunks(self.train_tasks, self.cfg.gen_batch)):
             seed = None if mode == "beam" else seed0 + i
             cands = steps.generate(generator or self.generator, part, gen, mode=mode, k=self.cfg.k, seed=seed)
@@ -223,9 +226,7 @@ class Experiment:
                 part, per_task, source=source, round_=round_,
                 generation=lambda t: f"{t.id}#{mode}" + (f"-r{round_}" if round_ > 1 else ""),
             )  # fmt: skip
-            self.log(
-                f"  {source} {min((i + 1) * self.cfg.gen_batch, len(self.train_tasks))}/{len(self.train_tasks)}"
-            )
+            self.reporter.advance(len(part))
         return items
 
     def sample(self, buf: BufferClient, mode: str, generator: GeneratorClient | None = None) -> dict[str, Any]:
@@ -294,7 +295,9 @@ class Experiment:
 
     def judge_all(self, buf: BufferClient, tasks: list[TaskIn]) -> dict[str, Any]:
         """Run every unjudged program of ``tasks`` and store its pass rate."""
-        judged = steps.judge_pending(buf, self.judge, tasks, self.limits)
+        judged = steps.judge_pending(buf, self.judge, tasks, self.limits,
+                                     on_start=lambda n: self.reporter.phase(f"judging {n} programs", n),
+                                     progress=self.reporter.advance)  # fmt: skip
         return {"judged": judged, "stats": buf.stats().model_dump(mode="json")}
 
     def subset(self, src: BufferClient, dst: BufferClient, which: str) -> dict[str, Any]:
@@ -306,7 +309,9 @@ class Experiment:
 
     def evaluate(self) -> dict[str, Any]:
         """Greedy program per held-out task, judged: per-task pass rate, all-pass flag and program."""
-        ev = steps.evaluate(self.generator, self.judge, self.test_tasks, self.generation(), self.limits)
+        self.reporter.phase(f"evaluation of {Path(str(self.served)).name}", len(self.test_tasks))
+        ev = steps.evaluate(self.generator, self.judge, self.test_tasks, self.generation(), self.limits,
+                            progress=self.reporter.advance)  # fmt: skip
         return {
             **ev.summary(),
             "per_task": {
@@ -332,7 +337,7 @@ class Experiment:
         )  # fmt: skip
         t0 = time.perf_counter()
         checkpoint, losses = self.trainer_for(buf).train(
-            job, round_=round_, reporter=SilentReporter(), label=self.checkpoint_dir(variant, seed, round_).name
+            job, round_=round_, reporter=self.reporter, label=self.checkpoint_dir(variant, seed, round_).name
         )
         train_s = time.perf_counter() - t0
         drawn = buf.sample(job.sample.model_copy(update={"n": 512, "seed": 99}))

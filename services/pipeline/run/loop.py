@@ -91,10 +91,14 @@ class Pipeline:
         reporter: Reporter | None = None,
         mbpp_path: str | None = None,
         tasks: tuple[list[TaskIn], list[TaskIn]] | None = None,
+        progress: FolderReporter | None = None,
     ) -> None:
         self.cfg, self.folder, self.svc = cfg, folder, services
         where = getattr(folder, "path", None)  # a Pipeline built without a folder (tests) records nothing
-        self.progress = FolderReporter(reporter or SilentReporter(), where / "progress.json" if where else None)
+        if progress is None:  # else the caller's, started before the services (see cli.main.execute)
+            progress = FolderReporter(SilentReporter(), where / "progress.json" if where else None)
+        progress.inner = reporter or SilentReporter()
+        self.progress = progress
         self.reporter: Reporter = self.progress  # also writes <run>/progress.json for btp dashboard
         self.sampler = sampler
         self.train_tasks, self.test_tasks = tasks or load_tasks(cfg, mbpp_path)
@@ -208,7 +212,11 @@ class Pipeline:
         self.folder.mark(step)
 
     def run(self) -> list[dict[str, Any]]:
-        """Run (or resume) every round; returns the per-round metrics."""
+        """Run (or resume) every round; returns the per-round metrics. ``progress.json`` says how it ended."""
+        with self.progress.running():
+            return self._run()
+
+    def _run(self) -> list[dict[str, Any]]:
         self.upload_tasks()
         checkpoint = self.folder.state().checkpoint
         if checkpoint:
@@ -226,5 +234,4 @@ class Pipeline:
         state = self.folder.state()
         state.finished_at = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.folder.save_state(state)
-        self.progress.close()
         return self.folder.metrics()

@@ -6,7 +6,8 @@ import { barChart, fmt, histogramChart, lineChart } from "./charts.js";
 const params = new URLSearchParams(location.search);
 const INTERVAL = Math.max(250, Number(params.get("interval")) || 2000);
 const TOKEN = new URLSearchParams(location.hash.slice(1)).get("token");
-let selected = params.get("run");
+let selected = null;
+let wanted = params.get("run"); // ?run=NAME: show that run as soon as it exists (until another is picked)
 let refreshes = 0;
 
 async function api(path) {
@@ -57,8 +58,11 @@ function drawServices(services) {
 function drawRunList(runs) {
   const sel = $("run-select");
   const names = runs.map((r) => r.name);
-  if (!selected || !names.includes(selected)) selected = names[0] || null;
-  const labels = runs.map((r) => r.name + (r.finished_at ? "" : " (running)"));
+  if (wanted && names.includes(wanted)) {
+    selected = wanted;
+    wanted = null;
+  } else if (!selected || !names.includes(selected)) selected = names[0] || null;
+  const labels = runs.map((r) => r.name + (r.status === "finished" ? "" : ` (${r.status})`));
   if ([...sel.options].map((o) => o.text).join("\n") !== labels.join("\n")) {
     sel.innerHTML = "";
     runs.forEach((r, i) => sel.appendChild(new Option(labels[i], r.name)));
@@ -71,7 +75,10 @@ function drawProgress(run) {
   box.innerHTML = "";
   const p = run.progress;
   if (!p || !p.phase) return;
-  const done = run.finished_at ? "finished" : `${p.phase}: ${p.done}/${p.total}`;
+  const where = `${p.phase}: ${p.done}/${p.total}`;
+  const done = run.status === "running" ? where
+    : run.status === "finished" ? "finished"
+    : `${run.status} in ${where}${p.error ? " — " + p.error : ""}`;
   const head = text("div", done);
   head.id = "phase-now";
   box.appendChild(head);
@@ -190,6 +197,6 @@ async function refresh() {
   }
 }
 
-$("run-select").addEventListener("change", (e) => { selected = e.target.value; refresh(); });
+$("run-select").addEventListener("change", (e) => { selected = e.target.value; wanted = null; refresh(); });
 refresh();
 setInterval(refresh, INTERVAL);

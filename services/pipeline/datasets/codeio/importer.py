@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import statistics
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -370,6 +369,9 @@ def codeio_command(
     outcomes_jsonl: Annotated[
         Path | None, typer.Option(help="Write one JSON line per record (index, skip reason, detail, tests).")
     ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON on stdout (progress on stderr).")
+    ] = False,
 ) -> None:
     """Import CodeIO: run each record's generator and reference in the judge's sandbox, store call tasks."""
     from ...settings import Settings
@@ -384,18 +386,21 @@ def codeio_command(
         raise typer.Exit(2) from exc
     config = RunnerConfig(tests=tests, seed=seed, case_time_s=case_time, task_time_s=task_time,
                           memory_mb=memory_mb, min_tests=min_tests, max_case_bytes=max_case_bytes)  # fmt: skip
-    last = [time.monotonic()]
+    seen = [0]
 
     def progress(s: ImportSummary) -> None:
         done = s.imported + sum(s.skipped.values())
-        if time.monotonic() - last[0] >= 10 or done == len(records):
-            last[0] = time.monotonic()
-            print(
-                f"[codeio] {done}/{len(records)} done, {s.imported} imported, {s.elapsed_s:.0f}s",
-                file=sys.stderr,
-            )
+        reporter.advance(done - seen[0])
+        seen[0] = done
+
+    from rich.console import Console
+
+    from ...run.progress import console_reporter
 
     with ExitStack() as stack:
+        # a bar on a terminal, else a line per phase with counts and rates; stdout keeps the summary
+        reporter = stack.enter_context(console_reporter(Console(stderr=True)))
+        reporter.phase(f"codeio: {len(records)} records through the sandbox", len(records))
         on_outcome = None
         if outcomes_jsonl is not None:
             outcomes_jsonl.parent.mkdir(parents=True, exist_ok=True)
@@ -414,7 +419,10 @@ def codeio_command(
         summary = import_codeio(records, config=config, sink=sink, dataset=dataset, test_fraction=test_fraction,
                                 workers=workers, progress=progress, on_outcome=on_outcome,
                                 environment=environment)  # fmt: skip
-    typer.echo(summary.render())
+    if json_output:
+        typer.echo(json.dumps(summary.to_dict()))
+    else:
+        typer.echo(summary.render())
     if summary_json is not None:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
         summary_json.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
