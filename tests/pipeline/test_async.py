@@ -1,0 +1,151 @@
+"""`btp run --async` embedded, with the real apps and the tiny model: the three loops run at once, every
+program records the weights version that sampled it, nothing is trained on before it is judged, the
+staleness bound holds, and Ctrl-C drains to a state that resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+from services.pipeline.cli.main import app
+from services.pipeline.run.folder import RunFolder
+from services.pipeline.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = ["--train-size", "3", "--test-size", "2", "--k", "2", "--max-new-tokens", "12", "--n", "2",
+         "--lr", "1e-3", "--prompt-format", "raw"]  # fmt: skip
+
+
+def _rows(folder: RunFolder) -> list[dict[str, Any]]:
+    with sqlite3.connect(folder.path / "buffer.sqlite3") as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute(
+            "SELECT id, task_id, program, source, round, weights_version, pass_rate, judged_at FROM experiences")]
+
+
+def _ts(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp() if "+" in value[10:] else datetime.fromisoformat(value + "+00:00").timestamp()
+
+
+def _check_invariants(folder: RunFolder, max_lag: int) -> dict[str, Any]:
+    """Every stored program judged, stamped with its version; every trained one judged before the step."""
+    rows = _rows(folder)
+    assert rows and all(r["pass_rate"] is not None for r in rows)  # drained: nothing left unjudged
+    for r in rows:
+        assert r["weights_version"] is not None and r["source"].endswith(f"@v{r['weights_version']}")
+        assert r["weights_version"] >= r["round"] - 1 - max_lag  # pass p starts at version >= p - 1 - max_lag
+    assert len({(r["task_id"], r["program"], r["source"]) for r in rows}) == len(rows)
+    by_id = {r["id"]: r for r in rows}
+    info = json.loads((folder.path / "metrics" / "async.json").read_text())
+    versions = [v["version"] for v in info["versions"]]
+    assert versions == list(range(1, len(versions) + 1))
+    trained = 0
+    for rec in info["versions"]:
+        for point in rec["loss"]:
+            assert point["experience_ids"]
+            for eid, wv in zip(point["experience_ids"], point["weights_versions"], strict=True):
+                judged_at = by_id[eid]["judged_at"]
+                assert judged_at is not None and _ts(judged_at) <= point["at"]  # judged before trained
+                assert wv == by_id[eid]["weights_version"] and wv <= rec["version"] - 1  # lag >= 0
+            trained += len(point["experience_ids"])
+        assert rec["trained_programs"] == trained and rec["lag"]["max"] >= 0
+    return info
+
+
+def test_async_run_embedded(tiny_model: Path, data_dir: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["run", "--async", "--name", "as", "--model", str(tiny_model), *SMALL,
+                                 "--steps", "2", "--publish-every", "1", "--rounds", "2", "--actors", "2",
+                                 "--max-lag", "1", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [r["round"] for r in out["rounds"]] == [0, 1, 2]
+    assert [r["version"] for r in out["rounds"]] == [0, 2, 4]  # held-out evaluation every 2 steps
+    assert [r["trained_programs"] for r in out["rounds"]] == [0, 4, 8]  # 2 rounds x 2 steps x n=2
+    assert out["async"]["version"] == 4 and out["async"]["trained_programs"] == 8
+    assert "sampling_lag" in out["async"] and [v["version"] for v in out["async"]["versions"]] == [1, 2, 3, 4]
+    folder = RunFolder.open(Settings().runs_dir(), "as")
+    state = folder.state()
+    assert state.finished_at and state.version == 4 and state.trained_programs == 8
+    assert state.checkpoint and "/version_4/" in state.checkpoint and Path(state.checkpoint).is_dir()
+    assert state.done == ["eval:0", "eval:1", "eval:2"]
+    _check_invariants(folder, max_lag=1)
+    progress = json.loads((folder.path / "progress.json").read_text())
+    assert progress["async"]["version"] == 4 and "lag" in progress["async"]
+
+
+def test_async_budget_in_wall_seconds(tiny_model: Path, data_dir: Path) -> None:
+    """--budget 1s: the trainer stops at the first version after the budget; the run ends evaluated."""
+    runner = CliRunner()
+    result = runner.invoke(app, ["run", "--async", "--name", "wall", "--model", str(tiny_model), *SMALL,
+                                 "--steps", "1", "--budget", "1s", "--max-lag", "0"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    folder = RunFolder.open(Settings().runs_dir(), "wall")
+    state = folder.state()
+    assert state.finished_at and state.version >= 1
+    metrics = folder.metrics()
+    assert metrics[-1]["version"] == state.version  # the last version is evaluated, on the grid or not
+    rows = _check_invariants(folder, max_lag=0)
+    assert rows["wall_seconds"] >= 1.0
+
+
+def test_budget_option_is_checked(data_dir: Path) -> None:
+    runner = CliRunner()
+    for bad in ("0", "5x", "1.5", "-3"):
+        result = runner.invoke(app, ["run", "--async", "--budget", bad])
+        assert result.exit_code == 2 and "--budget" in result.output, (bad, result.output)
+    result = runner.invoke(app, ["run", "--async", "--teacher-jsonl", "x.jsonl"])
+    assert result.exit_code == 2 and "teacher" in result.output
+
+
+def test_ctrl_c_drains_then_resume_finishes(tiny_model: Path, data_dir: Path) -> None:
+    env = {**os.environ, "BTP_DATA_DIR": str(data_dir)}
+    cmd = [sys.executable, "-m", "services.pipeline.cli.main", "run", "--async", "--name", "intr", "--model",
+           str(tiny_model), *SMALL, "--steps", "1", "--budget", "400", "--max-lag", "1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    folder_path = data_dir / "runs" / "intr"
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            state = folder_path / "state.json"
+            if state.exists() and json.loads(state.read_text()).get("version", 0) >= 2:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()[0]
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, output
+    assert "--resume intr" in output
+    folder = RunFolder.open(data_dir / "runs", "intr")
+    state = folder.state()
+    assert state.finished_at is None and 2 <= state.version < 200 and state.trained_programs == 2 * state.version
+    assert state.checkpoint and f"/version_{state.version}/" in state.checkpoint
+    _check_invariants(folder, max_lag=1)  # drained: everything stored is judged
+    before = {(r["task_id"], r["program"], r["source"]): r["pass_rate"] for r in _rows(folder)}
+    stopped_at = state.version
+
+    # go on: a smaller budget in the config would end at once, so resume with the run's own (400 programs)
+    config = json.loads((folder.path / "config.json").read_text())
+    config["budget_programs"] = 2 * (stopped_at + 2)  # two more versions
+    (folder.path / "config.json").write_text(json.dumps(config))
+    result = CliRunner().invoke(app, ["run", "--resume", "intr"], env={"BTP_DATA_DIR": str(data_dir)})
+    assert result.exit_code == 0, result.output
+    state = folder.state()
+    assert state.finished_at and state.version == stopped_at + 2 and state.trained_programs == 2 * state.version
+    info = _check_invariants(folder, max_lag=1)
+    assert [v["version"] for v in info["versions"]] == list(range(1, stopped_at + 3))
+    after = {(r["task_id"], r["program"], r["source"]): r["pass_rate"] for r in _rows(folder)}
+    assert all(after[k] == v for k, v in before.items())  # nothing lost, nothing judged again
