@@ -85,18 +85,19 @@ def test_async_run_embedded(tiny_model: Path, data_dir: Path) -> None:
 
 
 def test_async_budget_in_wall_seconds(tiny_model: Path, data_dir: Path) -> None:
-    """--budget 1s: the trainer stops at the first version after the budget; the run ends evaluated."""
+    """--budget 12s: no program budget; the trainer stops at the first version after 12 s, and that last
+    version is evaluated even off the evaluation grid."""
     runner = CliRunner()
     result = runner.invoke(app, ["run", "--async", "--name", "wall", "--model", str(tiny_model), *SMALL,
-                                 "--steps", "1", "--budget", "1s", "--max-lag", "0"])  # fmt: skip
+                                 "--steps", "1000", "--publish-every", "1", "--budget", "12s", "--max-lag", "0"])  # fmt: skip
     assert result.exit_code == 0, result.output
     folder = RunFolder.open(Settings().runs_dir(), "wall")
     state = folder.state()
-    assert state.finished_at and state.version >= 1
+    assert state.finished_at and state.version >= 1 and state.trained_programs == 2 * state.version
     metrics = folder.metrics()
-    assert metrics[-1]["version"] == state.version  # the last version is evaluated, on the grid or not
-    rows = _check_invariants(folder, max_lag=0)
-    assert rows["wall_seconds"] >= 1.0
+    assert [m["version"] for m in metrics] == [0, state.version]  # eval every 1000 versions: only the last, off grid
+    info = _check_invariants(folder, max_lag=0)
+    assert info["versions"][-1]["wall_seconds"] >= 12.0 > info["versions"][-2]["wall_seconds"] if state.version > 1 else True
 
 
 def test_budget_option_is_checked(data_dir: Path) -> None:

@@ -480,8 +480,8 @@ def execute(
         out.print(f"run [bold]{folder.name}[/bold] in {folder.path} ({services.mode}); model {cfg.model}")
         head = f"({', '.join(cfg.datasets)}); {cfg.rounds} round(s), k={cfg.k}"
         if cfg.asynchronous:
-            head = (f"({', '.join(cfg.datasets)}); async, {cfg.program_budget()} programs to train, k={cfg.k}, "
-                    f"max lag {cfg.max_lag}")  # fmt: skip
+            budget = f"{cfg.program_budget()} programs" if cfg.program_budget() else f"{cfg.budget_seconds:.0f} s"
+            head = f"({', '.join(cfg.datasets)}); async, budget {budget}, k={cfg.k}, max lag {cfg.max_lag}"
         if not out.is_terminal:
             lines = LineReporter(out)
             pipe = Pipeline(cfg, folder, services, sampler=sampler, reporter=lines, tasks=tasks)

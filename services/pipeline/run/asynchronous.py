@@ -116,7 +116,8 @@ class AsyncPipeline(Pipeline):
 
     def _budget_spent(self) -> bool:
         cfg = self.cfg
-        if self.p.trained_programs >= cfg.program_budget():
+        programs = cfg.program_budget()
+        if programs is not None and self.p.trained_programs >= programs:
             return True
         return cfg.budget_seconds is not None and self._elapsed() >= cfg.budget_seconds
 
@@ -368,8 +369,12 @@ class AsyncPipeline(Pipeline):
         self.upload_tasks()
         self._restore()
         cfg = self.cfg
-        self.reporter.phase(f"async: {cfg.actors} actor(s), max lag {cfg.max_lag}, until "
-                            f"{cfg.program_budget()} programs trained", cfg.program_budget())  # fmt: skip
+        programs = cfg.program_budget()
+        if programs is not None:
+            until, total = f"{programs} programs trained", programs
+        else:
+            until, total = f"{cfg.budget_seconds:.0f} s", int(cfg.budget_seconds or 0)
+        self.reporter.phase(f"async: {cfg.actors} actor(s), max lag {cfg.max_lag}, until {until}", total)
         self._actors_alive = cfg.actors
         threads = [threading.Thread(target=self._supervised, args=(f"actor-{i}", self._actor, self._actor_exit),
                                     name=f"btp-actor-{i}", daemon=True) for i in range(cfg.actors)]  # fmt: skip
@@ -384,10 +389,10 @@ class AsyncPipeline(Pipeline):
             while trainer.is_alive():
                 trainer.join(0.5)
                 with self.cond:
-                    trained = self.p.trained_programs
-                if trained > shown:
-                    self.reporter.advance(min(trained, cfg.program_budget()) - shown)
-                    shown = min(trained, cfg.program_budget())
+                    now = self.p.trained_programs if programs is not None else int(self._elapsed())
+                if min(now, total) > shown:
+                    self.reporter.advance(min(now, total) - shown)
+                    shown = min(now, total)
                 self.progress.extra("async", self.snapshot())
         except KeyboardInterrupt:
             interrupted = True

@@ -108,9 +108,12 @@ class RunConfig(ReplayRule):
         """Async: versions between two held-out evaluations (default: one lockstep round's worth of steps)."""
         return self.eval_every or max(1, -(-self.steps // self.steps_per_version()))
 
-    def program_budget(self) -> int:
-        """Async: programs to train on before stopping (a lockstep run of ``rounds`` rounds trains as many)."""
-        return self.budget_programs if self.budget_programs is not None else self.rounds * self.steps * self.n
+    def program_budget(self) -> int | None:
+        """Async: programs to train on before stopping: ``budget_programs``, else none when a wall-time budget
+        is set, else as many as a lockstep run of ``rounds`` rounds trains."""
+        if self.budget_programs is not None:
+            return self.budget_programs
+        return None if self.budget_seconds is not None else self.rounds * self.steps * self.n
 
     def stops(self) -> list[str]:
         """The stop sequences used for generation."""
