@@ -441,8 +441,8 @@ def execute(
     """
     out = out or console
     from ..connect import check_remote_services, open_services
-    from ..run.folder import RunFolder
     from ..run.asynchronous import AsyncPipeline
+    from ..run.folder import RunFolder
     from ..run.loop import Pipeline, SilentReporter, load_tasks
     from ..run.samplers import GeneratorSampler, JsonlSampler, OpenAISampler, Sampler
 
@@ -473,10 +473,9 @@ def execute(
                                     prompt_format=cfg.prompt_format, api_key_env=t.api_key_env)  # fmt: skip
         elif t is not None and t.kind == "jsonl":
             sampler = JsonlSampler(Path(t.path or ""))
-        if cfg.asynchronous:
-            Pipeline = AsyncPipeline  # noqa: N806 - the same constructor, sampling/judging/training at once
+        runner: type[Pipeline] = AsyncPipeline if cfg.asynchronous else Pipeline  # sampling/judging/training at once
         if quiet:
-            return Pipeline(cfg, folder, services, sampler=sampler, reporter=SilentReporter(), tasks=tasks).run()
+            return runner(cfg, folder, services, sampler=sampler, reporter=SilentReporter(), tasks=tasks).run()
         out.print(f"run [bold]{folder.name}[/bold] in {folder.path} ({services.mode}); model {cfg.model}")
         head = f"({', '.join(cfg.datasets)}); {cfg.rounds} round(s), k={cfg.k}"
         if cfg.asynchronous:
@@ -484,14 +483,14 @@ def execute(
             head = f"({', '.join(cfg.datasets)}); async, budget {budget}, k={cfg.k}, max lag {cfg.max_lag}"
         if not out.is_terminal:
             lines = LineReporter(out)
-            pipe = Pipeline(cfg, folder, services, sampler=sampler, reporter=lines, tasks=tasks)
+            pipe = runner(cfg, folder, services, sampler=sampler, reporter=lines, tasks=tasks)
             out.print(f"{len(pipe.train_tasks)} train / {len(pipe.test_tasks)} held-out tasks {head}")
             try:
                 return pipe.run()
             finally:
                 lines.finish()
         with _progress(out) as progress:
-            pipe = Pipeline(cfg, folder, services, sampler=sampler, reporter=RichReporter(progress), tasks=tasks)
+            pipe = runner(cfg, folder, services, sampler=sampler, reporter=RichReporter(progress), tasks=tasks)
             out.print(f"{len(pipe.train_tasks)} train / {len(pipe.test_tasks)} held-out tasks {head}")
             return pipe.run()
 

@@ -48,6 +48,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 from services.common.schemas.buffer import TaskIn
@@ -167,7 +168,7 @@ class AsyncPipeline(Pipeline):
                 return self._retry.pop(0)
             if self._pass_next >= len(self._pass_order):  # the pass is handed out: open the next one
                 nxt = self.p.passes_started + 1
-                if not self._wait(lambda: self.p.version >= nxt - 1 - cfg.max_lag, "actor_wait_s"):
+                if not self._wait(partial(self._may_start_pass, nxt), "actor_wait_s"):
                     return None
                 self.p.passes_started = nxt
                 order = list(self.train_tasks)
@@ -301,9 +302,9 @@ class AsyncPipeline(Pipeline):
         self._evaluate(0, 0)
         while not self.stop.is_set() and not self._budget_spent():
             nxt = self.p.version + 1
+            need = nxt - cfg.max_lag
             with self.cond:
-                ready = self._wait(lambda: self.p.passes_judged >= nxt - cfg.max_lag and self._judged_any(),
-                                   "trainer_wait_s")  # fmt: skip
+                ready = self._wait(partial(self._may_train, need), "trainer_wait_s")
             if not ready:
                 break
             self._train_version(nxt)
@@ -311,6 +312,14 @@ class AsyncPipeline(Pipeline):
                 self._evaluate(nxt // every, nxt)
         if self._budget_spent() and self.p.version % every and not self.folder.is_done(f"eval:{self.p.version // every + 1}"):
             self._evaluate(self.p.version // every + 1, self.p.version)  # the last version, off the grid
+
+    def _may_start_pass(self, pass_: int) -> bool:
+        """Actors: pass p starts once the trainer has published version p - 1 - max_lag."""
+        return self.p.version >= pass_ - 1 - self.cfg.max_lag
+
+    def _may_train(self, passes: int) -> bool:
+        """Trainer: a version starts once ``passes`` passes are judged and the buffer has judged programs."""
+        return self.p.passes_judged >= passes and self._judged_any()
 
     def _judged_any(self) -> bool:
         return self.p.judged > 0 or self.p.version > 0 or self.p.passes_judged > 0
@@ -331,7 +340,7 @@ class AsyncPipeline(Pipeline):
                         self.p.restarts[name] = self.p.restarts.get(name, 0) + 1
                     log.warning("%s failed (%s); restart %d of %d", name, exc, failures, MAX_RESTARTS)
                     self.reporter.log(f"{name} failed ({type(exc).__name__}: {exc}); restarting")
-                    if failures > MAX_RESTARTS or self.stop.is_set() and name == "trainer":
+                    if failures > MAX_RESTARTS or (self.stop.is_set() and name == "trainer"):
                         raise
                     time.sleep(RESTART_PAUSE_S)
         except BaseException as exc:
@@ -359,7 +368,7 @@ class AsyncPipeline(Pipeline):
         self._seconds_before = state.seconds
         health = self.svc.generator.health()
         if (health.get("lineage") not in (None, self.folder.name) or health.get("weights_version", 0) != state.version
-                or state.checkpoint and health.get("checkpoint") != state.checkpoint):  # fmt: skip
+                or (state.checkpoint and health.get("checkpoint") != state.checkpoint)):  # fmt: skip
             weights = state.checkpoint or self.cfg.model
             self.reporter.log(f"the generator serves {weights} (version {state.version})")
             self.svc.generator.set_weights(weights, version=state.version, lineage=self.folder.name)
