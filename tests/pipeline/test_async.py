@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 from typer.testing import CliRunner
 
 from services.pipeline.cli.main import app
@@ -150,3 +151,58 @@ def test_ctrl_c_drains_then_resume_finishes(tiny_model: Path, data_dir: Path) ->
     assert [v["version"] for v in info["versions"]] == list(range(1, stopped_at + 3))
     after = {(r["task_id"], r["program"], r["source"]): r["pass_rate"] for r in _rows(folder)}
     assert all(after[k] == v for k, v in before.items())  # nothing lost, nothing judged again
+
+
+def _serve_judge(port: int, env: dict[str, str]) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "services.pipeline.cli.main", "serve", "judge", "--port", str(port)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise AssertionError("the judge did not start")
+
+
+def test_killed_judge_is_replaced_nothing_lost_or_duplicated(tiny_model: Path, data_dir: Path) -> None:
+    """The judge as its own process (BTP_JUDGE_URL), killed with SIGKILL mid-run and started again on the same
+    port: the run ends with its whole budget trained, every program judged once and stored once."""
+    from services.pipeline.cli.stack import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BTP_")} | {"BTP_DATA_DIR": str(data_dir)}
+    judge = _serve_judge(port, env)
+    run_env = env | {"BTP_JUDGE_URL": f"http://127.0.0.1:{port}", "BTP_SERVICE_RETRY_S": "2"}
+    cmd = [sys.executable, "-m", "services.pipeline.cli.main", "run", "--async", "--name", "kill", "--model",
+           str(tiny_model), *SMALL, "--steps", "1", "--budget", "24", "--max-lag", "1"]  # fmt: skip
+    run = subprocess.Popen(cmd, cwd=ROOT, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        state = data_dir / "runs" / "kill" / "state.json"
+        deadline = time.monotonic() + 300
+        while run.poll() is None and time.monotonic() < deadline:
+            if state.exists() and json.loads(state.read_text()).get("version", 0) >= 2:
+                break
+            time.sleep(0.2)
+        assert run.poll() is None, run.communicate()[0]
+        judge.kill()  # mid-run: the actors keep storing programs nobody judges
+        judge.wait(30)
+        time.sleep(4)  # longer than the client's retries: a judge call now fails and its loop restarts
+        judge = _serve_judge(port, env)
+        replaced_at = time.time()
+        output, _ = run.communicate(timeout=400)
+    finally:
+        for proc in (run, judge):
+            if proc.poll() is None:
+                proc.kill()
+    assert run.returncode == 0, output
+    folder = RunFolder.open(data_dir / "runs", "kill")
+    state_now = folder.state()
+    assert state_now.finished_at and state_now.trained_programs == 24 and state_now.version == 12
+    _check_invariants(folder, max_lag=1)  # every program stored once, judged, trained only once judged
+    judged_late = [r for r in _rows(folder) if _ts(r["judged_at"]) > replaced_at]
+    assert judged_late  # the run went on with the replacement judge
+    assert "(mixed: remote judge)" in output
