@@ -114,7 +114,8 @@ def test_ctrl_c_drains_then_resume_finishes(tiny_model: Path, data_dir: Path) ->
     env = {**os.environ, "BTP_DATA_DIR": str(data_dir)}
     cmd = [sys.executable, "-m", "services.pipeline.cli.main", "run", "--async", "--name", "intr", "--model",
            str(tiny_model), *SMALL, "--steps", "1", "--budget", "400", "--max-lag", "1"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # fmt: skip
     folder_path = data_dir / "runs" / "intr"
     deadline = time.monotonic() + 300
     try:
@@ -124,7 +125,7 @@ def test_ctrl_c_drains_then_resume_finishes(tiny_model: Path, data_dir: Path) ->
                 break
             time.sleep(0.2)
         assert proc.poll() is None, proc.communicate()[0]
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole process group
         output, _ = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
@@ -206,3 +207,33 @@ def test_killed_judge_is_replaced_nothing_lost_or_duplicated(tiny_model: Path, d
     judged_late = [r for r in _rows(folder) if _ts(r["judged_at"]) > replaced_at]
     assert judged_late  # the run went on with the replacement judge
     assert "(mixed: remote judge)" in output
+
+
+def test_trainer_draws_judged_programs_only(tiny_model: Path, data_dir: Path) -> None:
+    """A buffer holding as many unjudged programs as judged ones: the async trainer's version trains on 40
+    draws, every one of them judged (an unjudged draw would be a pending program trained before its verdict)."""
+    from services.common.schemas.buffer import ExperienceIn, ExperienceUpdate
+    from services.pipeline.connect import open_services
+    from services.pipeline.run.asynchronous import AsyncPipeline
+    from services.pipeline.run.config import RunConfig
+
+    cfg = RunConfig(name="judged", model=str(tiny_model), train_size=3, test_size=2, k=2, max_new_tokens=12, n=8,
+                    steps=5, learning_rate=1e-3, prompt_format="raw", asynchronous=True)  # fmt: skip
+    settings = Settings()
+    folder = RunFolder.create(settings.runs_dir(), cfg)
+    with open_services(settings, model=cfg.model, buffer_database_url=folder.buffer_database_url(),
+                       checkpoints=folder.path / "checkpoints") as svc:  # fmt: skip
+        pipe = AsyncPipeline(cfg, folder, svc)
+        pipe.upload_tasks()
+        items = [ExperienceIn(task_id=t.id, program=f"    return {i}\n", logprob=-1.0 - i, token_count=4,
+                              source="s", weights_version=0) for t in pipe.train_tasks for i in range(4)]  # fmt: skip
+        ids = svc.buffer.add_experiences(items).ids
+        judged = set(ids[::2])
+        for eid in judged:
+            svc.buffer.update_experience(eid, ExperienceUpdate(pass_rate=0.0))
+        pipe._train_version(1)
+    record = json.loads((folder.path / "metrics" / "async.json").read_text())["versions"][0]
+    trained = [eid for point in record["loss"] for eid in point["experience_ids"]]
+    assert len(trained) == 40 and set(trained) <= judged and len(set(trained)) > 1
+    assert record["lag"] == {"programs": 40, "mean": 0.0, "max": 0}
+    assert folder.state().version == 1 and folder.state().trained_programs == 40

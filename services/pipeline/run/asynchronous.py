@@ -281,6 +281,16 @@ class AsyncPipeline(Pipeline):
             current["versions"] = [*versions, record]
             write_json(self.folder.path / "metrics" / "async.json", current)
 
+    def evaluate(self, round_: int) -> dict[str, Any]:
+        """Greedy program per held-out task, judged (as :meth:`Pipeline.evaluate`), reported as a log line:
+        the run's one phase keeps counting trained programs."""
+        ev = steps.evaluate(self.svc.generator, self.svc.judge, self.test_tasks, self.gen, self.limits)
+        summary = ev.summary()
+        summary["per_task"] = {o.task_id: o.pass_rate for o in ev.outcomes}
+        self.reporter.log(f"evaluation {round_} (version {self.p.version}): pass rate {summary['pass_rate']:.4f}, "
+                          f"accuracy {summary['accuracy']:.4f}")  # fmt: skip
+        return summary
+
     def _evaluate(self, index: int, version: int) -> None:
         step = f"eval:{index}"
         if self.folder.is_done(step):
