@@ -38,13 +38,14 @@ def _ts(value: str) -> float:
     return datetime.fromisoformat(value).timestamp() if "+" in value[10:] else datetime.fromisoformat(value + "+00:00").timestamp()
 
 
-def _check_invariants(folder: RunFolder, max_lag: int) -> dict[str, Any]:
+def _check_invariants(folder: RunFolder, max_lag: int | None) -> dict[str, Any]:
     """Every stored program judged, stamped with its version; every trained one judged before the step."""
     rows = _rows(folder)
     assert rows and all(r["pass_rate"] is not None for r in rows)  # drained: nothing left unjudged
     for r in rows:
         assert r["weights_version"] is not None and r["source"].endswith(f"@v{r['weights_version']}")
-        assert r["weights_version"] >= r["round"] - 1 - max_lag  # pass p starts at version >= p - 1 - max_lag
+        if max_lag is not None:  # pass p starts at version >= p - 1 - max_lag
+            assert r["weights_version"] >= r["round"] - 1 - max_lag
     assert len({(r["task_id"], r["program"], r["source"]) for r in rows}) == len(rows)
     by_id = {r["id"]: r for r in rows}
     info = json.loads((folder.path / "metrics" / "async.json").read_text())
@@ -154,8 +155,8 @@ def test_ctrl_c_drains_then_resume_finishes(tiny_model: Path, data_dir: Path) ->
     assert all(after[k] == v for k, v in before.items())  # nothing lost, nothing judged again
 
 
-def _serve_judge(port: int, env: dict[str, str]) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "services.pipeline.cli.main", "serve", "judge", "--port", str(port)]
+def _serve(name: str, port: int, env: dict[str, str]) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "services.pipeline.cli.main", "serve", name, "--port", str(port)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -166,7 +167,7 @@ def _serve_judge(port: int, env: dict[str, str]) -> subprocess.Popen[str]:
             pass
         time.sleep(0.3)
     proc.kill()
-    raise AssertionError("the judge did not start")
+    raise AssertionError(f"the {name} did not start")
 
 
 def test_killed_judge_is_replaced_nothing_lost_or_duplicated(tiny_model: Path, data_dir: Path) -> None:
@@ -176,7 +177,7 @@ def test_killed_judge_is_replaced_nothing_lost_or_duplicated(tiny_model: Path, d
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BTP_")} | {"BTP_DATA_DIR": str(data_dir)}
-    judge = _serve_judge(port, env)
+    judge = _serve("judge", port, env)
     run_env = env | {"BTP_JUDGE_URL": f"http://127.0.0.1:{port}", "BTP_SERVICE_RETRY_S": "2"}
     cmd = [sys.executable, "-m", "services.pipeline.cli.main", "run", "--async", "--name", "kill", "--model",
            str(tiny_model), *SMALL, "--steps", "1", "--budget", "24", "--max-lag", "1"]  # fmt: skip
@@ -192,7 +193,7 @@ def test_killed_judge_is_replaced_nothing_lost_or_duplicated(tiny_model: Path, d
         judge.kill()  # mid-run: the actors keep storing programs nobody judges
         judge.wait(30)
         time.sleep(4)  # longer than the client's retries: a judge call now fails and its loop restarts
-        judge = _serve_judge(port, env)
+        judge = _serve("judge", port, env)
         replaced_at = time.time()
         output, _ = run.communicate(timeout=400)
     finally:
@@ -237,3 +238,44 @@ def test_trainer_draws_judged_programs_only(tiny_model: Path, data_dir: Path) ->
     assert len(trained) == 40 and set(trained) <= judged and len(set(trained)) > 1
     assert record["lag"] == {"programs": 40, "mean": 0.0, "max": 0}
     assert folder.state().version == 1 and folder.state().trained_programs == 40
+
+
+def test_killed_generator_is_replaced_and_gets_the_run_weights_back(tiny_model: Path, data_dir: Path) -> None:
+    """The generator as its own process, SIGKILLed mid-run and started again on its base weights: the run
+    publishes its current version again (a restarted generator answers version 0, and versions never go
+    back), finishes its budget, and loses or duplicates nothing; programs keep the version that sampled them."""
+    from services.pipeline.cli.stack import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BTP_")} | {
+        "BTP_DATA_DIR": str(data_dir), "BTP_GENERATOR_MODEL": str(tiny_model), "BTP_MODEL_ROOTS": str(data_dir / "runs")}
+    generator = _serve("generator", port, env)
+    run_env = env | {"BTP_GENERATOR_URL": f"http://127.0.0.1:{port}", "BTP_SERVICE_RETRY_S": "2"}
+    cmd = [sys.executable, "-m", "services.pipeline.cli.main", "run", "--async", "--name", "killgen", "--model",
+           str(tiny_model), *SMALL, "--steps", "1", "--budget", "24", "--max-lag", "1"]  # fmt: skip
+    run = subprocess.Popen(cmd, cwd=ROOT, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        state = data_dir / "runs" / "killgen" / "state.json"
+        deadline = time.monotonic() + 300
+        while run.poll() is None and time.monotonic() < deadline:
+            if state.exists() and json.loads(state.read_text()).get("version", 0) >= 2:
+                break
+            time.sleep(0.2)
+        assert run.poll() is None, run.communicate()[0]
+        generator.kill()
+        generator.wait(30)
+        time.sleep(4)
+        generator = _serve("generator", port, env)
+        output, _ = run.communicate(timeout=400)
+        health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).json()
+    finally:
+        for proc in (run, generator):
+            if proc.poll() is None:
+                proc.kill()
+    assert run.returncode == 0, output
+    folder = RunFolder.open(data_dir / "runs", "killgen")
+    final = folder.state()
+    assert final.finished_at and final.trained_programs == 24 and final.version == 12
+    assert (health["lineage"], health["weights_version"]) == ("killgen", 12)
+    assert "(mixed: remote generator)" in output
+    _check_invariants(folder, max_lag=None)  # stored once, judged, trained only once judged

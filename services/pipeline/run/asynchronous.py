@@ -104,7 +104,9 @@ class AsyncPipeline(Pipeline):
         self._pass_next = 0  # next batch start in the pass being handed out
         self._outstanding: dict[int, int] = {}  # pass -> batches handed out and not yet stored
         self._handed_all: set[int] = set()
-        self._retry: list[tuple[int, list[TaskIn]]] = []  # batches whose actor failed: sampled again first
+        self._retry: list[tuple[int, list[TaskIn]]] = []
+        self._publish_lock = threading.Lock()
+        self._published: tuple[int, str | None] = (0, None)  # the version the generator should serve  # batches whose actor failed: sampled again first
         self._actors_alive = 0
         self._errors: list[BaseException] = []
         self._started = time.monotonic()
@@ -204,12 +206,27 @@ class AsyncPipeline(Pipeline):
         for result in resp.results:
             per_task[result.prompt_index] = [(c.text, c.logprob, c.token_count) for c in result.candidates]
         version = resp.weights_version
+        if version < self.p.served:  # versions never go back: the generator restarted on its base weights
+            self._republish()
         items = steps.experiences(tasks, per_task, source=f"{cfg.model}@v{version}", round_=pass_,
                                   generation=lambda t: f"{t.id}#p{pass_}", weights_version=version)  # fmt: skip
         created = self.svc.buffer.add_experiences(items).created if items else 0
         with self.cond:
             self.p.served = max(self.p.served, version)
         self._stored_batch(pass_, len(items), created)
+
+    def _republish(self) -> None:
+        """Publish the trainer's current version again (a restarted generator serves version 0)."""
+        with self._publish_lock:
+            version, checkpoint = self._published
+            health = self.svc.generator.health()
+            if health.get("lineage") == self.folder.name and health.get("weights_version") == version:
+                return  # another actor did it
+            res = self.svc.generator.set_weights(checkpoint or self.cfg.model, version=version, lineage=self.folder.name)
+            with self.cond:
+                self.p.served = res.version
+                self.p.restarts["generator"] = self.p.restarts.get("generator", 0) + 1
+            self.reporter.log(f"the generator came back on other weights: published version {version} again")
 
     def _actor(self) -> None:
         while (batch := self._next_batch()) is not None:
@@ -253,7 +270,9 @@ class AsyncPipeline(Pipeline):
         checkpoint, losses = self.svc.trainer.train(job, round_=version, reporter=_LogOnly(self.reporter),
                                                     label=f"version_{version}")  # fmt: skip
         train_s = time.monotonic() - start
-        res = self.svc.generator.set_weights(checkpoint, version=version, lineage=self.folder.name)
+        with self._publish_lock:
+            res = self.svc.generator.set_weights(checkpoint, version=version, lineage=self.folder.name)
+            self._published = (version, checkpoint)
         lag = lag_summary(version, losses)
         with self.cond:
             self.p.version = version
@@ -376,6 +395,7 @@ class AsyncPipeline(Pipeline):
         for p in range(1, state.passes + 1):
             self._handed_all.add(p)
         self._seconds_before = state.seconds
+        self._published = (state.version, state.checkpoint)
         health = self.svc.generator.health()
         if (health.get("lineage") not in (None, self.folder.name) or health.get("weights_version", 0) != state.version
                 or (state.checkpoint and health.get("checkpoint") != state.checkpoint)):  # fmt: skip
