@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from typer.testing import CliRunner
 
 from services.pipeline.cli.main import app
@@ -111,6 +112,7 @@ def test_budget_option_is_checked(data_dir: Path) -> None:
     assert result.exit_code == 2 and "teacher" in result.output
 
 
+@pytest.mark.integration  # starts real processes
 def test_ctrl_c_drains_then_resume_finishes(tiny_model: Path, data_dir: Path) -> None:
     env = {**os.environ, "BTP_DATA_DIR": str(data_dir)}
     cmd = [sys.executable, "-m", "services.pipeline.cli.main", "run", "--async", "--name", "intr", "--model",
@@ -170,6 +172,7 @@ def _serve(name: str, port: int, env: dict[str, str]) -> subprocess.Popen[str]:
     raise AssertionError(f"the {name} did not start")
 
 
+@pytest.mark.integration  # starts real processes
 def test_killed_judge_is_replaced_nothing_lost_or_duplicated(tiny_model: Path, data_dir: Path) -> None:
     """The judge as its own process (BTP_JUDGE_URL), killed with SIGKILL mid-run and started again on the same
     port: the run ends with its whole budget trained, every program judged once and stored once."""
@@ -240,6 +243,7 @@ def test_trainer_draws_judged_programs_only(tiny_model: Path, data_dir: Path) ->
     assert folder.state().version == 1 and folder.state().trained_programs == 40
 
 
+@pytest.mark.integration  # starts real processes
 def test_killed_generator_is_replaced_and_gets_the_run_weights_back(tiny_model: Path, data_dir: Path) -> None:
     """The generator as its own process, SIGKILLed mid-run and started again on its base weights: the run
     publishes its current version again (a restarted generator answers version 0, and versions never go
