@@ -22,17 +22,17 @@ from .settings import Settings
 from .tables import Task
 
 
-def _fetch(session: Session, ids: list[int]) -> dict[int, tuple[str, str, str]]:
-    """id -> (task_id, program, prompt) of the drawn experiences."""
-    out: dict[int, tuple[str, str, str]] = {}
-    head = "SELECT e.id, e.task_id, e.program, t.prompt FROM experiences e JOIN tasks t ON t.id = e.task_id "
+def _fetch(session: Session, ids: list[int]) -> dict[int, tuple[str, str, str, int | None]]:
+    """id -> (task_id, program, prompt, weights_version) of the drawn experiences."""
+    out: dict[int, tuple[str, str, str, int | None]] = {}
+    head = "SELECT e.id, e.task_id, e.program, t.prompt, e.weights_version FROM experiences e JOIN tasks t ON t.id = e.task_id "
     if session.get_bind().dialect.name == "postgresql":
         sql = text(head + "WHERE e.id = ANY(:ids)")  # one array parameter: a short, cacheable statement
     else:
         sql = text(head + "WHERE e.id IN :ids").bindparams(bindparam("ids", expanding=True))
     for start in range(0, len(ids), CHUNK):
-        for eid, task_id, program, prompt in session.execute(sql, {"ids": ids[start : start + CHUNK]}):
-            out[int(eid)] = (task_id, program, prompt)
+        for eid, task_id, program, prompt, version in session.execute(sql, {"ids": ids[start : start + CHUNK]}):
+            out[int(eid)] = (task_id, program, prompt, None if version is None else int(version))
     return out
 
 
@@ -80,7 +80,7 @@ def sample(*, session: Session, index: PriorityIndex, request: SampleRequest, se
         found = _fetch(session, sorted(set(ids)))
     items = []
     for j, eid in enumerate(ids):
-        task_id, program, prompt = found[eid]
+        task_id, program, prompt, version = found[eid]
         pass_rate = float(chosen_pass_rate[j])
         items.append(
             SampledItem(
@@ -93,6 +93,7 @@ def sample(*, session: Session, index: PriorityIndex, request: SampleRequest, se
                 pass_rate=None if np.isnan(pass_rate) else pass_rate,
                 possibility=float(chosen_possibility[j]),
                 token_count=int(chosen_tokens[j]),
+                weights_version=version,
             )
         )
     return SampleResponse(items=items, population=dist.size)

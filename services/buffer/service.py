@@ -207,6 +207,7 @@ def experience_out(e: Experience) -> ExperienceOut:
         source=e.source,
         round=e.round,
         generation=e.generation,
+        weights_version=e.weights_version,
         created_at=e.created_at,
         judged_at=e.judged_at,
     )
@@ -278,6 +279,7 @@ def create_experiences(
             "judge": item.judge,
             "round": item.round,
             "generation": item.generation,
+            "weights_version": item.weights_version,
             "created_at": stamp,
             "judged_at": stamp if item.pass_rate is not None else None,
         }
@@ -303,13 +305,13 @@ def create_experiences(
 
 _COLUMNS = (
     "task_id, task_seq, program, program_hash, source, source_key, group_key, logprob, token_count, "
-    "probability, pass_rate, judge, round, generation, created_at, judged_at, row_version"
+    "probability, pass_rate, judge, round, generation, weights_version, created_at, judged_at, row_version"
 )
 _STAGING_DDL = (
     "CREATE TEMP TABLE IF NOT EXISTS experiences_in (task_id VARCHAR, task_seq BIGINT, program TEXT, "
     "program_hash BYTEA, source VARCHAR, source_key BIGINT, group_key BIGINT, logprob DOUBLE PRECISION, "
     "token_count INTEGER, probability DOUBLE PRECISION, pass_rate DOUBLE PRECISION, judge JSONB, "
-    "round INTEGER, generation VARCHAR, created_at TIMESTAMPTZ, judged_at TIMESTAMPTZ, row_version BIGINT) "
+    "round INTEGER, generation VARCHAR, weights_version BIGINT, created_at TIMESTAMPTZ, judged_at TIMESTAMPTZ, row_version BIGINT) "
     "ON COMMIT DELETE ROWS"
 )
 

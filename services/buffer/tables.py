@@ -115,6 +115,7 @@ class Experience(Base):
     judge: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     round: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     generation: Mapped[str | None] = mapped_column(String(128))
+    weights_version: Mapped[int | None] = mapped_column(BigInteger)  # the generator's weights version (async BTP)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     judged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     row_version: Mapped[int] = mapped_column(BigInteger, nullable=False)

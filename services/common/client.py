@@ -318,9 +318,10 @@ class GeneratorClient(SyncClient):
         """``POST /v1/generate``."""
         return self.call(_generate(req))  # type: ignore[no-any-return]
 
-    def set_weights(self, checkpoint: str) -> WeightsResponse:
-        """``POST /v1/weights``."""
-        return self.call(_weights(WeightsRequest(checkpoint=checkpoint)))  # type: ignore[no-any-return]
+    def set_weights(self, checkpoint: str, *, version: int | None = None, lineage: str | None = None) -> WeightsResponse:
+        """``POST /v1/weights`` (``version``/``lineage``: see :class:`WeightsRequest`)."""
+        req = WeightsRequest(checkpoint=checkpoint, version=version, lineage=lineage)
+        return self.call(_weights(req))  # type: ignore[no-any-return]
 
 
 class JudgeClient(SyncClient):
@@ -416,9 +417,10 @@ class AsyncGeneratorClient(AsyncClient):
         """``POST /v1/generate``."""
         return await self.call(_generate(req))  # type: ignore[no-any-return]
 
-    async def set_weights(self, checkpoint: str) -> WeightsResponse:
-        """``POST /v1/weights``."""
-        return await self.call(_weights(WeightsRequest(checkpoint=checkpoint)))  # type: ignore[no-any-return]
+    async def set_weights(self, checkpoint: str, *, version: int | None = None, lineage: str | None = None) -> WeightsResponse:
+        """``POST /v1/weights`` (``version``/``lineage``: see :class:`WeightsRequest`)."""
+        req = WeightsRequest(checkpoint=checkpoint, version=version, lineage=lineage)
+        return await self.call(_weights(req))  # type: ignore[no-any-return]
 
 
 class AsyncJudgeClient(AsyncClient):

@@ -106,10 +106,10 @@ class ReplicatedGeneratorClient(GeneratorClient):
                 results.append(res.model_copy(update={"prompt_index": start + res.prompt_index}))
         return answers[0].model_copy(update={"results": results})
 
-    def set_weights(self, checkpoint: str) -> WeightsResponse:
-        """``POST /v1/weights`` on every replica; the first replica's answer."""
+    def set_weights(self, checkpoint: str, *, version: int | None = None, lineage: str | None = None) -> WeightsResponse:
+        """``POST /v1/weights`` on every replica (the same version and lineage); the first replica's answer."""
         answers: list[WeightsResponse] = self._each(
-            [(r, lambda r=r: r.set_weights(checkpoint)) for r in self.replicas]
+            [(r, lambda r=r: r.set_weights(checkpoint, version=version, lineage=lineage)) for r in self.replicas]
         )
         if len({a.checkpoint for a in answers}) > 1:
             raise UpstreamError("generator replicas loaded different checkpoints: "

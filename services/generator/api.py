@@ -36,4 +36,5 @@ async def generate(req: GenerateRequest, engine: EngineDep) -> GenerateResponse:
 async def set_weights(req: WeightsRequest, engine: EngineDep, request: Request) -> WeightsResponse:
     """Swap the served weights (known name, or a folder under the model roots) without a restart."""
     roots = request.app.state.settings.allowed_model_roots()
-    return await engine.swap_weights(allowed_model_ref(req.checkpoint, roots, param="checkpoint"))
+    return await engine.swap_weights(allowed_model_ref(req.checkpoint, roots, param="checkpoint"), req.version,
+                                     req.lineage)

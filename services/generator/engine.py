@@ -13,6 +13,10 @@ immutable :class:`LoadedModel`); :meth:`Engine.swap_weights` loads and checks th
 beside the old one and then replaces the reference, so requests already accepted finish on the old
 weights and later ones use the new. A checkpoint that fails to load or to run a forward pass is a
 422 and the old weights keep serving.
+Every swap carries a version (``WeightsRequest.version``, or the served one + 1): versions only move
+forward within a lineage (an older one is a 409, the same one with the same checkpoint a no-op, so a
+retried publish is harmless), and every response names the version that produced it
+(``weights_version``), which async BTP stores with each program.
 
 Beam search runs ``services.generator.cuda.cuda_beam_search`` on CUDA devices when that module
 imports, else the reference :func:`services.generator.beam.beam_search`.
@@ -42,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from services import models
-from services.common.errors import OverloadedError, UnavailableError, ValidationError
+from services.common.errors import ConflictError, OverloadedError, UnavailableError, ValidationError
 from services.common.prompts import encode_prompt, resolve_format, stop_sequences
 from services.common.schemas.generator import (
     GeneratedCandidate,
@@ -343,7 +347,8 @@ class Engine:
                 cands = unique
             results.append(GenerationResult(prompt_index=i, prompt_token_ids=plan.prompt_ids[i],
                                             candidates=cands[:plan.returns]))
-        return GenerateResponse(model=handle.name, checkpoint=handle.checkpoint, results=results)
+        return GenerateResponse(model=handle.name, checkpoint=handle.checkpoint, weights_version=handle.version,
+                                results=results)
 
     def generate_sync(self, req: GenerateRequest) -> GenerateResponse:
         """Plan, decode and respond in the calling thread (no queue); for scripts and benchmarks."""
@@ -474,24 +479,48 @@ class Engine:
         """:meth:`score_sync` off the event loop."""
         return await asyncio.to_thread(self.score_sync, handle, ids, start=start, top=top)
 
-    def swap_weights_sync(self, checkpoint: str) -> WeightsResponse:
-        """Load ``checkpoint`` beside the served weights, check it, then swap; 4xx leaves the old ones."""
+    def swap_weights_sync(self, checkpoint: str, version: int | None = None, lineage: str | None = None) -> WeightsResponse:
+        """Load ``checkpoint`` beside the served weights, check it, then swap; 4xx leaves the old ones.
+
+        ``version`` and ``lineage`` as in :class:`WeightsRequest`: an older version of the served lineage is
+        a :class:`ConflictError` before anything loads.
+        """
         with self._swap_lock:
-            previous = self.current.checkpoint if self.current is not None else None
+            cur = self.current
+            previous = cur.checkpoint if cur is not None else None
+            served = cur.version if cur is not None else 0
+            same_lineage = cur is None or lineage is None or lineage == cur.lineage
+            if version is None:
+                version = served + 1 if same_lineage else 0
             folder = models.resolve_model(checkpoint, self.settings.resolved_model_cache_dir())
+            if cur is not None and same_lineage and version <= served:
+                if version == served and cur.checkpoint == str(folder):
+                    return self._weights_response(cur, previous, served)  # a retried publish: nothing to do
+                raise ConflictError(
+                    f"weights version {version} is not newer than the served version {served} "
+                    f"({cur.checkpoint}); versions only move forward",
+                    param="version",
+                )
             loaded = models.load_folder(folder, device=self.device, dtype=self.dtype,
                                         name=self._name(checkpoint, folder), base=self._base)
+            loaded.version = version
+            loaded.lineage = lineage if lineage is not None else (cur.lineage if cur is not None else None)
             if loaded.kind == "full":
                 self._base = loaded
             self.current = loaded  # one reference assignment: requests already accepted keep the old one
             self.stats["swaps"] += 1
-        log.info("now serving %s (%s) from %s", loaded.name, loaded.kind, loaded.checkpoint)
-        return WeightsResponse(model=loaded.name, checkpoint=loaded.checkpoint, kind=loaded.kind,  # type: ignore[arg-type]
-                               previous=previous)
+        log.info("now serving %s (%s) from %s, version %d", loaded.name, loaded.kind, loaded.checkpoint, version)
+        return self._weights_response(loaded, previous, served)
 
-    async def swap_weights(self, checkpoint: str) -> WeightsResponse:
+    @staticmethod
+    def _weights_response(loaded: models.LoadedModel, previous: str | None, previous_version: int) -> WeightsResponse:
+        return WeightsResponse(model=loaded.name, checkpoint=loaded.checkpoint, kind=loaded.kind,  # type: ignore[arg-type]
+                               previous=previous, version=loaded.version, previous_version=previous_version,
+                               lineage=loaded.lineage)  # fmt: skip
+
+    async def swap_weights(self, checkpoint: str, version: int | None = None, lineage: str | None = None) -> WeightsResponse:
         """:meth:`swap_weights_sync` off the event loop."""
-        return await asyncio.to_thread(self.swap_weights_sync, checkpoint)
+        return await asyncio.to_thread(self.swap_weights_sync, checkpoint, version, lineage)
 
     def health(self) -> dict[str, Any]:
         """What /health reports beyond ``status``."""
@@ -500,6 +529,8 @@ class Engine:
             "model": cur.name if cur else None,
             "checkpoint": cur.checkpoint if cur else None,
             "kind": cur.kind if cur else None,
+            "weights_version": cur.version if cur else None,
+            "lineage": cur.lineage if cur else None,
             "device": self.device,
             "dtype": str(self.dtype).replace("torch.", "") if self.dtype is not None else None,
             "queue": self._pending,

@@ -58,6 +58,8 @@ class LoadedModel:
     instruct: bool
     eos_token_ids: set[int] = field(default_factory=set)
     pad_token_id: int = 0
+    version: int = 0  # the generator's weights version (0: the weights it started with); only moves forward
+    lineage: str | None = None  # who numbers the versions (a run's name); a new lineage starts its own count
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:

@@ -550,7 +550,9 @@ def run_job(
             if not math.isfinite(stats.loss):
                 raise FloatingPointError(f"loss is {stats.loss} at step {step}; lower the learning rate")
             tps = stats.tokens / stats.seconds if stats.seconds > 0 else None
-            point = LossPoint(step=step, loss=stats.loss, tokens_per_s=tps, lr=lr)
+            point = LossPoint(step=step, loss=stats.loss, tokens_per_s=tps, lr=lr, at=time.time(),
+                              experience_ids=[it.experience_id for it in items],
+                              weights_versions=[it.weights_version for it in items])  # fmt: skip
             history.append(point)
             if writer is not None:
                 writer.add_scalar("train/loss", stats.loss, step)

@@ -312,3 +312,20 @@ def test_sample_scoped_to_several_datasets(client: TestClient) -> None:
     both = client.post("/v1/sample", json=body | {"dataset": "b"}).json()
     assert both["population"] == 1 and {i["task_id"] for i in both["items"]} == {"b/1"}
     assert client.post("/v1/sample", json=body | {"datasets": []}).json()["population"] == 0
+
+
+def test_weights_version_is_stored_listed_and_sampled(client: TestClient) -> None:
+    """Async BTP: each program keeps the generator's weights version that sampled it (null when unknown);
+    a draw reports it, which is how the trainer's lag is measured."""
+    client.post("/v1/tasks", json={"tasks": [task_json("W/0", split="train")]})
+    body = {"items": [experience_json("W/0", "return 1", weights_version=3), experience_json("W/0", "return 2"),
+                      experience_json("W/0", "return 3", weights_version=0)]}  # fmt: skip
+    ids = client.post("/v1/experiences", json=body).json()["ids"]
+    listed = {e["id"]: e["weights_version"] for e in client.get("/v1/experiences", params={"task_id": "W/0"}).json()["items"]}
+    assert listed == {ids[0]: 3, ids[1]: None, ids[2]: 0}
+    for eid in ids:
+        assert client.patch(f"/v1/experiences/{eid}", json={"pass_rate": 1.0}).status_code == 200
+    drawn = client.post("/v1/sample", json={"n": 60, "scheme": "uniform", "seed": 1}).json()["items"]
+    assert {(d["experience_id"], d["weights_version"]) for d in drawn} == set(listed.items())
+    bad = client.post("/v1/experiences", json={"items": [experience_json("W/0", "x", weights_version=-1)]})
+    assert bad.status_code == 422 and "weights_version" in bad.json()["error"]["param"]

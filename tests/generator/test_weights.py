@@ -32,7 +32,7 @@ def test_swap_full_then_back(tiny_client: Any, tiny_dir: Path, tiny_dir_b: Path)
     r = tiny_client.post("/v1/weights", json={"checkpoint": str(tiny_dir_b)})
     assert r.status_code == 200, r.text
     assert r.json() == {"model": tiny_dir_b.name, "checkpoint": str(tiny_dir_b), "kind": "full",
-                        "previous": str(tiny_dir)}
+                        "previous": str(tiny_dir), "version": 1, "previous_version": 0, "lineage": None}
     assert tiny_client.get("/health").json()["checkpoint"] == str(tiny_dir_b)
     after = tiny_client.post("/v1/generate", json=REQ).json()
     assert after["checkpoint"] == str(tiny_dir_b)
@@ -132,3 +132,72 @@ def test_weights_only_from_known_names_or_under_the_model_roots(tiny_dir: Path, 
         assert r.json()["checkpoint"] == str(inside.resolve())
         r = client.post("/v1/weights", json={"checkpoint": str(tiny_dir)})  # back to the configured model
         assert r.status_code == 200, r.text
+
+
+def test_versions_only_move_forward(tiny_client: Any, tiny_dir: Path, tiny_dir_b: Path) -> None:
+    assert tiny_client.post("/v1/generate", json=REQ).json()["weights_version"] == 0
+    r = tiny_client.post("/v1/weights", json={"checkpoint": str(tiny_dir_b), "version": 3, "lineage": "run-a"})
+    assert r.status_code == 200, r.text
+    assert (r.json()["version"], r.json()["previous_version"], r.json()["lineage"]) == (3, 0, "run-a")
+    assert tiny_client.post("/v1/generate", json=REQ).json()["weights_version"] == 3
+    swaps = tiny_client.get("/health").json()
+    # an older version, or the same version with other weights: refused, the served weights stay
+    for body in ({"checkpoint": str(tiny_dir), "version": 2, "lineage": "run-a"},
+                 {"checkpoint": str(tiny_dir), "version": 3},
+                 {"checkpoint": str(tiny_dir), "version": 0}):  # fmt: skip
+        r = tiny_client.post("/v1/weights", json=body)
+        assert r.status_code == 409, r.text
+        assert r.json()["error"]["type"] == "conflict" and r.json()["error"]["param"] == "version"
+        h = tiny_client.get("/health").json()
+        assert (h["checkpoint"], h["weights_version"]) == (str(tiny_dir_b), 3)
+    # a retried publish (same version, same weights) is a no-op
+    r = tiny_client.post("/v1/weights", json={"checkpoint": str(tiny_dir_b), "version": 3, "lineage": "run-a"})
+    assert r.status_code == 200 and r.json()["version"] == 3
+    assert tiny_client.get("/health").json() == swaps
+    # no version: the next one; another lineage (a new run) starts its own count
+    assert tiny_client.post("/v1/weights", json={"checkpoint": str(tiny_dir)}).json()["version"] == 4
+    r = tiny_client.post("/v1/weights", json={"checkpoint": str(tiny_dir_b), "version": 0, "lineage": "run-b"})
+    assert r.status_code == 200 and (r.json()["version"], r.json()["lineage"]) == (0, "run-b")
+    assert tiny_client.post("/v1/generate", json=REQ).json()["weights_version"] == 0
+    assert tiny_client.post("/v1/weights", json={"checkpoint": str(tiny_dir), "version": -1}).status_code == 422
+
+
+def test_swaps_between_batches_drop_no_request(tiny_client: Any, tiny_dir: Path, tiny_dir_b: Path) -> None:
+    """Clients keep generating while the weights change under them: every request answers 200, from
+    exactly one published version, and each client sees versions in order (never an older one)."""
+    import threading
+
+    folders = {0: str(tiny_dir)}
+    seen: dict[int, list[tuple[int, str]]] = {i: [] for i in range(3)}
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def client(i: int) -> None:
+        while not stop.is_set():
+            r = tiny_client.post("/v1/generate", json=REQ | {"prompts": [f"def f{i}(x):"]})
+            if r.status_code != 200:
+                failures.append(r.text)
+                return
+            seen[i].append((r.json()["weights_version"], r.json()["checkpoint"]))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in seen]
+    for t in threads:
+        t.start()
+    try:
+        for version in range(1, 7):
+            while sum(len(v) for v in seen.values()) < 2 * version and not failures:
+                threading.Event().wait(0.01)
+            folder = str(tiny_dir_b if version % 2 else tiny_dir)
+            r = tiny_client.post("/v1/weights", json={"checkpoint": folder, "version": version, "lineage": "swap"})
+            assert r.status_code == 200, r.text
+            folders[version] = folder
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert not failures
+    for answers in seen.values():
+        versions = [v for v, _ in answers]
+        assert versions == sorted(versions) and answers
+        assert all(folders[v] == checkpoint for v, checkpoint in answers)
+    assert len({v for answers in seen.values() for v, _ in answers}) >= 4  # the swaps really interleaved

@@ -162,6 +162,23 @@ def test_one_round_over_http(stack: Any, tiny_model: Path, tmp_path: Path) -> No
     r2 = [j for j in exp_jobs if j["config"]["model"] != str(tiny_model)]
     assert len(r2) == 2  # round 2 continued from round 1's checkpoint, as the trainer wrote it
 
+    # asynchronous BTP against the stack: versions published by the driver, trained by the Celery worker
+    run = subprocess.run([sys.executable, "-m", "services.pipeline.cli.main", "run", "--async", "--name", "remote-async",
+                          "--model", str(tiny_model), "--train-size", "2", "--test-size", "2", "--k", "2",
+                          "--max-new-tokens", "8", "--n", "2", "--steps", "1", "--budget", "4", "--actors", "2",
+                          "--prompt-format", "raw", "--json"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["async"]["version"] == 2 and result["async"]["trained_programs"] == 4
+    assert [r["version"] for r in result["rounds"]] == [0, 1, 2]
+    health = _ok(http.get(f"{urls['generator']}/health"))
+    assert (health["weights_version"], health["lineage"]) == (2, "remote-async")
+    mine = [e for e in _ok(http.get(f"{urls['buffer']}/v1/experiences", params={"limit": 1000}))["items"]
+            if e["source"].startswith(f"{tiny_model}@v")]  # fmt: skip
+    assert mine and all(e["weights_version"] is not None and e["pass_rate"] is not None for e in mine)
+    assert all(e["source"] == f"{tiny_model}@v{e['weights_version']}" for e in mine)
+
     # 7. Ctrl-C/SIGTERM stops every child
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0, "".join(lines)

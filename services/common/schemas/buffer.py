@@ -66,6 +66,10 @@ class ExperienceIn(StorableModel):
     generation: str | None = Field(
         None, max_length=128, description="Groups the k beams of one generation (beam_softmax)."
     )
+    weights_version: Count | None = Field(
+        None, ge=0, le=2**62, description="The generator's weights version that sampled the program "
+        "(`weights_version` of its generate response); null when unknown."
+    )
     pass_rate: Real | None = Field(None, ge=0.0, le=1.0)
     judge: dict[str, Any] | None = None
 
@@ -100,6 +104,7 @@ class ExperienceOut(BaseModel):
     source: str
     round: int
     generation: str | None
+    weights_version: int | None = None
     created_at: datetime
     judged_at: datetime | None = None
 
@@ -149,6 +154,7 @@ class SampledItem(BaseModel):
     pass_rate: float | None = None
     possibility: float | None = None
     token_count: int | None = None
+    weights_version: int | None = Field(None, description="Weights version that sampled the program.")
 
 
 class SampleResponse(BaseModel):

@@ -85,6 +85,7 @@ class GenerateResponse(BaseModel):
 
     model: str
     checkpoint: str
+    weights_version: int = Field(0, ge=0, description="Version of the weights that produced every result.")
     results: list[GenerationResult]
 
 
@@ -94,6 +95,17 @@ class WeightsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     checkpoint: str = Field(min_length=1, max_length=4096)
+    version: Count | None = Field(
+        None, ge=0, le=2**62,
+        description="Version of these weights. Versions only move forward within a lineage: an older version "
+        "is a 409, the same version with the same checkpoint is a no-op (a retried publish); omitted: the "
+        "served version + 1.",
+    )
+    lineage: str | None = Field(
+        None, min_length=1, max_length=256,
+        description="Who numbers the versions (an async run's name). A lineage other than the served one "
+        "starts its own count at `version`; omitted: the served lineage.",
+    )
 
 
 class WeightsResponse(BaseModel):
@@ -103,3 +115,6 @@ class WeightsResponse(BaseModel):
     checkpoint: str
     kind: Literal["full", "lora"]
     previous: str | None = None
+    version: int = Field(0, ge=0, description="Version of the weights served now.")
+    previous_version: int | None = None
+    lineage: str | None = None

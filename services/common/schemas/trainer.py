@@ -56,6 +56,11 @@ class LossPoint(BaseModel):
     loss: float
     tokens_per_s: float | None = None
     lr: float | None = None
+    at: float | None = Field(None, description="Unix time the step finished.")
+    experience_ids: list[int] | None = Field(None, description="The experiences this step trained on (this rank's share).")
+    weights_versions: list[int | None] | None = Field(
+        None, description="The weights version that sampled each of experience_ids (async BTP's lag)."
+    )
 
 
 class JobProgress(BaseModel):

@@ -306,7 +306,8 @@ def _teacher(url: str | None, openai_url: str | None, openai_model: str | None, 
 
 _OPTION_FIELDS = {"lr": "learning_rate", "dataset": "datasets"}
 """CLI option names that differ from their RunConfig field."""
-_FIELD_OPTIONS = {field: option for option, field in _OPTION_FIELDS.items()} | {"dataset_paths": "dataset_path"}
+_FIELD_OPTIONS = {field: option for option, field in _OPTION_FIELDS.items()} | {
+    "dataset_paths": "dataset_path", "asynchronous": "async", "budget_programs": "budget", "budget_seconds": "budget"}
 
 
 def config_error(exc: pydantic.ValidationError) -> typer.BadParameter:
@@ -340,6 +341,26 @@ def check_datasets(datasets: list[str], paths: dict[str, str]) -> None:
     for name in datasets:
         if name not in OFFLINE_DATASETS and name not in paths:
             raise bad_option("--dataset", name, f"is not available offline: give its file with --dataset-path {name}=FILE")
+
+
+def parse_budget(text: str | None) -> tuple[int | None, float | None]:
+    """``--budget``: a number of trained programs (``640``) or a wall time (``600s``, ``30m``, ``2h``)."""
+    if text is None:
+        return None, None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if m is None or float(m.group(1)) <= 0 or (not m.group(2) and "." in m.group(1)):
+        raise bad_option("--budget", text, "should be a number of programs (640) or a wall time (600s, 30m, 2h)")
+    if not m.group(2):
+        return int(m.group(1)), None
+    return None, float(m.group(1)) * {"s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def async_summary(settings: Settings, name: str | None) -> dict[str, Any]:
+    """An async run's counters and lag (``metrics/async.json``) without the per-version loss lists."""
+    path = settings.runs_dir() / (name or "") / "metrics" / "async.json"
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    data["versions"] = [{k: v for k, v in rec.items() if k != "loss"} for rec in data.get("versions", [])]
+    return data
 
 
 def run_config(options: dict[str, Any], settings: Settings, **fixed: Any) -> RunConfig:
@@ -377,6 +398,7 @@ def execute(
     """
     out = out or console
     from ..connect import check_remote_services, open_services
+    from ..run.asynchronous import AsyncPipeline
     from ..run.folder import RunFolder
     from ..run.loop import Pipeline, SilentReporter, load_tasks
     from ..run.progress import FolderReporter
@@ -411,13 +433,17 @@ def execute(
                                     prompt_format=cfg.prompt_format, api_key_env=t.api_key_env)  # fmt: skip
         elif t is not None and t.kind == "jsonl":
             sampler = JsonlSampler(Path(t.path or ""))
+        runner: type[Pipeline] = AsyncPipeline if cfg.asynchronous else Pipeline  # sampling/judging/training at once
         if quiet:
-            return Pipeline(cfg, folder, services, sampler=sampler, reporter=SilentReporter(), tasks=tasks,
-                            progress=progress).run()
+            return runner(cfg, folder, services, sampler=sampler, reporter=SilentReporter(), tasks=tasks,
+                          progress=progress).run()
         out.print(f"run [bold]{folder.name}[/bold] in {folder.path} ({services.mode}); model {cfg.model}")
         head = f"({', '.join(cfg.datasets)}); {cfg.rounds} round(s), k={cfg.k}"
+        if cfg.asynchronous:
+            budget = f"{cfg.program_budget()} programs" if cfg.program_budget() else f"{cfg.budget_seconds:.0f} s"
+            head = f"({', '.join(cfg.datasets)}); async, budget {budget}, k={cfg.k}, max lag {cfg.max_lag}"
         with console_reporter(out) as reporter:
-            pipe = Pipeline(cfg, folder, services, sampler=sampler, reporter=reporter, tasks=tasks, progress=progress)
+            pipe = runner(cfg, folder, services, sampler=sampler, reporter=reporter, tasks=tasks, progress=progress)
             out.print(f"{len(pipe.train_tasks)} train / {len(pipe.test_tasks)} held-out tasks {head}")
             return pipe.run()
 
@@ -453,11 +479,18 @@ def run(
     teacher_model: Annotated[str | None, typer.Option(help="Model name at the OpenAI-compatible endpoint.")] = None,
     teacher_jsonl: Annotated[Path | None, typer.Option(help="Programs from a JSONL file (task_id, program, logprob).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout (progress on stderr).")] = False,
+    asynchronous: Annotated[bool, typer.Option("--async", help="Sample, judge and train at once (actors, judge and trainer loops) instead of lockstep rounds.")] = False,
+    actors: Annotated[int, typer.Option(min=1, max=64, help="Async: sampling threads.")] = _D["actors"],
+    publish_every: Annotated[int | None, typer.Option(min=1, help="Async: optimizer steps per published weights version (default --steps).")] = None,
+    max_lag: Annotated[int, typer.Option(min=0, help="Async: versions sampling may run ahead of training (0: lockstep schedule).")] = _D["max_lag"],
+    eval_every: Annotated[int | None, typer.Option(min=1, help="Async: held-out evaluation every N versions (default one round's steps).")] = None,
+    budget: Annotated[str | None, typer.Option(help="Async: stop after N trained programs, or after a wall time like 600s / 30m / 2h (default rounds x steps x n programs).")] = None,
 ) -> None:
     """Algorithm 1: sample, judge, replay (PPER), fine-tune; evaluate before and after each round."""
     settings = Settings()
     cfg: RunConfig | None = None
     if not resume:
+        budget_programs, budget_seconds = parse_budget(budget)
         paths: dict[str, str] = {}
         for item in dataset_path or []:
             key, _, value = item.partition("=")
@@ -476,6 +509,9 @@ def run(
     start = time.perf_counter()
     try:
         metrics = execute(cfg, resume, settings, out=Console(stderr=True) if json_output else None)
+    except KeyboardInterrupt:
+        name = resume or (cfg.name if cfg is not None else "")
+        raise _fail(f"stopped; the run folder is consistent: go on with btp run --resume {name}", 130) from None
     except StartupError as exc:
         exit_with(f"run cannot start: {exc}", exc)
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
@@ -487,7 +523,10 @@ def run(
         from ..run.report import table_rows
 
         name = resume or (cfg.name if cfg is not None else None)
-        print(json.dumps({"run": name, "seconds": round(seconds, 1), "rounds": table_rows(metrics)}))
+        result: dict[str, Any] = {"run": name, "seconds": round(seconds, 1), "rounds": table_rows(metrics)}
+        if metrics and "async" in metrics[-1]:
+            result["async"] = async_summary(settings, name)
+        print(json.dumps(result))
         return
     print_table(metrics, f"held-out split, greedy program per task ({seconds:.0f}s)")
 

@@ -72,13 +72,48 @@ class RunConfig(ReplayRule):
     judge_memory_mb: int = Field(512, ge=16, le=65536)
     seed: int = Field(0, ge=0)
     teacher: TeacherConfig | None = None
+    # --- asynchronous BTP (`btp run --async`, run/asynchronous.py) ---
+    asynchronous: bool = Field(False, description="Sample, judge and train at once instead of in lockstep rounds.")
+    actors: int = Field(1, ge=1, le=64, description="Async: threads drawing train tasks and generating programs.")
+    publish_every: int | None = Field(
+        None, ge=1, le=1_000_000, description="Async: optimizer steps per published weights version (default: steps)."
+    )
+    max_lag: int = Field(
+        1, ge=0, le=1000,
+        description="Async: versions sampling may run ahead of training (0 is lockstep); sampling pauses beyond it.",
+    )
+    eval_every: int | None = Field(
+        None, ge=1, le=1_000_000,
+        description="Async: held-out evaluation every this many versions (default: one lockstep round's steps).",
+    )
+    budget_programs: int | None = Field(
+        None, ge=1, description="Async: stop after training on this many programs (default: rounds x steps x n)."
+    )
+    budget_seconds: float | None = Field(None, gt=0, description="Async: stop after this many wall seconds.")
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
         unknown = [d for d in self.datasets if d not in ALL_DATASETS]
         if unknown:
             raise ValueError(f"unknown data set(s) {', '.join(unknown)}; choose from {', '.join(ALL_DATASETS)}")
+        if self.asynchronous and self.teacher is not None:
+            raise ValueError("asynchronous runs sample with the student's own weights; a teacher needs lockstep rounds")
         return self
+
+    def steps_per_version(self) -> int:
+        """Async: optimizer steps between two published weights versions."""
+        return self.publish_every or self.steps
+
+    def versions_per_eval(self) -> int:
+        """Async: versions between two held-out evaluations (default: one lockstep round's worth of steps)."""
+        return self.eval_every or max(1, -(-self.steps // self.steps_per_version()))
+
+    def program_budget(self) -> int | None:
+        """Async: programs to train on before stopping: ``budget_programs``, else none when a wall-time budget
+        is set, else as many as a lockstep run of ``rounds`` rounds trains."""
+        if self.budget_programs is not None:
+            return self.budget_programs
+        return None if self.budget_seconds is not None else self.rounds * self.steps * self.n
 
     def stops(self) -> list[str]:
         """The stop sequences used for generation."""

@@ -32,6 +32,10 @@ class RunState(BaseModel):
 
     done: list[str] = Field(default_factory=list)
     checkpoint: str | None = None
+    version: int = 0  # async: weights versions published (the checkpoint's version)
+    trained_programs: int = 0  # async: programs trained on so far (steps x n)
+    passes: int = 0  # async: passes over the train tasks sampled to the end
+    seconds: float = 0.0  # async: wall seconds of the run's earlier sessions (a resumed run adds to it)
     started_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
     finished_at: str | None = None
 

@@ -12,7 +12,8 @@ for ``btp dashboard`` to watch a run live).
 While the run goes (:meth:`FolderReporter.start` to :meth:`FolderReporter.close`) a daemon thread rewrites
 the file every ``heartbeat_s`` seconds, so a reader can tell a live run from one whose process died
 without a word (killed, out of memory): :func:`run_status` says ``stopped`` when the process is gone
-(same host) or the heartbeat is older than :data:`STALE_S`.
+(same host) or the heartbeat is older than :data:`STALE_S`. An async run also records ``"async"``: versions,
+lag, passes, waits (:meth:`FolderReporter.extra`). Thread-safe: an async run reports from several threads.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ class FolderReporter:
                                       "status": "running", "pid": os.getpid(), "host": socket.gethostname(),
                                       "heartbeat_s": heartbeat_s}
         self._written = 0.0
-        self._lock = threading.Lock()  # the heartbeat thread writes too
+        self._lock = threading.RLock()  # the heartbeat thread and an async run's loops write too
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
 
@@ -163,7 +164,17 @@ class FolderReporter:
         while not self._stop.wait(self.heartbeat_s):
             self._write(force=True)
 
+    def extra(self, key: str, value: Any) -> None:
+        """Record ``value`` under ``key`` (an async run's counters and lag), written with the next update."""
+        with self._lock:
+            self.state[key] = value
+        self._write()
+
     def phase(self, name: str, total: int) -> None:
+        with self._lock:
+            self._phase(name, total)
+
+    def _phase(self, name: str, total: int) -> None:
         now = time.time()
         if self.state["phases"]:
             last = self.state["phases"][-1]
@@ -174,6 +185,10 @@ class FolderReporter:
         self._write(force=True)
 
     def advance(self, n: int = 1) -> None:
+        with self._lock:
+            self._advance(n)
+
+    def _advance(self, n: int) -> None:
         self.state["done"] += n
         if self.state["phases"]:
             self.state["phases"][-1]["done"] = self.state["done"]
@@ -181,9 +196,10 @@ class FolderReporter:
         self._write(force=self.state["done"] >= self.state["total"])
 
     def log(self, message: str) -> None:
-        self.state["log"] = [*self.state["log"], message][-LOG_LINES:]
-        self.inner.log(message)
-        self._write()
+        with self._lock:
+            self.state["log"] = [*self.state["log"], message][-LOG_LINES:]
+            self.inner.log(message)
+            self._write()
 
     def close(self, status: str = "finished", error: str | None = None) -> None:
         """Close the last phase, stop the heartbeat and write the final state (``finished``, ``failed`` with

@@ -127,9 +127,13 @@ def table_rows(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         e = m["eval"]
         seconds = sum(float(m.get(f"{k}_seconds", 0.0)) for k in ("sample", "judge", "train", "eval"))
-        rows.append({"round": m["round"], "tasks": e["tasks"], "pass_rate": e["pass_rate"], "accuracy": e["accuracy"],
-                     "by_difficulty": e.get("by_difficulty", {}), "by_dataset": e.get("by_dataset", {}),
-                     "seconds": seconds})  # fmt: skip
+        row = {"round": m["round"], "tasks": e["tasks"], "pass_rate": e["pass_rate"], "accuracy": e["accuracy"],
+               "by_difficulty": e.get("by_difficulty", {}), "by_dataset": e.get("by_dataset", {}),
+               "seconds": seconds}  # fmt: skip
+        if "version" in m:  # an async run's evaluation: at which version, after how many trained programs, when
+            row |= {"version": m["version"], "trained_programs": m["trained_programs"], "wall_seconds": m["wall_seconds"],
+                    "seconds": float(m["wall_seconds"])}  # fmt: skip
+        rows.append(row)
     return rows
 
 

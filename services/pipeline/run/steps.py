@@ -140,8 +140,10 @@ def experiences(
     source: str,
     round_: int,
     generation: Callable[[TaskIn], str],
+    weights_version: int | None = None,
 ) -> list[ExperienceIn]:
-    """(text, logprob, token_count) candidates of each task as buffer items (unjudged).
+    """(text, logprob, token_count) candidates of each task as buffer items (unjudged), sampled by the
+    weights of ``weights_version`` (when known).
 
     A program holding a NUL character is dropped: it cannot be Python source (CPython refuses it) and the
     buffer refuses to store it (PostgreSQL cannot); sampled byte tokens of a small model do produce them.
@@ -155,6 +157,7 @@ def experiences(
             source=source,
             round=round_,
             generation=generation(task),
+            weights_version=weights_version,
         )
         for task, cands in zip(tasks, per_task, strict=True)
         for text, logprob, count in cands

@@ -89,6 +89,15 @@ function drawProgress(run) {
   inner.style.width = `${p.total ? Math.min(100, 100 * p.done / p.total) : 100}%`;
   outer.appendChild(inner);
   box.appendChild(outer);
+  const a = p.async;  // an async run: versions, lag and waits (metrics/async.json has the history)
+  if (a) {
+    const lag = a.lag && a.lag.mean !== null && a.lag.mean !== undefined ? `${a.lag.mean.toFixed(2)} (max ${a.lag.max})` : "–";
+    const line = text("div", `async · version ${a.version} (generator ${a.served}) · sampling lag ${a.sampling_lag} · ` +
+      `trained-program lag ${lag} · ${a.trained_programs} programs trained · passes ${a.passes_stored} sampled / ` +
+      `${a.passes_judged} judged · waits: actors ${Math.round(a.actor_wait_s)}s, trainer ${Math.round(a.trainer_wait_s)}s`, "async");
+    line.id = "async-now";
+    box.appendChild(line);
+  }
   box.appendChild(text("div", (p.phases || []).map((ph) =>
     `${ph.name} ${ph.done}/${ph.total}${ph.seconds !== null && ph.seconds !== undefined ? ` (${Math.round(ph.seconds)}s)` : ""}`).join(" · "), "phases"));
 }
