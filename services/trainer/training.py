@@ -44,7 +44,7 @@ from services.common.prompts import resolve_format
 from services.common.schemas.buffer import SampledItem
 from services.common.schemas.trainer import JobCreate, LossPoint
 from services.common.settings import default_data_dir
-from services.models import is_instruct, model_dir
+from services.models import is_instruct, model_dir, tune_malloc
 
 from . import checkpoint as ckpt
 from .data import (
@@ -385,6 +385,7 @@ def run_job(
 
     Returns with status ``succeeded`` or ``cancelled``; a bad configuration raises :class:`JobConfigError`.
     """
+    tune_malloc()
     rank, world = _dist_info()
     distributed = world > 1
     dev = pick_device(device)
@@ -415,6 +416,9 @@ def run_job(
     resume = ckpt.latest_checkpoint(output_dir)
     torch.manual_seed(job.seed)
     model = load_model(job, base_path, resume=resume, device=dev)
+    checkpointing = job.gradient_checkpointing if job.gradient_checkpointing is not None else dev.type == "cpu"
+    if checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     optimizer = make_optimizer(model, job, dev)
     start_step = 0
     history: list[LossPoint] = []
