@@ -148,9 +148,9 @@ class RankList:
             self._set_first(b)
         if self.pos[b].size > 2 * BLOCK:
             half = self.pos[b].size // 2
-            for arrs in (self.pos, self.neg, self.ids):
-                block = arrs[b]
-                arrs[b : b + 1] = [block[:half], block[half:]]
+            self.pos[b : b + 1] = [self.pos[b][:half], self.pos[b][half:]]
+            self.neg[b : b + 1] = [self.neg[b][:half], self.neg[b][half:]]
+            self.ids[b : b + 1] = [self.ids[b][:half], self.ids[b][half:]]
             self._firsts.insert(b + 1, (0.0, 0))
             self._set_first(b + 1)
 
@@ -226,10 +226,9 @@ class IncrementalState:
             else:
                 self.tree.update(changed, self._weights(new_p2))
         elif self.ranks is not None:
-            removed = [(-float(o), int(ids[c])) for c, o in zip(changed.tolist(), old_p2.tolist(), strict=True)
-                       if o == o]  # noqa: PLR0124 - NaN check: not a member before
-            added = [(int(c), -float(v), int(ids[c])) for c, v in zip(changed.tolist(), new_p2.tolist(), strict=True)
-                     if v == v]  # noqa: PLR0124
+            was, now = ~np.isnan(old_p2), ~np.isnan(new_p2)  # NaN: not admitted by the filter
+            removed = [(-float(o), int(ids[c])) for c, o in zip(changed[was].tolist(), old_p2[was].tolist(), strict=True)]
+            added = [(int(c), -float(v), int(ids[c])) for c, v in zip(changed[now].tolist(), new_p2[now].tolist(), strict=True)]
             self.ranks.apply(removed, added)
         self.p2[changed] = new_p2
         self.n, self.serial = n, serial
@@ -240,9 +239,8 @@ class IncrementalState:
             pos = self.tree.draw(n, rng)
             return pos, self.tree.leaves(self.n)[pos] / self.tree.total
         assert self.ranks is not None
-        dist = sampling.rank_distribution(self.population, self.exponent)
-        slots = dist.draw(n, rng)
-        return self.ranks.at_ranks(slots), dist.probability(slots)
+        slots, probs = sampling.draw_ranks(self.population, self.exponent, n, rng)
+        return self.ranks.at_ranks(slots), probs
 
     def p2values(self, positions: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
         return self.p2[positions]

@@ -499,7 +499,8 @@ class PriorityIndex:
         small LRU per snapshot.
         """
         params = (scheme, possibility, alpha, exponent, dataset, split, source, include_unjudged)
-        mask_kw = {"dataset": dataset, "split": split, "source": source, "include_unjudged": include_unjudged}
+        mask_kw: dict[str, Any] = {"dataset": dataset, "split": split, "source": source,
+                                   "include_unjudged": include_unjudged}
         if scheme in ("rank", "proportional") and possibility != "beam_softmax" and self.cache_entries > 0:
             inc = self._incremental(snap, params, mask_kw)
             if inc is not None:
