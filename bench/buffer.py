@@ -14,6 +14,12 @@ What it does
   also the first request after a small write ("after write"). The naive baseline, run in this process
   without HTTP (which favours it), loads every priority from PostgreSQL, scores and samples with numpy
   and fetches the n rows, on every request.
+- after a write, against a baseline commit: a second buffer server runs the code of ``--baseline`` (a git
+  ref, exported with ``git archive``; default ``main``; ``none`` skips it) on the same database. For each
+  scheme, ``--after-write-reps`` times: 10 rows are written, then both servers (in alternating order)
+  answer their first ``POST /v1/sample`` (n = 256) after that write; p50 / p90 of each and the ratio.
+
+    .venv/bin/python bench/buffer.py --sizes 1000000 --reps 10 --naive-reps 1 --batches 2 --singles 20
 """
 
 from __future__ import annotations
@@ -57,14 +63,14 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def start_server(db: str, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(db: str, tmp: Path, tree: Path = ROOT) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {**os.environ, "BTP_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}", "BTP_DATA_DIR": str(tmp)}
     env.pop("BTP_API_TOKEN", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "services.buffer.app:create_app", "--factory", "--port", str(port),
          "--log-level", "warning", "--no-access-log"],
-        cwd=ROOT, env=env,
+        cwd=tree, env={**env, "PYTHONPATH": str(tree)},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -76,6 +82,42 @@ def start_server(db: str, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
             time.sleep(0.3)
     proc.kill()
     raise RuntimeError("buffer did not start")
+
+
+def export_tree(ref: str) -> Path:
+    """The tree of git ref ``ref`` in a temporary folder (the baseline server runs from it)."""
+    import tarfile
+    import tempfile
+
+    tree = Path(tempfile.mkdtemp(prefix="btp-bench-baseline-"))
+    archive = subprocess.run(["git", "archive", ref], cwd=ROOT, check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tree, filter="data")
+    return tree
+
+
+def after_write(urls: dict[str, str], scheme: str, reps: int, tag: int) -> dict[str, list[float]]:
+    """``reps`` times: write 10 rows, then time each server's first n=256 sample after it (order alternates)."""
+    times: dict[str, list[float]] = {name: [] for name in urls}
+    names = list(urls)
+    clients = {name: httpx.Client(base_url=url, timeout=600) for name, url in urls.items()}
+    try:
+        body = {"n": 256, "scheme": scheme, "alpha": 0.5, "possibility": "token_mean"}
+        for name in names:  # each server has built this scheme's distribution before the first write
+            clients[name].post("/v1/sample", json={**body, "seed": 0}).raise_for_status()
+        writer = clients[names[-1]]
+        for k in range(reps):
+            rng = np.random.default_rng(k)
+            write = [item(200_000_000 + tag * 1_000_000 + 100 * k + j, rng) for j in range(10)]
+            writer.post("/v1/experiences", json={"items": write}).raise_for_status()
+            for name in (names if k % 2 == 0 else names[::-1]):
+                t = time.perf_counter()
+                clients[name].post("/v1/sample", json={**body, "seed": k}).raise_for_status()
+                times[name].append(time.perf_counter() - t)
+    finally:
+        for c in clients.values():
+            c.close()
+    return times
 
 
 def task_body(i: int) -> dict[str, Any]:
@@ -199,6 +241,8 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=10)
     ap.add_argument("--singles", type=int, default=300)
     ap.add_argument("--insert-only", action="store_true", help="run only the insert benchmark")
+    ap.add_argument("--baseline", default="main", help="git ref of the after-write baseline server ('none': skip)")
+    ap.add_argument("--after-write-reps", type=int, default=20)
     args = ap.parse_args()
     sizes = [] if args.insert_only else [int(s) for s in args.sizes.split(",")]
     db = f"btp_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
@@ -219,9 +263,16 @@ def main() -> None:
         with psycopg.connect(f"{PG} dbname=postgres", autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db_ins)))
     proc, url = start_server(db, tmp)
+    base_proc: subprocess.Popen[bytes] | None = None
+    base_tree: Path | None = None
+    after_rows: list[tuple[int, str, dict[str, list[float]]]] = []
     try:
         with httpx.Client(base_url=url, timeout=600) as http:
             http.post("/v1/tasks", json={"tasks": [task_body(i) for i in range(N_TASKS)]}).raise_for_status()
+        base_url = None
+        if args.baseline != "none" and sizes:
+            base_tree = export_tree(args.baseline)
+            base_proc, base_url = start_server(db, tmp, base_tree)
         print("\n## Bulk insert over HTTP into PostgreSQL (one client, real uvicorn)")
         print("| method | experiences/s | vs baseline |")
         print("|---|---:|---:|")
@@ -263,6 +314,14 @@ def main() -> None:
                         http.post("/v1/sample", json={"n": 256, "scheme": scheme, "alpha": 0.5, "possibility": "token_mean", "seed": k}).raise_for_status()
                         after.append(time.perf_counter() - t)
                     rows_table.append((size, f"{scheme}, first request after a 10-row write (median of 5)", 256, statistics.median(after), [], []))
+                if base_url is not None:
+                    for scheme in ("rank", "proportional"):
+                        urls = {f"baseline ({args.baseline})": base_url, "new": url}
+                        got = after_write(urls, scheme, args.after_write_reps, tag=size % 997 + (scheme == "rank") * 500)
+                        have += 10 * args.after_write_reps
+                        after_rows.append((size, scheme, got))
+                        print(f"  size={size:,} {scheme} after write: " + ", ".join(
+                            f"{k} p50 {1e3 * pct(v, 50):.1f} ms" for k, v in got.items()), flush=True)
         if not sizes:
             return
         # a cold process: restart the server and time its first request (full index load)
@@ -282,9 +341,23 @@ def main() -> None:
                       f"{1e3 * pct(naive, 50):.0f} | {1e3 * pct(naive, 99):.0f} | {pct(naive, 50) / pct(times, 50):.0f}x |")
             else:
                 print(f"| {size:,} | {scheme} | {n} | | | {1e3 * cold:.0f} | | | |")
+        if after_rows:
+            print("\n## First POST /v1/sample (n=256) after a 10-row write: this checkout vs the baseline server, "
+                  "same database, same run (HTTP, PostgreSQL)")
+            print("| experiences | scheme | writes | baseline p50 ms | baseline p90 ms | new p50 ms | new p90 ms | speed-up (p50) |")
+            print("|---:|---|---:|---:|---:|---:|---:|---:|")
+            for size, scheme, got in after_rows:
+                b, nw = list(got.values())
+                print(f"| {size:,} | {scheme} | {len(nw)} | {1e3 * pct(b, 50):.1f} | {1e3 * pct(b, 90):.1f} | "
+                      f"{1e3 * pct(nw, 50):.1f} | {1e3 * pct(nw, 90):.1f} | {pct(b, 50) / pct(nw, 50):.1f}x |")
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        if base_proc is not None:
+            base_proc.terminate()
+            base_proc.wait(timeout=30)
+        if base_tree is not None:
+            shutil.rmtree(base_tree, ignore_errors=True)
         with psycopg.connect(f"{PG} dbname=postgres", autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
         shutil.rmtree(tmp, ignore_errors=True)

@@ -46,10 +46,14 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from . import priority as sampling
+from .incremental import IncrementalState
 from .loader import ROW_DTYPE, TaskMap, load_rows, load_task_map, max_row_version, read_markers
 from .tables import key64
 
 COLUMNS: tuple[str, ...] = tuple(ROW_DTYPE.names or ())
+HISTORY = 64
+"""Snapshots whose changed positions are remembered, so an incremental state several snapshots behind
+(other parameters were sampled in between) catches up without a rebuild."""
 
 
 def _grow(arr: npt.NDArray[Any], needed: int) -> npt.NDArray[Any]:
@@ -156,6 +160,31 @@ class Snapshot:
         return keep
 
 
+def _mask_at(
+    snap: Snapshot,
+    at: npt.NDArray[np.int64],
+    *,
+    dataset: str | tuple[str, ...] | None,
+    split: str | None,
+    source: str | None,
+    include_unjudged: bool,
+) -> npt.NDArray[np.bool_]:
+    """:meth:`Snapshot.mask` at the positions ``at`` only (O(len(at)))."""
+    seq = snap.col("task_seq")[at]
+    keep = np.ones(at.size, dtype=bool)
+    if isinstance(dataset, tuple):
+        keep &= np.isin(_lookup(snap.tasks.dataset_code, seq), [snap.tasks.datasets.get(d, -2) for d in dataset])
+    elif dataset is not None:
+        keep &= _lookup(snap.tasks.dataset_code, seq) == snap.tasks.datasets.get(dataset, -2)
+    if split is not None:
+        keep &= _lookup(snap.tasks.split_code, seq) == snap.tasks.splits.get(split, -2)
+    if source is not None:
+        keep &= snap.col("source_key")[at] == key64(source)
+    if not include_unjudged:
+        keep &= ~np.isnan(snap.pass_rate[at])
+    return keep
+
+
 def _lookup(codes: npt.NDArray[np.int32], seq: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:
     out = np.full(seq.shape, -1, dtype=np.int32)
     ok = (seq >= 0) & (seq < codes.size)
@@ -163,15 +192,70 @@ def _lookup(codes: npt.NDArray[np.int32], seq: npt.NDArray[np.int64]) -> npt.NDA
     return out
 
 
+class StaleState(Exception):
+    """The incremental state moved to a newer snapshot between preparing and drawing: prepare again."""
+
+
 @dataclass(frozen=True)
 class Prepared:
-    """A population (positions into the snapshot) and its sampling distribution."""
+    """A population (positions into the snapshot) and its sampling distribution.
 
-    positions: npt.NDArray[np.int64]  # snapshot positions, in rank order for ``rank``
-    p2value: npt.NDArray[np.float64]
-    distribution: sampling.Distribution  # over indices into ``positions``
+    Either a full build (``positions``, ``p2value``, ``distribution``) or a view of an
+    :class:`~services.buffer.incremental.IncrementalState` at snapshot ``serial`` (``state``), whose
+    ``positions`` / ``p2value`` are materialised only when asked (tests), never on the request path.
+    """
+
+    _positions: npt.NDArray[np.int64] | None  # snapshot positions, in rank order for ``rank``
+    _p2value: npt.NDArray[np.float64] | None
+    distribution: sampling.Distribution | None  # over indices into ``positions``
     serial: int = 0  # the snapshot it was built on
     task_version: int = 0
+    state: IncrementalState | None = None
+
+    def _state_now(self) -> IncrementalState:
+        assert self.state is not None
+        if self.state.serial != self.serial:
+            raise StaleState()
+        return self.state
+
+    @property
+    def positions(self) -> npt.NDArray[np.int64]:
+        if self.state is None:
+            assert self._positions is not None
+            return self._positions
+        with self.state.lock:
+            st = self._state_now()
+            if st.ranks is not None:
+                return st.ranks.order()
+            return np.flatnonzero(~np.isnan(st.p2[: st.n]))
+
+    @property
+    def p2value(self) -> npt.NDArray[np.float64]:
+        if self.state is None:
+            assert self._p2value is not None
+            return self._p2value
+        positions = self.positions
+        return self.state.p2[positions]
+
+    @property
+    def size(self) -> int:
+        if self.state is not None:
+            return self.state.population
+        assert self.distribution is not None
+        return self.distribution.size
+
+    def draw(self, n: int, rng: np.random.Generator) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """n draws with replacement: (snapshot positions, P(i), P2Value); :class:`StaleState` when the
+        incremental state has moved past this snapshot."""
+        if self.state is not None:
+            with self.state.lock:
+                st = self._state_now()
+                pos, probs = st.draw(n, rng)
+                return pos, probs, st.p2[pos]
+        assert self.distribution is not None and self._positions is not None and self._p2value is not None
+        slots = self.distribution.draw(n, rng)
+        local = self.distribution.order[slots]
+        return self._positions[local], self.distribution.probability(slots), self._p2value[local]
 
 
 def merge_rows(
@@ -277,27 +361,6 @@ def _carry_caches(parent: Snapshot, child: Snapshot) -> None:
         child.cache[name] = out
 
 
-def _insert_sorted(
-    base_pos: npt.NDArray[np.int64],
-    base_p2: npt.NDArray[np.float64],
-    ids: npt.NDArray[np.int64],
-    new_pos: npt.NDArray[np.int64],
-    new_p2: npt.NDArray[np.float64],
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-    """Merge items into a list sorted by (P2Value desc, id asc) in O(N + k log N)."""
-    order = np.lexsort((ids[new_pos], -new_p2))
-    new_pos, new_p2 = new_pos[order], new_p2[order]
-    neg = -base_p2
-    left = np.searchsorted(neg, -new_p2, side="left")
-    right = np.searchsorted(neg, -new_p2, side="right")
-    at = right.copy()
-    tied = np.flatnonzero(left < right)
-    for k in tied:  # among equal P2Values the smaller id goes first; new rows usually have the largest ids
-        lo, hi = int(left[k]), int(right[k])
-        at[k] = lo + int(np.searchsorted(ids[base_pos[lo:hi]], ids[new_pos[k]]))
-    return np.insert(base_pos, at, new_pos), np.insert(base_p2, at, new_p2)
-
-
 class PriorityIndex:
     """Keeps a current :class:`Snapshot` and an LRU of prepared distributions (thread-safe)."""
 
@@ -306,7 +369,8 @@ class PriorityIndex:
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[Any, ...], Prepared] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._latest: dict[tuple[Any, ...], Prepared] = {}
+        self._states: OrderedDict[tuple[Any, ...], IncrementalState] = OrderedDict()
+        self._history: OrderedDict[int, tuple[int | None, npt.NDArray[np.int64] | None]] = OrderedDict()
         self._serial = 0
         self.cache_entries = cache_entries
         self.full_loads = 0
@@ -318,7 +382,8 @@ class PriorityIndex:
         with self._lock, self._cache_lock:
             self._snapshot = None
             self._cache.clear()
-            self._latest.clear()
+            self._states.clear()
+            self._history.clear()
 
     def current(self, conn: Connection | Session) -> Snapshot:
         """The snapshot matching the database's change markers, refreshed if they moved."""
@@ -362,8 +427,56 @@ class PriorityIndex:
                 _carry_caches(snap, fresh)
                 if changed is not None and changed.size == 0 and "beam_softmax" in snap.cache:
                     fresh.cache["beam_softmax"] = snap.cache["beam_softmax"]
+            self._history[fresh.serial] = (fresh.parent_serial, changed)
+            while len(self._history) > HISTORY:
+                self._history.popitem(last=False)
             self._snapshot = fresh
             return fresh
+
+    def changed_between(self, old_serial: int, snap: Snapshot) -> npt.NDArray[np.int64] | None:
+        """Positions changed from snapshot ``old_serial`` to ``snap`` (None: not known, rebuild)."""
+        parts: list[npt.NDArray[np.int64]] = []
+        serial: int | None = snap.serial
+        with self._lock:
+            while serial is not None and serial != old_serial:
+                entry = self._history.get(serial)
+                if entry is None or entry[1] is None:
+                    return None
+                parts.append(entry[1])
+                serial = entry[0]
+        if serial != old_serial:
+            return None
+        return np.unique(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
+
+    def _incremental(self, snap: Snapshot, params: tuple[Any, ...], mask_kw: dict[str, Any]) -> Prepared | None:
+        """The prepared view of this parameters' incremental state, advanced to ``snap`` (built on first use);
+        None when the state is ahead of ``snap`` (a request still on an older snapshot: full build)."""
+        scheme, possibility, alpha, exponent = params[:4]
+        with self._cache_lock:
+            state = self._states.get(params)
+            if state is not None:
+                self._states.move_to_end(params)
+        if state is not None and state.task_version == snap.tasks.task_version:
+            with state.lock:
+                if state.serial == snap.serial:
+                    return Prepared(None, None, None, snap.serial, snap.tasks.task_version, state)
+                if state.serial > snap.serial:
+                    return None
+                changed = self.changed_between(state.serial, snap)
+                if changed is not None and changed.size <= max(1000, snap.n // 20):
+                    member = _mask_at(snap, changed, **mask_kw)
+                    p2 = sampling.p2value(alpha, snap.possibility(possibility)[changed], snap.pass_rate[changed])
+                    state.advance(snap.serial, snap.n, changed, member, p2, snap.col("id"))
+                    self.incremental_prepares += 1
+                    return Prepared(None, None, None, snap.serial, snap.tasks.task_version, state)
+        member = snap.mask(**mask_kw)
+        p2_all = sampling.p2value(alpha, snap.possibility(possibility), snap.pass_rate)
+        state = IncrementalState(scheme, exponent, snap.serial, snap.tasks.task_version, member, p2_all, snap.col("id"))
+        with self._cache_lock:
+            self._states[params] = state
+            while len(self._states) > max(1, self.cache_entries):
+                self._states.popitem(last=False)
+        return Prepared(None, None, None, snap.serial, snap.tasks.task_version, state)
 
     def prepared(
         self,
@@ -378,58 +491,40 @@ class PriorityIndex:
         source: str | None,
         include_unjudged: bool,
     ) -> Prepared:
-        """The population and distribution for these parameters, from the LRU or built now.
+        """The population and distribution for these parameters.
 
-        For ``rank`` after a small write, the previous sort is reused: changed rows are taken out and
-        merged back in at their new places (O(N)), instead of sorting the population again.
+        ``rank`` and ``proportional`` (with a per-row possibility) use an incremental state
+        (:mod:`.incremental`) that a write of k rows moves forward in O(k log N); ``uniform`` and
+        ``beam_softmax`` (whose possibility depends on whole beam groups) are built in O(N) and kept in a
+        small LRU per snapshot.
         """
         params = (scheme, possibility, alpha, exponent, dataset, split, source, include_unjudged)
+        mask_kw: dict[str, Any] = {"dataset": dataset, "split": split, "source": source,
+                                   "include_unjudged": include_unjudged}
+        if scheme in ("rank", "proportional") and possibility != "beam_softmax" and self.cache_entries > 0:
+            inc = self._incremental(snap, params, mask_kw)
+            if inc is not None:
+                return inc
         key = (snap.serial, *params)
         with self._cache_lock:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit
-            previous = self._latest.get(params)
-        mask = snap.mask(dataset=dataset, split=split, source=source, include_unjudged=include_unjudged)
-        poss_all = snap.possibility(possibility)
+        mask = snap.mask(**mask_kw)
+        positions = np.flatnonzero(mask)
         ids = snap.col("id")
-        prepared: Prepared | None = None
+        p2 = sampling.p2value(alpha, snap.possibility(possibility)[positions], snap.pass_rate[positions])
         if scheme == "rank":
-            if (
-                previous is not None
-                and previous.serial == snap.parent_serial
-                and snap.changed is not None
-                and snap.changed.size <= max(1000, snap.n // 20)
-                and previous.task_version == snap.tasks.task_version
-                and possibility != "beam_softmax"
-            ):
-                changed = snap.changed
-                flag = np.zeros(snap.n, dtype=bool)
-                flag[changed] = True
-                keep = ~flag[previous.positions]
-                cand = changed[mask[changed]]
-                cand_p2 = sampling.p2value(alpha, poss_all[cand], snap.pass_rate[cand])
-                positions, p2 = _insert_sorted(previous.positions[keep], previous.p2value[keep], ids, cand, cand_p2)
-                self.incremental_prepares += 1
-            else:
-                population = np.flatnonzero(mask)
-                pop_p2 = sampling.p2value(alpha, poss_all[population], snap.pass_rate[population])
-                order = sampling.rank_order(pop_p2, ids[population])
-                positions, p2 = population[order], pop_p2[order]
+            order = sampling.rank_order(p2, ids[positions])
+            positions, p2 = positions[order], p2[order]
             dist = sampling.rank_distribution(positions.size, exponent)
-            prepared = Prepared(positions, p2, dist, snap.serial, snap.tasks.task_version)
         else:
-            positions = np.flatnonzero(mask)
-            p2 = sampling.p2value(alpha, poss_all[positions], snap.pass_rate[positions])
             dist = sampling.build_distribution(scheme, p2, ids[positions], exponent)
-            prepared = Prepared(positions, p2, dist, snap.serial, snap.tasks.task_version)
+        prepared = Prepared(positions, p2, dist, snap.serial, snap.tasks.task_version)
         if self.cache_entries > 0:
             with self._cache_lock:
                 self._cache[key] = prepared
                 while len(self._cache) > self.cache_entries:
                     self._cache.popitem(last=False)
-                self._latest[params] = prepared
-                while len(self._latest) > self.cache_entries:
-                    self._latest.pop(next(iter(self._latest)))
         return prepared

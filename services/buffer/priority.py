@@ -137,6 +137,21 @@ def rank_distribution(n: int, exponent: float) -> Distribution:
     """
     if n == 0:
         return Distribution("rank", np.arange(0, dtype=np.int64), None, None)
+    weights, cdf = rank_weights(n, exponent)
+    return Distribution("rank", np.arange(n, dtype=np.int64), weights, cdf)
+
+
+def draw_ranks(n_items: int, exponent: float, n: int, rng: np.random.Generator) -> tuple[IntArray, FloatArray]:
+    """n 0-based ranks drawn with replacement by Eq. 8 and their P(i): the same draws and probabilities as
+    ``rank_distribution(n_items, exponent)``'s, without building its O(N) identity order."""
+    weights, cdf = rank_weights(n_items, exponent)
+    total = float(cdf[-1])
+    slots = np.minimum(np.searchsorted(cdf, rng.random(n) * total, side="right"), n_items - 1).astype(np.int64)
+    return slots, np.asarray(weights[slots] / total, dtype=np.float64)
+
+
+def rank_weights(n: int, exponent: float) -> tuple[FloatArray, FloatArray]:
+    """(1 / r)^e for r = 1..n and their running sum (views of one cached array per exponent)."""
     with _RANK_LOCK:
         cached = _RANK_WEIGHTS.get(exponent)
         if cached is None or cached[0].size < n:
@@ -147,7 +162,7 @@ def rank_distribution(n: int, exponent: float) -> Distribution:
             if len(_RANK_WEIGHTS) >= 16:
                 _RANK_WEIGHTS.clear()
             _RANK_WEIGHTS[exponent] = cached
-    return Distribution("rank", np.arange(n, dtype=np.int64), cached[0][:n], cached[1][:n])
+    return cached[0][:n], cached[1][:n]
 
 
 def build_distribution(scheme: str, p2: FloatArray, ids: IntArray, exponent: float) -> Distribution:

@@ -16,10 +16,12 @@ from services.common.schemas.buffer import (
     StatsResponse,
 )
 
-from .index import PriorityIndex
+from .index import PriorityIndex, StaleState
 from .service import CHUNK, check_text, histogram
 from .settings import Settings
 from .tables import Task
+
+STALE_RETRIES = 3
 
 
 def _fetch(session: Session, ids: list[int]) -> dict[int, tuple[str, str, str, int | None]]:
@@ -53,26 +55,31 @@ def sample(*, session: Session, index: PriorityIndex, request: SampleRequest, se
     if request.datasets is not None:  # any of these data sets (and ``dataset`` too, when both are given)
         names = set(request.datasets) & ({request.dataset} if request.dataset is not None else set(request.datasets))
         dataset = tuple(sorted(names))
+    rng = np.random.default_rng(request.seed)
     with session.begin():
-        snap = index.current(session)
-        prepared = index.prepared(
-            snap,
-            scheme=request.scheme,
-            possibility=request.possibility,
-            alpha=request.alpha,
-            exponent=request.priority_exponent,
-            dataset=dataset,
-            split=request.split,
-            source=request.source,
-            include_unjudged=request.include_unjudged,
-        )
-        dist = prepared.distribution
-        if dist.size == 0:
-            return SampleResponse(items=[], population=0)
-        slots = dist.draw(request.n, np.random.default_rng(request.seed))
-        probs = dist.probability(slots)
-        local = dist.order[slots]  # positions within the population
-        chosen = prepared.positions[local]
+        for attempt in range(STALE_RETRIES + 1):
+            snap = index.current(session)
+            prepared = index.prepared(
+                snap,
+                scheme=request.scheme,
+                possibility=request.possibility,
+                alpha=request.alpha,
+                exponent=request.priority_exponent,
+                dataset=dataset,
+                split=request.split,
+                source=request.source,
+                include_unjudged=request.include_unjudged,
+            )
+            if prepared.size == 0:
+                return SampleResponse(items=[], population=0)
+            try:
+                chosen, probs, chosen_p2 = prepared.draw(request.n, rng)
+                break
+            except StaleState:  # another request moved the incremental state on meanwhile
+                if attempt == STALE_RETRIES:
+                    raise
+                rng = np.random.default_rng(request.seed)
+        population = prepared.size
         ids = [int(i) for i in snap.col("id")[chosen]]
         chosen_pass_rate = snap.pass_rate[chosen]
         chosen_tokens = snap.col("token_count")[chosen]
@@ -88,7 +95,7 @@ def sample(*, session: Session, index: PriorityIndex, request: SampleRequest, se
                 task_id=task_id,
                 prompt=prompt,
                 program=program,
-                p2value=float(prepared.p2value[local[j]]),
+                p2value=float(chosen_p2[j]),
                 sample_probability=float(probs[j]),
                 pass_rate=None if np.isnan(pass_rate) else pass_rate,
                 possibility=float(chosen_possibility[j]),
@@ -96,7 +103,7 @@ def sample(*, session: Session, index: PriorityIndex, request: SampleRequest, se
                 weights_version=version,
             )
         )
-    return SampleResponse(items=items, population=dist.size)
+    return SampleResponse(items=items, population=population)
 
 
 def stats(*, session: Session, index: PriorityIndex, dataset: str | None, settings: Settings) -> StatsResponse:

@@ -158,6 +158,8 @@ class Engine:
         self.settings = settings
         self.current: models.LoadedModel | None = None
         self._base: models.LoadedModel | None = None  # last full model (base for LoRA adapters)
+        # (checkpoint, name, version, lineage) released by park(), reloaded on use
+        self._parked: tuple[str, str, int, str | None] | None = None
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # guards _pending and stats
@@ -174,6 +176,7 @@ class Engine:
         """Resolve (converting once if needed) and load the configured model; blocking."""
         import torch
 
+        models.tune_malloc()
         threads = self.settings.torch_threads or max(1, (os.cpu_count() or 2) // 2)
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
@@ -358,9 +361,40 @@ class Engine:
 
     # -- async API -------------------------------------------------------------------------
     def _handle(self) -> models.LoadedModel:
+        if self.current is None and self._parked is not None:
+            self._unpark()
         if self.current is None:
             raise UnavailableError("the model is not loaded yet")
         return self.current
+
+    def park(self) -> bool:
+        """Release the served weights until they are needed again (the embedded ``btp run`` does this while
+        it trains in the same process, so the weights are not held twice); the next request reloads the
+        same checkpoint from disk, and a swap replaces it. Waits for the batch running now. Only a full model
+        on disk is parked (a LoRA merge has no folder of its own); True when the weights were released."""
+        with self._swap_lock, self._run_lock:
+            cur = self.current
+            if cur is None or cur.kind != "full" or not Path(cur.checkpoint).is_dir() or self._pending:
+                return False
+            self._parked = (cur.checkpoint, cur.name, cur.version, cur.lineage)
+            self.current = self._base = None
+            del cur
+        models.release_memory()
+        log.info("released the weights of %s until the next request", self._parked[0])
+        return True
+
+    def _unpark(self) -> None:
+        with self._swap_lock:
+            self._unpark_locked()
+
+    def _unpark_locked(self) -> None:
+        if self.current is not None or self._parked is None:
+            return
+        checkpoint, name, version, lineage = self._parked
+        loaded = models.load_folder(Path(checkpoint), device=self.device, dtype=self.dtype, name=name)
+        loaded.version, loaded.lineage = version, lineage  # the parked weights' place in their lineage
+        self.current = self._base = loaded
+        self._parked = None
 
     def served(self) -> models.LoadedModel:
         """The weights served now (503 before they are loaded)."""
@@ -418,16 +452,34 @@ class Engine:
             job = held.popleft() if held else self._jobs.get()
             if job is None:
                 return
-            batch, size = [job], len(job.plan.prompt_ids)
-            for other in [h for h in held if h is not None]:  # set aside earlier; oldest first
-                if self._fits(job, other, size):
-                    held.remove(other)
-                    batch.append(other)
-                    size += len(other.plan.prompt_ids)
-            deadline = time.monotonic() + self.settings.batch_wait_ms / 1000.0
-            while size < self.settings.max_batch_prompts and (left := deadline - time.monotonic()) > 0:
+            self._serve(job, held)
+            # nothing of a finished batch stays referenced while the loop waits (its weights may be released)
+            del job
+
+    def _serve(self, job: _Job, held: deque[_Job | None]) -> None:
+        """Decode ``job`` with whatever compatible jobs are waiting (see :meth:`_worker_loop`)."""
+        batch, size = [job], len(job.plan.prompt_ids)
+        for other in [h for h in held if h is not None]:  # set aside earlier; oldest first
+            if self._fits(job, other, size):
+                held.remove(other)
+                batch.append(other)
+                size += len(other.plan.prompt_ids)
+        deadline = time.monotonic() + self.settings.batch_wait_ms / 1000.0
+        while size < self.settings.max_batch_prompts and (left := deadline - time.monotonic()) > 0:
+            try:
+                nxt = self._jobs.get(timeout=left)
+            except queue.Empty:
+                break
+            if nxt is not None and self._fits(job, nxt, size):
+                batch.append(nxt)
+                size += len(nxt.plan.prompt_ids)
+            else:
+                held.append(nxt)
+        with self._run_lock:
+            # Whatever arrived while the model was busy joins now (continuous batching).
+            while size < self.settings.max_batch_prompts:
                 try:
-                    nxt = self._jobs.get(timeout=left)
+                    nxt = self._jobs.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is not None and self._fits(job, nxt, size):
@@ -435,30 +487,18 @@ class Engine:
                     size += len(nxt.plan.prompt_ids)
                 else:
                     held.append(nxt)
-            with self._run_lock:
-                # Whatever arrived while the model was busy joins now (continuous batching).
-                while size < self.settings.max_batch_prompts:
-                    try:
-                        nxt = self._jobs.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is not None and self._fits(job, nxt, size):
-                        batch.append(nxt)
-                        size += len(nxt.plan.prompt_ids)
-                    else:
-                        held.append(nxt)
-                live = [j for j in batch if j.future.set_running_or_notify_cancel()]
-                if not live:
-                    continue
-                try:
-                    results = self.decode(job.handle, [j.plan for j in live], [j.listener for j in live])
-                except Exception as exc:  # hand the failure to every waiting request
-                    log.exception("generation failed")
-                    for j in live:
-                        j.future.set_exception(exc)
-                    continue
-            for j, res in zip(live, results, strict=True):
-                j.future.set_result(res)
+            live = [j for j in batch if j.future.set_running_or_notify_cancel()]
+            if not live:
+                return
+            try:
+                results = self.decode(job.handle, [j.plan for j in live], [j.listener for j in live])
+            except Exception as exc:  # hand the failure to every waiting request
+                log.exception("generation failed")
+                for j in live:
+                    j.future.set_exception(exc)
+                return
+        for j, res in zip(live, results, strict=True):
+            j.future.set_result(res)
 
     def score_sync(
         self, handle: models.LoadedModel, ids: list[int], *, start: int, top: int,
@@ -486,31 +526,43 @@ class Engine:
         a :class:`ConflictError` before anything loads.
         """
         with self._swap_lock:
-            cur = self.current
-            previous = cur.checkpoint if cur is not None else None
-            served = cur.version if cur is not None else 0
-            same_lineage = cur is None or lineage is None or lineage == cur.lineage
+            cur, parked = self.current, self._parked
+            if cur is not None:
+                previous, served, served_lineage = cur.checkpoint, cur.version, cur.lineage
+            elif parked is not None:  # released while the embedded run trains: still the served version
+                previous, served, served_lineage = parked[0], parked[2], parked[3]
+            else:
+                previous, served, served_lineage = None, 0, None
+            same_lineage = previous is None or lineage is None or lineage == served_lineage
             if version is None:
                 version = served + 1 if same_lineage else 0
             folder = models.resolve_model(checkpoint, self.settings.resolved_model_cache_dir())
-            if cur is not None and same_lineage and version <= served:
-                if version == served and cur.checkpoint == str(folder):
-                    return self._weights_response(cur, previous, served)  # a retried publish: nothing to do
+            if previous is not None and same_lineage and version <= served:
+                if version == served and previous == str(folder):  # a retried publish: nothing to do
+                    self._unpark_locked()
+                    assert self.current is not None
+                    return self._weights_response(self.current, previous, served)
                 raise ConflictError(
                     f"weights version {version} is not newer than the served version {served} "
-                    f"({cur.checkpoint}); versions only move forward",
+                    f"({previous}); versions only move forward",
                     param="version",
                 )
+            if self._parked is not None and models.is_adapter(folder):
+                self._unpark_locked()  # an adapter goes on the parked full model
             loaded = models.load_folder(folder, device=self.device, dtype=self.dtype,
                                         name=self._name(checkpoint, folder), base=self._base)
             loaded.version = version
-            loaded.lineage = lineage if lineage is not None else (cur.lineage if cur is not None else None)
+            loaded.lineage = lineage if lineage is not None else served_lineage
             if loaded.kind == "full":
                 self._base = loaded
-            self.current = loaded  # one reference assignment: requests already accepted keep the old one
+            self.current = loaded
+            self._parked = None  # one reference assignment: requests already accepted keep the old one
             self.stats["swaps"] += 1
-        log.info("now serving %s (%s) from %s, version %d", loaded.name, loaded.kind, loaded.checkpoint, version)
-        return self._weights_response(loaded, previous, served)
+            now = loaded
+            del loaded, cur
+        models.release_memory()  # the old weights, once no request holds them
+        log.info("now serving %s (%s) from %s, version %d", now.name, now.kind, now.checkpoint, version)
+        return self._weights_response(now, previous, served)
 
     @staticmethod
     def _weights_response(loaded: models.LoadedModel, previous: str | None, previous_version: int) -> WeightsResponse:
@@ -525,9 +577,11 @@ class Engine:
     def health(self) -> dict[str, Any]:
         """What /health reports beyond ``status``."""
         cur = self.current
+        parked = self._parked
         return {
-            "model": cur.name if cur else None,
-            "checkpoint": cur.checkpoint if cur else None,
+            "model": cur.name if cur else (parked[1] if parked else None),
+            "checkpoint": cur.checkpoint if cur else (parked[0] if parked else None),
+            "parked": cur is None and parked is not None,
             "kind": cur.kind if cur else None,
             "weights_version": cur.version if cur else None,
             "lineage": cur.lineage if cur else None,

@@ -4,6 +4,7 @@ and the CLI; torch and transformers are imported inside the functions that need 
 """
 
 from .loading import LoadedModel, is_adapter, load_folder, pick_device, pick_dtype
+from .memory import release_memory, tune_malloc
 from .prepare import (
     TOKENIZER_PROBE,
     assemble_chunks,
@@ -48,5 +49,7 @@ __all__ = [
     "pick_device",
     "pick_dtype",
     "prepare_model",
+    "release_memory",
     "resolve_model",
+    "tune_malloc",
 ]

@@ -27,6 +27,7 @@ from typing import Any
 
 from services.common.errors import BTPError, NotFoundError, ValidationError
 
+from .memory import release_memory
 from .registry import KNOWN_MODELS, MARKER, KnownModel, check_model_name, is_local_model, known_model
 
 log = logging.getLogger(__name__)
@@ -156,8 +157,13 @@ def convert_gguf(gguf: Path, out_dir: Path, *, instruct: bool, source: str) -> N
     if hasattr(config, "quantization_config"):
         delattr(config, "quantization_config")
     config.dtype = "float32"
-    model = AutoModelForCausalLM.from_config(config, dtype="float32")
-    missing, unexpected = model.load_state_dict(gguf_model.state_dict(), strict=False)
+    import torch
+
+    # Built on the meta device and given the GGUF model's tensors (assign=True): no second copy of the
+    # weights and no random initialisation that the copy would overwrite anyway.
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype="float32")
+    missing, unexpected = model.load_state_dict(gguf_model.state_dict(), strict=False, assign=True)
     tied = set(getattr(model, "_tied_weights_keys", None) or {})
     really_missing = [k for k in missing if k not in tied and "lm_head" not in k]
     if really_missing or unexpected:
@@ -215,6 +221,7 @@ def prepare_model(name_or_path: str, cache_dir: Path) -> Path:
             os.replace(tmp / "m", target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+            release_memory()  # the de-quantized GGUF model is garbage now: give its pages back
     return target
 
 

@@ -159,11 +159,26 @@ def check_answers(name: str, client: Any, url: str) -> None:
         raise StartupError(f"the {name} service at {url} does not answer: {why}", f"BTP_{name.upper()}_URL") from exc
 
 
-class InProcessTrainer:
-    """Training in this process: ``run_job`` with the run's buffer client; checkpoints in the run folder."""
+def embedded_engine(generator: GeneratorClient) -> Any:
+    """The engine behind an embedded generator client (None for a remote one)."""
+    app = getattr(generator.http, "app", None)
+    state = getattr(app, "state", None)
+    return getattr(state, "engine", None) if state is not None else None
 
-    def __init__(self, buffer: BufferClient, checkpoints: Path, data_dir: Path, device: str = "auto") -> None:
+
+class InProcessTrainer:
+    """Training in this process: ``run_job`` with the run's buffer client; checkpoints in the run folder.
+
+    ``before_training`` (the embedded generator's ``park``) runs first: the generator is idle while the
+    driver trains, and its copy of the weights need not sit beside the trainer's weights, gradients and
+    AdamW state; the driver's ``POST /v1/weights`` with the new checkpoint loads it again (a failed job
+    leaves it to reload the old weights on its next request).
+    """
+
+    def __init__(self, buffer: BufferClient, checkpoints: Path, data_dir: Path, device: str = "auto",
+                 before_training: Any = None) -> None:
         self.buffer, self.checkpoints, self.data_dir, self.device = buffer, checkpoints, data_dir, device
+        self.before_training = before_training
 
     def train(
         self, job: JobCreate, *, round_: int, reporter: Reporter, label: str | None = None
@@ -175,9 +190,16 @@ class InProcessTrainer:
         def on_step(point: LossPoint) -> None:
             reporter.advance(1)
 
+        from services.models import release_memory
+
         out = self.checkpoints / (label or f"round_{round_}")
-        result = run_job(job, buffer=self.buffer, output_dir=out, on_step=on_step, device=self.device,
-                         data_dir=self.data_dir)  # fmt: skip
+        if self.before_training is not None:
+            self.before_training()
+        try:
+            result = run_job(job, buffer=self.buffer, output_dir=out, on_step=on_step, device=self.device,
+                             data_dir=self.data_dir)  # fmt: skip
+        finally:
+            release_memory()  # the trainer's weights, gradients and AdamW state, before the generator loads more
         if result.checkpoint is None:
             raise UpstreamError(f"training of round {round_} ended {result.status} without a checkpoint")
         return str(result.checkpoint), [p.model_dump() for p in result.loss_history]
@@ -246,7 +268,8 @@ def check_trainer_reaches_buffer(settings: Settings) -> None:
 
 
 def open_trainer(
-    settings: Settings, buffer: BufferClient, checkpoints: Path, device: str = "auto"
+    settings: Settings, buffer: BufferClient, checkpoints: Path, device: str = "auto",
+    generator: GeneratorClient | None = None,
 ) -> RemoteTrainer | InProcessTrainer:
     """The configured trainer: the trainer API (``BTP_TRAINER_URL``; it reads the buffer service it is
     configured with) or this process, replaying ``buffer``."""
@@ -255,7 +278,10 @@ def open_trainer(
         client = TrainerClient(settings.trainer_url, token=settings.api_token, timeout=settings.service_timeout_s,
                                retry_s=settings.service_retry_s)  # fmt: skip
         return RemoteTrainer(client, settings.poll_interval_s)
-    return InProcessTrainer(buffer, checkpoints, settings.data_dir, device=device)
+    # an embedded generator lends its memory to training (see InProcessTrainer)
+    engine = embedded_engine(generator) if generator is not None else None
+    return InProcessTrainer(buffer, checkpoints, settings.data_dir, device=device,
+                            before_training=engine.park if engine is not None else None)  # fmt: skip
 
 
 @contextmanager
@@ -270,6 +296,6 @@ def open_services(
         buffer = open_buffer(stack, settings, buffer_database_url)
         judge = open_judge(stack, settings)
         generator = open_generator(stack, settings, model, checkpoints)
-        trainer = open_trainer(settings, buffer, checkpoints)
+        trainer = open_trainer(settings, buffer, checkpoints, generator=generator)
         mode = "embedded" if not remote else ("remote" if len(remote) == 4 else "mixed: remote " + ",".join(remote))
         yield Services(generator=generator, judge=judge, buffer=buffer, trainer=trainer, mode=mode)

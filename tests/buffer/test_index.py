@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
@@ -93,8 +94,10 @@ def test_sample_sees_rows_committed_between_marker_and_load(db_url: str, tmp_pat
         engine.dispose()
 
 
-def test_incremental_rank_matches_a_full_rebuild(db_url: str, tmp_path: Path) -> None:
-    """After inserts and PATCHes (with many P2Value ties), the merged rank order equals a fresh sort."""
+@pytest.mark.parametrize("scheme", ["rank", "proportional"])
+def test_incremental_rank_matches_a_full_rebuild(db_url: str, tmp_path: Path, scheme: str) -> None:
+    """After inserts and PATCHes (with many P2Value ties), the incrementally kept rank order (rank) and
+    sum tree (proportional) equal a fresh build, and draw the same rows with the same P(i)."""
     app = create_app(make_settings(db_url, tmp_path))
     rng = np.random.default_rng(3)
     with TestClient(app) as client:
@@ -112,7 +115,7 @@ def test_incremental_rank_matches_a_full_rebuild(db_url: str, tmp_path: Path) ->
             for eid in rng.choice(all_ids, 5, replace=False):
                 client.patch(f"/v1/experiences/{int(eid)}", json={"pass_rate": float(rng.choice([0.0, 0.5, 1.0]))})
             for alpha, dataset in ((0.0, None), (0.5, "humaneval"), (1.0, None)):
-                params = {"scheme": "rank", "possibility": "token_mean", "alpha": alpha, "exponent": 1.0,
+                params = {"scheme": scheme, "possibility": "token_mean", "alpha": alpha, "exponent": 1.0,
                           "dataset": dataset, "split": None, "source": None, "include_unjudged": False}
                 with engine.connect() as conn:
                     snap = index.current(conn)
@@ -122,6 +125,13 @@ def test_incremental_rank_matches_a_full_rebuild(db_url: str, tmp_path: Path) ->
                     want = fresh_index.prepared(fresh_snap, **params)  # type: ignore[arg-type]
                 assert snap.rows["id"][got.positions].tolist() == fresh_snap.rows["id"][want.positions].tolist()
                 np.testing.assert_array_equal(got.p2value, want.p2value)
+                assert got.state is not None and got.size == want.size
+                if got.size:
+                    g_pos, g_prob, g_p2 = got.draw(64, np.random.default_rng(step))
+                    w_pos, w_prob, w_p2 = want.draw(64, np.random.default_rng(step))
+                    assert snap.rows["id"][g_pos].tolist() == fresh_snap.rows["id"][w_pos].tolist()
+                    np.testing.assert_allclose(g_prob, w_prob, rtol=1e-12)
+                    np.testing.assert_array_equal(g_p2, w_p2)
                 # carried-over per-row caches equal a recomputation
                 np.testing.assert_array_equal(snap.possibility("token_mean"), fresh_snap.possibility("token_mean"))
                 np.testing.assert_array_equal(snap.dataset_codes(), fresh_snap.dataset_codes())

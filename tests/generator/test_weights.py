@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -201,3 +202,35 @@ def test_swaps_between_batches_drop_no_request(tiny_client: Any, tiny_dir: Path,
         assert versions == sorted(versions) and answers
         assert all(folders[v] == checkpoint for v, checkpoint in answers)
     assert len({v for answers in seen.values() for v, _ in answers}) >= 4  # the swaps really interleaved
+
+
+def test_park_releases_the_weights_and_the_next_request_reloads_them(
+    tiny_client: Any, tiny_dir: Path, tiny_dir_b: Path, lora_dir: Path
+) -> None:
+    """What the embedded btp run does while it trains: the weights are dropped, the next request (or swap)
+    brings them back, and the answers are the same as before."""
+    import weakref
+
+    engine = tiny_client.app.state.engine
+    before = tiny_client.post("/v1/generate", json=REQ).json()
+    gone = weakref.ref(engine.current.model)
+    assert engine.park() is True
+    assert engine.current is None
+    for _ in range(200):  # the batcher thread drops its last job right after answering it
+        if gone() is None:
+            break
+        time.sleep(0.01)
+    assert gone() is None  # nothing holds the old weights any more
+    h = tiny_client.get("/health").json()
+    assert h["parked"] is True and h["checkpoint"] == str(tiny_dir)
+    assert tiny_client.post("/v1/generate", json=REQ).json() == before  # reloaded from disk on use
+    assert engine.current is not None and tiny_client.get("/health").json()["parked"] is False
+    # a swap while parked loads the new weights only; an adapter goes on the parked base
+    assert engine.park() is True
+    r = tiny_client.post("/v1/weights", json={"checkpoint": str(lora_dir)})
+    assert r.status_code == 200 and r.json()["previous"] == str(tiny_dir)
+    assert engine.park() is False  # a merged LoRA model has no folder to reload from
+    assert tiny_client.post("/v1/weights", json={"checkpoint": str(tiny_dir_b)}).status_code == 200
+    assert engine.park() is True
+    assert tiny_client.post("/v1/weights", json={"checkpoint": str(tiny_dir)}).json()["previous"] == str(tiny_dir_b)
+    assert tiny_client.post("/v1/generate", json=REQ).json()["results"] == before["results"]

@@ -210,3 +210,41 @@ def test_checkpoint_is_atomic_and_partial_folders_are_ignored(tiny_llama: Path, 
     assert ckpt.remove_partial(root) == [partial] and not partial.exists()
     AutoModelForCausalLM.from_pretrained(latest.path)
     assert not any(p.name.startswith(".tmp") for p in root.iterdir())
+
+
+def test_gradient_checkpointing_is_exact_and_keeps_less(tiny_llama: Path) -> None:
+    """On CPU jobs recompute activations by default: the same parameters bit for bit after three steps, and the
+    forward pass keeps a fraction of the activations for the backward pass."""
+    from transformers import AutoTokenizer
+
+    from services.trainer.training import gradient_checkpointing
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    job = JobCreate(model=str(tiny_llama), learning_rate=1e-3, batch_size=8)
+    batch = _examples(tok, 8)
+    params, kept = [], []
+    for flag in (False, None):  # off, then the CPU default
+        torch.manual_seed(0)
+        model = load_model(job, tiny_llama, resume=None, device=CPU)
+        on = gradient_checkpointing(model, job.model_copy(update={"gradient_checkpointing": flag}), CPU)
+        assert on is (flag is None)
+        runner = _runner(model, job, tok.pad_token_id, micro=8)
+        saved: list[int] = []
+
+        def pack(t: torch.Tensor, saved: list[int] = saved) -> torch.Tensor:
+            saved.append(t.numel() * t.element_size())
+            return t
+
+        mb = collate(batch, tok.pad_token_id, CPU)
+        model.train()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            runner.loss_module(mb.input_ids, mb.attention_mask, mb.positions, mb.targets)
+        kept.append(sum(saved))
+        for _ in range(3):
+            runner.step(batch, job.learning_rate)
+        params.append([p.detach().clone() for p in model.parameters()])
+    for a, b in zip(*params, strict=True):
+        assert torch.equal(a, b)
+    assert kept[1] < 0.5 * kept[0], kept
+    assert not gradient_checkpointing(load_model(job, tiny_llama, resume=None, device=CPU), job,
+                                      torch.device("cuda"))  # GPUs keep activations unless the job asks

@@ -33,6 +33,12 @@ class JobCreate(StorableModel):
     warmup_steps: Count = Field(0, ge=0)
     max_grad_norm: Real = Field(1.0, gt=0.0)
     max_seq_len: Count = Field(1024, ge=8, le=32768)
+    gradient_checkpointing: bool | None = Field(
+        None,
+        description="Recompute each decoder layer's activations in the backward pass instead of keeping them "
+        "(bit-identical gradients, one more forward pass of compute, the activation memory of one layer); "
+        "unset: on for CPU training (where memory, not compute, is what runs out), off on GPUs.",
+    )
     prompt_format: Literal["auto", "raw", "chat"] = Field(
         "auto",
         description="How (X, t) is laid out, as the generator conditions on it: raw = prompt then program; "

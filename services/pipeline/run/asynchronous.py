@@ -97,6 +97,9 @@ class AsyncPipeline(Pipeline):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if getattr(self.svc.trainer, "before_training", None) is not None:
+            # lockstep lends the embedded generator's memory to training; here it keeps generating meanwhile
+            self.svc.trainer.before_training = None  # type: ignore[attr-defined]
         self.cond = threading.Condition()
         self.stop = threading.Event()
         self.p = Progress()
