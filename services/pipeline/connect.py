@@ -196,7 +196,8 @@ def open_services(
         remote = [n for n in ("generator", "judge", "buffer", "trainer") if getattr(settings, f"{n}_url")]
         buffer = open_buffer(stack, settings, buffer_database_url)
         if settings.judge_url:
-            judge = JudgeClient(settings.judge_url, token=token, timeout=timeout, retry_s=retry)
+            judge = JudgeClient(settings.judge_url, token=token, timeout=timeout, retry_s=retry,
+                                split=settings.judge_split, parallel=settings.judge_parallel)  # fmt: skip
         else:
             judge = embedded_judge(stack, settings)
         if settings.generator_url:

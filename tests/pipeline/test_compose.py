@@ -129,3 +129,49 @@ def test_gpu_override_is_valid() -> None:
     from services.generator.settings import Settings as GeneratorSettings
 
     assert set(gen["environment"]) <= env_names(GeneratorSettings)
+
+
+def test_driver_environment_is_pipeline_settings(compose: dict[str, Any]) -> None:
+    from services.pipeline.settings import Settings as PipelineSettings
+
+    known = env_names(PipelineSettings)
+    env = compose["services"]["driver"]["environment"]
+    assert {"BTP_PIPELINE_JUDGE_SPLIT", "BTP_PIPELINE_JUDGE_PARALLEL"} <= set(env)
+    assert not [k for k in env if k.startswith("BTP_PIPELINE_") and k not in known]
+    swarm_env = dict(line.split("=", 1) for line in (ROOT / "deploy/swarm/driver.env").read_text().splitlines()
+                     if line and not line.startswith("#"))  # fmt: skip
+    assert not [k for k in swarm_env if k not in known], swarm_env
+    PipelineSettings.model_validate({k.lower().removeprefix("btp_pipeline_"): v for k, v in swarm_env.items()})
+
+
+def test_swarm_stack_file_matches_compose(compose: dict[str, Any]) -> None:
+    """deploy/docker-stack.yml (docker stack deploy) runs the same services, commands, settings and ports as
+    docker-compose.yml, in the v3 form: no build, no depends_on, no security_opt; judges by DNS round-robin
+    on labelled nodes behind the same judge-lb.conf."""
+    stack: dict[str, Any] = yaml.safe_load((ROOT / "deploy/docker-stack.yml").read_text())
+    assert stack["version"].startswith("3.")
+    services = stack["services"]
+    assert set(services) == set(compose["services"]) - {"driver"}
+    for name, svc in services.items():
+        ref = compose["services"][name]
+        assert not {"build", "depends_on", "security_opt", "profiles", "restart"} & set(svc), name
+        assert svc.get("command") == ref.get("command"), name
+        assert svc.get("ports") == ref.get("ports"), name
+        assert (svc.get("healthcheck") or {}).get("test") == (ref.get("healthcheck") or {}).get("test"), name
+        assert svc["deploy"]["restart_policy"]["condition"] == "any", name
+        env = svc.get("environment") or {}
+        for key, value in (ref.get("environment") or {}).items():
+            assert key in env, (name, key)
+            if "${" not in str(env[key]) and key != "BTP_TRAINER_VISIBILITY_TIMEOUT_S":
+                assert env[key] == value, (name, key)
+        assert sorted(svc.get("volumes") or []) == sorted(v for v in ref.get("volumes") or [] if not v.startswith("./"))
+    judge = services["judge"]
+    assert judge["user"] == "root" and {"SYS_ADMIN", "NET_ADMIN"} <= set(judge["cap_add"])
+    assert judge["deploy"]["endpoint_mode"] == "dnsrr"
+    assert "node.labels.btp.judge == true" in judge["deploy"]["placement"]["constraints"]
+    assert stack["configs"]["judge-lb"]["file"] == "./judge-lb.conf" and (ROOT / "deploy/judge-lb.conf").is_file()
+    assert stack["networks"]["default"]["attachable"] is True
+    profile = yaml.safe_load((ROOT / "deploy/swarm/judge-node-seccomp.json").read_text())
+    denied = {n for rule in profile["syscalls"] for n in rule["names"]}
+    assert profile["defaultAction"] == "SCMP_ACT_ALLOW" and not {"pivot_root", "mount", "unshare", "clone"} & denied
+    assert {"kexec_load", "init_module", "open_by_handle_at", "bpf"} <= denied
