@@ -292,7 +292,10 @@ def test_readme_curl_round(stack: None) -> None:
     assert patched["pass_rate"] == 1.0, patched
     assert sample["items"], sample
     assert done["checkpoint"], done
-    assert served_checkpoint() == done["checkpoint"]
+    gen_cid = containers("generator")[0]
+    why = f"{done}\ngenerator restarts: {docker('inspect', '-f', '{{.RestartCount}}', gen_cid)}\n{_logs(gen_cid)[-4000:]}"
+    assert done.get("published") is True, why
+    assert served_checkpoint() == done["checkpoint"], why
     RESULTS["curl_round_s"] = round(time.monotonic() - start, 1)
     del tasks, exp, stats, job
 

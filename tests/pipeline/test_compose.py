@@ -178,3 +178,21 @@ def test_swarm_stack_file_matches_compose(compose: dict[str, Any]) -> None:
     denied = {n for rule in profile["syscalls"] for n in rule["names"]}
     assert profile["defaultAction"] == "SCMP_ACT_ALLOW" and not {"pivot_root", "mount", "unshare", "clone"} & denied
     assert {"kexec_load", "init_module", "open_by_handle_at", "bpf"} <= denied
+
+
+@pytest.mark.parametrize("path", ["docker-compose.yml", "deploy/docker-stack.yml"])
+def test_generator_may_load_the_workers_checkpoints(path: str) -> None:
+    """The generator accepts a checkpoint only under its model roots: the folder where the `checkpoints`
+    volume is mounted (and where the workers write) must be one of them, or publishing fails."""
+    from services.generator.settings import Settings as GeneratorSettings
+    from services.trainer.settings import Settings as TrainerSettings
+
+    services = yaml.safe_load((ROOT / path).read_text())["services"]
+    gen_env = {k: v for k, v in services["generator"]["environment"].items() if "${" not in str(v)}
+    gen = GeneratorSettings.model_validate({k.lower().removeprefix("btp_generator_"): v for k, v in gen_env.items()})
+    mount = next(v.split(":")[1] for v in services["generator"]["volumes"] if v.startswith("checkpoints:"))
+    roots = [r.resolve() for r in gen.allowed_model_roots()]
+    assert any(Path(mount).resolve().is_relative_to(r) for r in roots), (mount, roots)
+    worker_env = {k: v for k, v in services["trainer-worker"]["environment"].items() if "${" not in str(v)}
+    worker = TrainerSettings.model_validate({k.lower().removeprefix("btp_trainer_"): v for k, v in worker_env.items()})
+    assert Path(worker.checkpoints_dir) == Path(mount)
