@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -325,15 +326,30 @@ class GeneratorClient(SyncClient):
 
 
 class JudgeClient(SyncClient):
+    """``split`` > 0: a batch of more than ``split`` programs goes out as requests of ``split`` programs,
+    ``parallel`` of them at a time, so that judge replicas behind a balancer share it (a single judge
+    answers them concurrently too); the answer is the same, in order."""
+
     service = "judge"
+
+    def __init__(self, base_url: str | None = None, *, split: int = 0, parallel: int = 1, **kwargs: Any) -> None:
+        super().__init__(base_url, **kwargs)
+        if split < 0 or parallel < 1:
+            raise ValueError(f"split must be >= 0 and parallel >= 1 (got {split}, {parallel})")
+        self.split, self.parallel = split, parallel
 
     def judge(self, req: JudgeRequest) -> JudgeResponse:
         """``POST /v1/judge``."""
         return self.call(_judge(req))  # type: ignore[no-any-return]
 
     def judge_batch(self, items: list[JudgeRequest]) -> JudgeBatchResponse:
-        """``POST /v1/judge/batch``."""
-        return self.call(_judge_batch(JudgeBatchRequest(items=items)))  # type: ignore[no-any-return]
+        """``POST /v1/judge/batch`` (several, concurrently, when ``split`` says so)."""
+        if self.split <= 0 or len(items) <= self.split:
+            return self.call(_judge_batch(JudgeBatchRequest(items=items)))  # type: ignore[no-any-return]
+        parts = [items[i : i + self.split] for i in range(0, len(items), self.split)]
+        with ThreadPoolExecutor(max_workers=min(self.parallel, len(parts))) as pool:
+            answers = list(pool.map(lambda part: self.call(_judge_batch(JudgeBatchRequest(items=part))), parts))
+        return JudgeBatchResponse(results=[r for answer in answers for r in answer.results])
 
 
 class BufferClient(SyncClient):

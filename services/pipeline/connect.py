@@ -239,7 +239,8 @@ def open_judge(stack: ExitStack, settings: Settings) -> JudgeClient:
     """The configured judge: ``BTP_JUDGE_URL`` when set, else in-process."""
     if settings.judge_url:
         client = JudgeClient(settings.judge_url, token=settings.api_token, timeout=settings.service_timeout_s,
-                             retry_s=settings.service_retry_s)  # fmt: skip
+                             retry_s=settings.service_retry_s, split=settings.judge_split,
+                             parallel=settings.judge_parallel)  # fmt: skip
         stack.callback(client.close)
         return client
     return embedded_judge(stack, settings)

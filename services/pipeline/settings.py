@@ -40,6 +40,14 @@ class Settings(CommonSettings):
         description="How long a call to a remote service is retried while its connection fails or breaks "
         "(a container restarting, a replica lost), seconds; 0 = never retry.",
     )
+    judge_split: int = Field(
+        default=0, ge=0,
+        description="Programs per request to a remote judge: a bigger batch is sent as several requests, "
+        "BTP_PIPELINE_JUDGE_PARALLEL at a time, so that judge replicas behind a balancer share it; 0 = one request.",
+    )
+    judge_parallel: int = Field(
+        default=4, ge=1, description="Judge requests in flight at once when BTP_PIPELINE_JUDGE_SPLIT splits a batch."
+    )
 
     def runs_dir(self) -> Path:
         """``BTP_DATA_DIR/runs``."""

@@ -129,3 +129,70 @@ def test_gpu_override_is_valid() -> None:
     from services.generator.settings import Settings as GeneratorSettings
 
     assert set(gen["environment"]) <= env_names(GeneratorSettings)
+
+
+def test_driver_environment_is_pipeline_settings(compose: dict[str, Any]) -> None:
+    from services.pipeline.settings import Settings as PipelineSettings
+
+    known = env_names(PipelineSettings)
+    env = compose["services"]["driver"]["environment"]
+    assert {"BTP_PIPELINE_JUDGE_SPLIT", "BTP_PIPELINE_JUDGE_PARALLEL"} <= set(env)
+    assert not [k for k in env if k.startswith("BTP_PIPELINE_") and k not in known]
+    swarm_env = dict(line.split("=", 1) for line in (ROOT / "deploy/swarm/driver.env").read_text().splitlines()
+                     if line and not line.startswith("#"))  # fmt: skip
+    assert not [k for k in swarm_env if k not in known], swarm_env
+    PipelineSettings.model_validate({k.lower().removeprefix("btp_pipeline_"): v for k, v in swarm_env.items()})
+
+
+def test_swarm_stack_file_matches_compose(compose: dict[str, Any]) -> None:
+    """deploy/docker-stack.yml (docker stack deploy) runs the same services, commands, settings and ports as
+    docker-compose.yml, in the v3 form: no build, no depends_on, no security_opt; every service by DNS
+    round-robin, judges on labelled nodes behind the same judge-lb.conf."""
+    stack: dict[str, Any] = yaml.safe_load((ROOT / "deploy/docker-stack.yml").read_text())
+    assert stack["version"].startswith("3.")
+    services = stack["services"]
+    assert set(services) == set(compose["services"]) - {"driver"}
+    for name, svc in services.items():
+        ref = compose["services"][name]
+        assert not {"build", "depends_on", "security_opt", "profiles", "restart"} & set(svc), name
+        assert svc.get("command") == ref.get("command"), name
+        # published on the task's node (no routing mesh: it needs IPVS), under the same variables and ports
+        ports = [f"{p['published']}:{p['target']}" for p in svc.get("ports") or [] if p["mode"] == "host"]
+        assert ports == (ref.get("ports") or []), name
+        assert svc["deploy"]["endpoint_mode"] == "dnsrr", name  # no virtual IPs either
+        assert (svc.get("healthcheck") or {}).get("test") == (ref.get("healthcheck") or {}).get("test"), name
+        assert svc["deploy"]["restart_policy"]["condition"] == "any", name
+        env = svc.get("environment") or {}
+        for key, value in (ref.get("environment") or {}).items():
+            assert key in env, (name, key)
+            if "${" not in str(env[key]) and key != "BTP_TRAINER_VISIBILITY_TIMEOUT_S":
+                assert env[key] == value, (name, key)
+        assert sorted(svc.get("volumes") or []) == sorted(v for v in ref.get("volumes") or [] if not v.startswith("./"))
+    judge = services["judge"]
+    assert judge["user"] == "root" and {"SYS_ADMIN", "NET_ADMIN"} <= set(judge["cap_add"])
+    assert judge["deploy"]["replicas"] >= 2
+    assert "node.labels.btp.judge == true" in judge["deploy"]["placement"]["constraints"]
+    assert stack["configs"]["judge-lb"]["file"] == "./judge-lb.conf" and (ROOT / "deploy/judge-lb.conf").is_file()
+    assert stack["networks"]["default"]["attachable"] is True
+    profile = yaml.safe_load((ROOT / "deploy/swarm/judge-node-seccomp.json").read_text())
+    denied = {n for rule in profile["syscalls"] for n in rule["names"]}
+    assert profile["defaultAction"] == "SCMP_ACT_ALLOW" and not {"pivot_root", "mount", "unshare", "clone"} & denied
+    assert {"kexec_load", "init_module", "open_by_handle_at", "bpf"} <= denied
+
+
+@pytest.mark.parametrize("path", ["docker-compose.yml", "deploy/docker-stack.yml"])
+def test_generator_may_load_the_workers_checkpoints(path: str) -> None:
+    """The generator accepts a checkpoint only under its model roots: the folder where the `checkpoints`
+    volume is mounted (and where the workers write) must be one of them, or publishing fails."""
+    from services.generator.settings import Settings as GeneratorSettings
+    from services.trainer.settings import Settings as TrainerSettings
+
+    services = yaml.safe_load((ROOT / path).read_text())["services"]
+    gen_env = {k: v for k, v in services["generator"]["environment"].items() if "${" not in str(v)}
+    gen = GeneratorSettings.model_validate({k.lower().removeprefix("btp_generator_"): v for k, v in gen_env.items()})
+    mount = next(v.split(":")[1] for v in services["generator"]["volumes"] if v.startswith("checkpoints:"))
+    roots = [r.resolve() for r in gen.allowed_model_roots()]
+    assert any(Path(mount).resolve().is_relative_to(r) for r in roots), (mount, roots)
+    worker_env = {k: v for k, v in services["trainer-worker"]["environment"].items() if "${" not in str(v)}
+    worker = TrainerSettings.model_validate({k.lower().removeprefix("btp_trainer_"): v for k, v in worker_env.items()})
+    assert Path(worker.checkpoints_dir) == Path(mount)
