@@ -3,6 +3,7 @@ complete round driven over HTTP exactly as the README's curl calls do, then a cl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -39,7 +40,9 @@ def stack(tiny_model: Path, pg_url: str, tmp_path: Path) -> Any:
     cmd = [sys.executable, "-m", "services.pipeline.cli.main", "stack", "up", "--model", str(tiny_model),
            "--database-url", pg_url, "--queue", queue, "--health-timeout", "400",
            *[a for name, port in ports.items() for a in (f"--{name}-port", str(port))]]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # its own process group: a failed test still takes every service and worker down with it
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # fmt: skip
     lines: list[str] = []
     threading.Thread(target=_read_lines, args=(proc, lines), daemon=True).start()
     deadline = time.monotonic() + 420
@@ -51,7 +54,11 @@ def stack(tiny_model: Path, pg_url: str, tmp_path: Path) -> Any:
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     yield urls, proc, lines
     if proc.poll() is None:
-        proc.kill()
+        proc.send_signal(signal.SIGTERM)  # `btp stack up` stops its children
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=60)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group
 
 
 def _ok(resp: httpx.Response) -> Any:
