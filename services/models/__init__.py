@@ -3,7 +3,7 @@
 and the CLI; torch and transformers are imported inside the functions that need them.
 """
 
-from .loading import LoadedModel, is_adapter, load_folder, pick_device, pick_dtype
+from .loading import BUILD_LOCK, LoadedModel, is_adapter, load_folder, pick_device, pick_dtype
 from .memory import release_memory, tune_malloc
 from .prepare import (
     TOKENIZER_PROBE,
@@ -28,6 +28,7 @@ from .registry import (
 )
 
 __all__ = [
+    "BUILD_LOCK",
     "KNOWN_MODELS",
     "MARKER",
     "TOKENIZER_PROBE",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,13 @@ from typing import Any
 from services.common.errors import ValidationError
 
 from .registry import is_instruct
+
+BUILD_LOCK = threading.RLock()
+"""Held while a model is built or loaded in this process. ``transformers`` (5.x) patches process-wide
+functions while it builds a model (``PreTrainedModel.tie_weights`` and the ``torch.nn.init`` functions are
+no-ops during ``from_pretrained``), so two threads loading at once can leave one model untied (its head
+on the meta device) or uninitialised. Threads do load at once: an async run (the generator's swap beside
+the trainer's load), the replicated generator client over in-process replicas."""
 
 
 def is_adapter(folder: Path) -> bool:
@@ -103,26 +111,27 @@ def load_folder(
 
     adapter = is_adapter(folder)
     try:
-        if adapter:
-            if base is None:
-                raise ValidationError("a LoRA adapter needs a full base model loaded first", param="checkpoint")
-            from peft import PeftModel
-
-            model = copy.deepcopy(base.model)
-            model = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
-            model = model.merge_and_unload()
-            tokenizer = base.tokenizer
-            instruct = base.instruct
-            name = base.name
-        else:
-            model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-            except (OSError, ValueError, TypeError):
+        with BUILD_LOCK:  # see BUILD_LOCK
+            if adapter:
                 if base is None:
-                    raise
-                tokenizer = base.tokenizer  # a trainer checkpoint may hold the weights only
-            instruct = is_instruct(folder, tokenizer)
+                    raise ValidationError("a LoRA adapter needs a full base model loaded first", param="checkpoint")
+                from peft import PeftModel
+
+                model = copy.deepcopy(base.model)
+                model = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+                model = model.merge_and_unload()
+                tokenizer = base.tokenizer
+                instruct = base.instruct
+                name = base.name
+            else:
+                model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
+                try:
+                    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+                except (OSError, ValueError, TypeError):
+                    if base is None:
+                        raise
+                    tokenizer = base.tokenizer  # a trainer checkpoint may hold the weights only
+                instruct = is_instruct(folder, tokenizer)
         model.to(device=device, dtype=dtype)
         model.eval()
     except ValidationError:

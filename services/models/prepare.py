@@ -27,6 +27,7 @@ from typing import Any
 
 from services.common.errors import BTPError, NotFoundError, ValidationError
 
+from .loading import BUILD_LOCK
 from .memory import release_memory
 from .registry import KNOWN_MODELS, MARKER, KnownModel, check_model_name, is_local_model, known_model
 
@@ -152,7 +153,8 @@ def convert_gguf(gguf: Path, out_dir: Path, *, instruct: bool, source: str) -> N
     folder, fname = str(gguf.parent), gguf.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
     check_tokenizer(tokenizer, source)
-    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype="float32")
+    with BUILD_LOCK:  # see BUILD_LOCK
+        gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype="float32")
     config = AutoConfig.from_pretrained(folder, gguf_file=fname)
     if hasattr(config, "quantization_config"):
         delattr(config, "quantization_config")
@@ -161,7 +163,7 @@ def convert_gguf(gguf: Path, out_dir: Path, *, instruct: bool, source: str) -> N
 
     # Built on the meta device and given the GGUF model's tensors (assign=True): no second copy of the
     # weights and no random initialisation that the copy would overwrite anyway.
-    with torch.device("meta"):
+    with BUILD_LOCK, torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype="float32")
     missing, unexpected = model.load_state_dict(gguf_model.state_dict(), strict=False, assign=True)
     tied = set(getattr(model, "_tied_weights_keys", None) or {})

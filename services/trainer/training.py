@@ -55,7 +55,7 @@ from services.common.prompts import resolve_format
 from services.common.schemas.buffer import SampledItem
 from services.common.schemas.trainer import JobCreate, LossPoint
 from services.common.settings import default_data_dir
-from services.models import is_instruct, model_dir, tune_malloc
+from services.models import BUILD_LOCK, is_instruct, model_dir, tune_malloc
 
 from . import checkpoint as ckpt
 from .data import (
@@ -160,7 +160,8 @@ def load_model(
 
     source = resume.path if (resume is not None and not job.lora) else base_path
     try:
-        model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        with BUILD_LOCK:  # transformers patches process-wide functions while it loads (see BUILD_LOCK)
+            model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     except (OSError, ValueError, KeyError) as exc:
         raise JobConfigError(f"cannot load model {job.model!r} from {source}: {exc}", param="model") from exc
     model.config.use_cache = False
