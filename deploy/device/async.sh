@@ -5,7 +5,9 @@
 # seeds. Both run embedded on the one GPU; nvidia-smi samples GPU utilisation every 200 ms during each run.
 #
 #   async.sh run [SEEDS]     for each seed (default "0"): lockstep 3 rounds, then async with the same
-#                            program budget (3 x 8 x 16 = 384 trained programs), publish every 2 steps,
+#                            program budget (3 x 8 x 16 = 384 trained programs), publish every
+#                            $PUBLISH_EVERY steps (default 8: one version per lockstep round, so both sample
+#                            the same number of programs per trained program), max lag 1 version, 2 actors,
 #                            held-out evaluation every 8 steps (one lockstep round's training)
 #   async.sh summary         the table: wall time, GPU busy fraction (share of samples with utilisation > 0
 #                            and mean utilisation), held-out pass rate against trained programs, and the
@@ -45,7 +47,7 @@ case "${1:-summary}" in
         "${COMMON[@]}" "${resume[@]}" --json >"$BTP_DATA_DIR/gpu/lock-s$seed.json"
       [ -e "$BTP_DATA_DIR/runs/async-s$seed/state.json" ] && resume=(--resume "async-s$seed") || resume=()
       timed "async-s$seed" python3 -m services.pipeline.cli.main run --async --name "async-s$seed" --seed "$seed" \
-        "${COMMON[@]}" --publish-every 2 --max-lag 1 --actors 2 "${resume[@]}" --json \
+        "${COMMON[@]}" --publish-every "${PUBLISH_EVERY:-8}" --max-lag 1 --actors 2 "${resume[@]}" --json \
         >"$BTP_DATA_DIR/gpu/async-s$seed.json"
     done
     "$0" summary

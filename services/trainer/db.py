@@ -71,6 +71,40 @@ class LossPointRow(Base):
     loss: Mapped[float] = mapped_column(Float)
     tokens_per_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     lr: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # when it finished, what it trained on, and the weights version that sampled each program (async BTP)
+    at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    experience_ids: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
+    weights_versions: Mapped[list[int | None] | None] = mapped_column(JSON, nullable=True)
+
+
+# Columns added after the first release: ``create_all`` makes missing tables only, so an existing
+# ``trainer_loss_points`` gets them with ALTER TABLE (nullable, so old rows stay valid).
+ADDED_COLUMNS = {"trainer_loss_points": ("at", "experience_ids", "weights_versions")}
+
+
+def add_missing_columns(engine: Engine) -> list[str]:
+    """ALTER TABLE ... ADD COLUMN for every column of :data:`ADDED_COLUMNS` an existing table lacks
+    (idempotent; two processes racing both try, and the loser's duplicate-column error is ignored)."""
+    from sqlalchemy import inspect, text
+    from sqlalchemy.exc import DBAPIError
+
+    added = []
+    for table, columns in ADDED_COLUMNS.items():
+        have = {c["name"] for c in inspect(engine).get_columns(table)}
+        for name in columns:
+            if name in have:
+                continue
+            col = Base.metadata.tables[table].c[name]
+            quote = engine.dialect.identifier_preparer.quote
+            ddl = f"ALTER TABLE {quote(table)} ADD COLUMN {quote(name)} {col.type.compile(dialect=engine.dialect)}"
+            try:
+                with engine.begin() as conn:
+                    conn.execute(text(ddl))
+                added.append(f"{table}.{name}")
+            except DBAPIError:
+                if name not in {c["name"] for c in inspect(engine).get_columns(table)}:
+                    raise
+    return added
 
 
 def make_engine(url: str) -> Engine:
@@ -89,6 +123,7 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
     Base.metadata.create_all(engine)
+    add_missing_columns(engine)
     return engine
 
 

@@ -108,7 +108,8 @@ def execute_job(job_id: str, settings: Settings, *, session_factory: sessionmake
         def on_step(point: LossPoint) -> None:
             jobs.record_step(
                 session=session, job_id=job_id, step=point.step, loss=point.loss,
-                tokens_per_s=point.tokens_per_s, lr=point.lr,
+                tokens_per_s=point.tokens_per_s, lr=point.lr, at=point.at, experience_ids=point.experience_ids,
+                weights_versions=point.weights_versions,
             )
 
         def on_checkpoint(step: int, path: Path) -> None:

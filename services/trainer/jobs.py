@@ -35,7 +35,9 @@ def to_out(row: JobRow, points: Sequence[LossPointRow]) -> JobOut:
         config=JobCreate.model_validate(row.config),
         progress=JobProgress(step=row.step, total_steps=row.total_steps),
         loss_history=[
-            LossPoint(step=p.step, loss=p.loss, tokens_per_s=p.tokens_per_s, lr=p.lr) for p in points
+            LossPoint(step=p.step, loss=p.loss, tokens_per_s=p.tokens_per_s, lr=p.lr, at=p.at,
+                      experience_ids=p.experience_ids, weights_versions=p.weights_versions)
+            for p in points
         ],
         checkpoint=row.checkpoint,
         error=row.error,
@@ -152,12 +154,16 @@ def mark_resumed(*, session: Session, job_id: str, step: int) -> None:
 
 
 def record_step(
-    *, session: Session, job_id: str, step: int, loss: float, tokens_per_s: float | None, lr: float | None
+    *, session: Session, job_id: str, step: int, loss: float, tokens_per_s: float | None, lr: float | None,
+    at: float | None = None, experience_ids: list[int] | None = None,
+    weights_versions: list[int | None] | None = None,
 ) -> None:
-    """Record one optimizer step (idempotent per step)."""
+    """Record one optimizer step (idempotent per step), with the experiences it trained on and the
+    weights version that sampled each (so a driver reads async BTP's lag off the job)."""
     row = _row(session, job_id)
     session.execute(delete(LossPointRow).where(LossPointRow.job_id == job_id, LossPointRow.step == step))
-    session.add(LossPointRow(job_id=job_id, step=step, loss=loss, tokens_per_s=tokens_per_s, lr=lr))
+    session.add(LossPointRow(job_id=job_id, step=step, loss=loss, tokens_per_s=tokens_per_s, lr=lr, at=at,
+                             experience_ids=experience_ids, weights_versions=weights_versions))  # fmt: skip
     row.step = step
     session.commit()
 

@@ -85,7 +85,8 @@ class Progress:
 
 def lag_summary(version: int, losses: list[dict[str, Any]]) -> dict[str, Any]:
     """The lag of the programs a version trained on: ``version - 1`` (the weights being trained) minus the
-    version that sampled each program; None where the trainer does not report versions (remote jobs)."""
+    version that sampled each program (the trainer reports them per step, in process and through the trainer
+API); None where no step names a version (programs from teachers or files)."""
     lags = [version - 1 - w for p in losses for w in (p.get("weights_versions") or []) if w is not None]
     if not lags:
         return {"programs": 0, "mean": None, "max": None}
