@@ -77,7 +77,9 @@ for secs in sorted((data / "gpu").glob("*.seconds")):
         wall = m.get("wall_seconds")
         curve.append({"trained_programs": trained, "pass_rate": m["eval"]["pass_rate"],
                       "accuracy": m["eval"]["accuracy"], "wall_seconds": wall})
-    out[name] = {"seconds": int(secs.read_text()), "gpu_busy_fraction": sum(u > 0 for u in util) / max(1, len(util)),
+    eval_s = sum(m.get("eval_seconds") or 0 for m in metrics)
+    out[name] = {"seconds": int(secs.read_text()), "eval_seconds": round(eval_s, 1),
+                 "gpu_busy_fraction": sum(u > 0 for u in util) / max(1, len(util)),
                  "gpu_mean_utilisation": sum(util) / max(1, len(util)) / 100, "curve": curve}
 for name, r in out.items():
     if name.startswith("async-"):
@@ -87,10 +89,11 @@ for name, r in out.items():
             hit = [c for c in r["curve"] if c["pass_rate"] >= target and c["wall_seconds"] is not None]
             r["seconds_to_lockstep_final"] = hit[0]["wall_seconds"] if hit else None
             r["lockstep_final_pass_rate"] = target
-print(f"{'run':14} {'wall s':>7} {'GPU busy':>8} {'GPU util':>8}  held-out pass rate by trained programs")
+print(f"{'run':14} {'wall s':>7} {'eval s':>7} {'GPU busy':>8} {'GPU util':>8}  held-out pass rate by trained programs")
 for name, r in out.items():
     curve = ", ".join(f"{c['trained_programs']}:{c['pass_rate']:.3f}" for c in r["curve"])
-    print(f"{name:14} {r['seconds']:7d} {r['gpu_busy_fraction']:8.2f} {r['gpu_mean_utilisation']:8.2f}  {curve}")
+    print(f"{name:14} {r['seconds']:7d} {r['eval_seconds']:7.1f} {r['gpu_busy_fraction']:8.2f} "
+          f"{r['gpu_mean_utilisation']:8.2f}  {curve}")
     if "seconds_to_lockstep_final" in r:
         print(f"{'':14} reaches lockstep's final {r['lockstep_final_pass_rate']:.3f} at {r['seconds_to_lockstep_final']} s")
 text = json.dumps(out, indent=2)

@@ -77,6 +77,7 @@ def test_async_run_embedded(tiny_model: Path, data_dir: Path) -> None:
     assert [r["trained_programs"] for r in out["rounds"]] == [0, 4, 8]  # 2 rounds x 2 steps x n=2
     assert out["async"]["version"] == 4 and out["async"]["trained_programs"] == 8
     assert "sampling_lag" in out["async"] and [v["version"] for v in out["async"]["versions"]] == [1, 2, 3, 4]
+    assert out["async"]["eval_seconds"] > 0 and out["async"]["batches_during_eval"] == 0
     folder = RunFolder.open(Settings().runs_dir(), "as")
     state = folder.state()
     assert state.finished_at and state.version == 4 and state.trained_programs == 8
@@ -283,3 +284,58 @@ def test_killed_generator_is_replaced_and_gets_the_run_weights_back(tiny_model: 
     assert (health["lineage"], health["weights_version"]) == ("killgen", 12)
     assert "(mixed: remote generator)" in output
     _check_invariants(folder, max_lag=None)  # stored once, judged, trained only once judged
+
+
+def test_actors_hand_out_nothing_while_an_evaluation_runs(tiny_model: Path, data_dir: Path) -> None:
+    """A held-out evaluation runs on a generator nobody else uses: an actor asking for a batch meanwhile
+    waits (also when the evaluation starts while it waits on the staleness bound) and gets it once the
+    evaluation ends."""
+    import threading
+
+    from services.pipeline.connect import open_services
+    from services.pipeline.run.asynchronous import AsyncPipeline
+    from services.pipeline.run.config import RunConfig
+
+    cfg = RunConfig(name="pause", model=str(tiny_model), train_size=3, test_size=2, k=2, max_new_tokens=12, n=2,
+                    steps=1, learning_rate=1e-3, prompt_format="raw", asynchronous=True, max_lag=0)  # fmt: skip
+    settings = Settings()
+    folder = RunFolder.create(settings.runs_dir(), cfg)
+    with open_services(settings, model=cfg.model, buffer_database_url=folder.buffer_database_url(),
+                       checkpoints=folder.path / "checkpoints") as svc:  # fmt: skip
+        pipe = AsyncPipeline(cfg, folder, svc)
+        got: list[Any] = []
+
+        def actor() -> None:
+            got.append(pipe._next_batch())
+
+        with pipe.cond:
+            pipe._evaluating = True
+        first = threading.Thread(target=actor)
+        first.start()
+        first.join(1.0)
+        assert first.is_alive() and got == []  # waiting while the evaluation runs
+        with pipe.cond:
+            pipe._evaluating = False
+            pipe.cond.notify_all()
+        first.join(10)
+        assert not first.is_alive() and got[0] is not None and got[0][0] == 1  # pass 1's first batch
+        # pass 1 handed out, max_lag 0: the next actor waits on the staleness bound (version 0 < 1) ...
+        with pipe.cond:
+            pipe._pass_next = len(pipe._pass_order)
+        second = threading.Thread(target=actor)
+        second.start()
+        second.join(0.5)
+        assert second.is_alive()
+        with pipe.cond:  # ... an evaluation starts, then the trainer publishes version 1 during it
+            pipe._evaluating = True
+            pipe.p.version = pipe.p.served = 1
+            pipe.cond.notify_all()
+        second.join(1.0)
+        assert second.is_alive() and len(got) == 1  # still nothing handed out while evaluating
+        with pipe.cond:
+            pipe._evaluating = False
+            pipe.cond.notify_all()
+        second.join(10)
+        assert not second.is_alive() and got[1] is not None and got[1][0] == 2
+        assert pipe.p.batches_during_eval == 0
+        pipe.stop.set()

@@ -12,7 +12,10 @@ trainer (one thread)          version v: a job of publish_every steps on PPER mi
                               -> held-out evaluation every eval_every versions
 ```
 The trainer evaluates between two versions and publishes nothing meanwhile, so a whole evaluation sees
-one version; the actors keep sampling during it. The generator swaps weights between batches (requests
+one version; the actors hand out no new batch during it (batches already in the generator finish). On one
+H200 with the actors sampling beside it, each held-out evaluation took 24-71 s instead of 7-14 s and held
+the trainer for 168 of the run's 212 s (docs/results.md, "Asynchronous BTP"): the evaluation is the
+protocol's measurement, and it now runs on a generator nobody else is using, as in lockstep. The generator swaps weights between batches (requests
 already accepted finish on the weights they started with), so nothing waits for a swap.
 
 Bounded staleness, ``max_lag`` in versions:
@@ -79,6 +82,8 @@ class Progress:
     judged: int = 0  # judged this session
     actor_wait_s: float = 0.0
     trainer_wait_s: float = 0.0
+    eval_seconds: float = 0.0  # held-out evaluations, summed (the actors pause meanwhile)
+    batches_during_eval: int = 0  # batches handed out while an evaluation ran (0 unless the pause breaks)
     restarts: dict[str, int] = field(default_factory=dict)
     lag: dict[str, Any] = field(default_factory=dict)  # of the last version trained
 
@@ -112,6 +117,7 @@ class AsyncPipeline(Pipeline):
         self._publish_lock = threading.Lock()
         self._published: tuple[int, str | None] = (0, None)  # the version the generator should serve  # batches whose actor failed: sampled again first
         self._actors_alive = 0
+        self._evaluating = False
         self._errors: list[BaseException] = []
         self._started = time.monotonic()
         self._seconds_before = 0.0
@@ -146,6 +152,7 @@ class AsyncPipeline(Pipeline):
         out["wall_seconds"] = round(self._elapsed(), 2)
         out["actor_wait_s"] = round(out["actor_wait_s"], 2)
         out["trainer_wait_s"] = round(out["trainer_wait_s"], 2)
+        out["eval_seconds"] = round(out["eval_seconds"], 2)
         return out
 
     def _record(self, **state_update: Any) -> None:
@@ -167,31 +174,45 @@ class AsyncPipeline(Pipeline):
     # --- actors --------------------------------------------------------------------------------
 
     def _next_batch(self) -> tuple[int, list[TaskIn]] | None:
-        """The next (pass, tasks) to sample, waiting on the staleness bound; None once stopping."""
+        """The next (pass, tasks) to sample, waiting on the staleness bound and while a held-out evaluation
+        runs; None once stopping."""
         cfg = self.cfg
         with self.cond:
-            if self._retry and not self.stop.is_set():
-                return self._retry.pop(0)
-            if self._pass_next >= len(self._pass_order):  # the pass is handed out: open the next one
-                nxt = self.p.passes_started + 1
-                if not self._wait(partial(self._may_start_pass, nxt), "actor_wait_s"):
-                    return None
-                self.p.passes_started = nxt
-                order = list(self.train_tasks)
-                random.Random(cfg.seed * 7919 + nxt).shuffle(order)
-                self._pass_order, self._pass_next = order, 0
-                self._outstanding[nxt] = 0
-            if not self._wait(lambda: self.p.version - self.p.served <= cfg.max_lag, "actor_wait_s"):
+            batch = self._hand_out(cfg)
+            if batch is not None and self._evaluating:
+                self.p.batches_during_eval += 1
+            return batch
+
+    def _hand_out(self, cfg: Any) -> tuple[int, list[TaskIn]] | None:
+        """(holding :attr:`cond`) the retried batch first, else the next batch of the pass being handed out."""
+
+        def idle_and(ready: Callable[[], bool]) -> Callable[[], bool]:
+            return lambda: not self._evaluating and ready()
+
+        if not self._wait(idle_and(lambda: True), "actor_wait_s"):
+            return None
+        if self._retry and not self.stop.is_set():
+            return self._retry.pop(0)
+        if self._pass_next >= len(self._pass_order):  # the pass is handed out: open the next one
+            nxt = self.p.passes_started + 1
+            if not self._wait(idle_and(partial(self._may_start_pass, nxt)), "actor_wait_s"):
                 return None
-            if self.stop.is_set():
-                return None
-            pass_ = self.p.passes_started
-            tasks = self._pass_order[self._pass_next : self._pass_next + cfg.gen_batch]
-            self._pass_next += len(tasks)
-            self._outstanding[pass_] += 1
-            if self._pass_next >= len(self._pass_order):
-                self._handed_all.add(pass_)
-            return pass_, tasks
+            self.p.passes_started = nxt
+            order = list(self.train_tasks)
+            random.Random(cfg.seed * 7919 + nxt).shuffle(order)
+            self._pass_order, self._pass_next = order, 0
+            self._outstanding[nxt] = 0
+        if not self._wait(idle_and(lambda: self.p.version - self.p.served <= cfg.max_lag), "actor_wait_s"):
+            return None
+        if self.stop.is_set():
+            return None
+        pass_ = self.p.passes_started
+        tasks = self._pass_order[self._pass_next : self._pass_next + cfg.gen_batch]
+        self._pass_next += len(tasks)
+        self._outstanding[pass_] += 1
+        if self._pass_next >= len(self._pass_order):
+            self._handed_all.add(pass_)
+        return pass_, tasks
 
     def _stored_batch(self, pass_: int, sampled: int, created: int) -> None:
         with self.cond:
@@ -319,7 +340,15 @@ class AsyncPipeline(Pipeline):
         if self.folder.is_done(step):
             return
         start = time.monotonic()
-        summary = self.evaluate(index)
+        with self.cond:
+            self._evaluating = True  # the actors hand out nothing new until it ends
+        try:
+            summary = self.evaluate(index)
+        finally:
+            with self.cond:
+                self._evaluating = False
+                self.p.eval_seconds += time.monotonic() - start
+                self.cond.notify_all()
         with self.cond:
             trained = self.p.trained_programs
         with self.cond:
