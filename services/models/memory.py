@@ -15,6 +15,7 @@ import ctypes
 import ctypes.util
 import gc
 import logging
+import os
 from functools import lru_cache
 from typing import Any
 
@@ -40,13 +41,29 @@ def _libc() -> Any:
     return lib
 
 
+def mmap_threshold() -> int:
+    """The mmap threshold to pin, in bytes: ``BTP_MALLOC_MMAP_THRESHOLD_MB`` (0 leaves glibc's own, which
+    moves), default :data:`MMAP_THRESHOLD`."""
+    raw = os.environ.get("BTP_MALLOC_MMAP_THRESHOLD_MB", "").strip()
+    if not raw:
+        return MMAP_THRESHOLD
+    try:
+        return max(0, int(float(raw) * (1 << 20)))
+    except ValueError:
+        log.warning("BTP_MALLOC_MMAP_THRESHOLD_MB=%r is not a number; using %d MiB", raw, MMAP_THRESHOLD >> 20)
+        return MMAP_THRESHOLD
+
+
 @lru_cache(maxsize=1)
 def tune_malloc() -> bool:
-    """Pin glibc's mmap threshold at 1 MiB (once per process); False where it does not apply."""
+    """Pin glibc's mmap threshold (once per process); False where it does not apply."""
     lib = _libc()
     if lib is None:
         return False
-    ok = bool(lib.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(lib.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    threshold = mmap_threshold()
+    if threshold == 0:  # any mallopt of these would also stop glibc from moving its threshold
+        return False
+    ok = bool(lib.mallopt(M_MMAP_THRESHOLD, threshold)) and bool(lib.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     log.debug("malloc tuned: %s", ok)
     return ok
 

@@ -111,6 +111,34 @@ def test_program_loss_matches_hf_masked_loss(tiny_llama: Path) -> None:
     assert int((labels != -100).sum()) == mb.program_tokens
 
 
+def test_chunked_program_loss_equals_the_whole_one(tiny_llama: Path) -> None:
+    """The CPU's chunked head + cross-entropy (one chunk's logits at a time, recomputed in backward) gives
+    the same loss and the same gradients as the head over every scored position at once."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from services.trainer.training import loss_chunk_positions
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    mb = collate(_examples(tok, 4), tok.pad_token_id, CPU)
+    results = []
+    for chunk in (None, 7):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
+        loss_module = ProgramLoss(model, chunk=chunk)
+        loss = loss_module(mb.input_ids, None, mb.positions, mb.targets)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    assert mb.positions.numel() > 3 * 7  # several chunks, the last one partial
+    (whole, g_whole), (chunked, g_chunked) = results
+    assert torch.allclose(whole, chunked, rtol=1e-6), (whole.item(), chunked.item())
+    assert g_whole.keys() == g_chunked.keys() and g_whole
+    for name, grad in g_whole.items():
+        assert torch.allclose(grad, g_chunked[name], rtol=1e-4, atol=1e-6), name
+    # on a CPU the runner chunks by a logits budget; the GPU keeps the one fused head matmul
+    assert loss_chunk_positions(49152, CPU) == 341 and loss_chunk_positions(49152, torch.device("cuda")) is None
+    assert loss_chunk_positions(10_000_000, CPU) == 64
+
+
 def test_bucketing_cuts_padding() -> None:
     rng = random.Random(0)
     examples = [make_example([1] * rng.randint(5, 200), [2] * rng.randint(5, 100), 512) for _ in range(64)]
