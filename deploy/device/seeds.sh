@@ -4,6 +4,9 @@
 #
 #   seeds.sh start     MBPP 5 seeds x {p2value-rank, rejection} + the same-seed repeat, CodeIO 5 seeds x 4 recipes
 #   seeds.sh check     the judge environment: a small CodeIO import with numpy
+#   seeds.sh next      what Results II did not run yet (10 processes): 5 rounds + HumanEval transfer for
+#                      p2value-rank and rejection (5 seeds), the possibility modes (5 seeds), k = 1 and 5
+#                      (5 seeds); with the Gemma pieces stashed and joined, also the Gemma learning-rate sweep
 #   seeds.sh wait S    wait while any runs (at most S seconds), then pack phases/logs into $OUT/results.tgz
 #
 # Each experiment's shared phases (CodeIO import, beam buffer, base evaluation) run in its seed-0 process;
@@ -54,6 +57,20 @@ print(model_dir('SmolLM2-135M-Instruct', data_dir=Path('$BTP_DATA_DIR')))"
       launch "codeio-s$s-a" $C --no-shared --only p2value-rank,alpha-0 --seeds "$s"
       launch "codeio-s$s-b" $C --no-shared --only rejection,failed-only --seeds "$s"
     done
+    sleep 20
+    pack
+    ;;
+  next)
+    R=docs/results/exp-mbpp-smollm2-rounds5.json P=docs/results/exp-mbpp-smollm2-possibility.json
+    launch rounds5-s0 $R --seeds 0
+    launch possibility-s0 $P --seeds 0
+    launch k1-s0 docs/results/exp-mbpp-smollm2-k1.json
+    launch k5-s0 docs/results/exp-mbpp-smollm2-k5.json
+    for s in 1 2 3 4; do launch "rounds5-s$s" $R --no-shared --seeds "$s"; done
+    launch possibility-s1-4 $P --no-shared --seeds 1,2,3,4
+    if [ -e /tmp/btp-models/gemma-3-270m-q4_k_m.gguf ]; then
+      launch gemma-lr docs/results/exp-mbpp-gemma-lr.json
+    fi
     sleep 20
     pack
     ;;

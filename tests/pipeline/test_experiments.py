@@ -336,3 +336,44 @@ def test_codeio_tasks_are_imported_once_and_read_back(tmp_path: Path) -> None:
     again = Experiment(moved, out, settings, log=lambda m: None)
     assert [t.model_dump() for t in again.train_tasks] == [t.model_dump() for t in first.train_tasks]
     assert [t.model_dump() for t in again.test_tasks] == [t.model_dump() for t in first.test_tasks]
+
+
+def test_transfer_evaluation_and_a_per_recipe_learning_rate(tiny_model: Path, tmp_path: Path) -> None:
+    """`transfer: humaneval` evaluates the base model and each recipe's last round on HumanEval tasks it never
+    trained on (summarised like the held-out split); a recipe's own learning rate is the one its jobs use."""
+    cfg = tiny_config(
+        tiny_model, rounds=2, transfer="humaneval", transfer_size=3,
+        variants=[{"name": "p2value-rank"}, {"name": "lr-high", "learning_rate": 0.01}],
+    )  # fmt: skip
+    out = tmp_path / "exp"
+    summary = Experiment(cfg, out, Settings(data_dir=tmp_path / "data"), log=lambda m: None).run()
+    base = json.loads((out / "phases" / "eval-base-transfer.json").read_text())
+    assert len(base["per_task"]) == 3 and all(t.startswith("HumanEval") for t in base["per_task"])
+    assert not set(base["per_task"]) & {t for t in json.loads((out / "phases" / "eval-base.json").read_text())["per_task"]}
+    for name in ("p2value-rank", "lr-high"):
+        r1 = json.loads((out / "phases" / f"variant-{name}-s0-r1.json").read_text())
+        r2 = json.loads((out / "phases" / f"variant-{name}-s0-r2.json").read_text())
+        assert "transfer" not in r1 and set(r2["transfer"]["per_task"]) == set(base["per_task"])  # last round only
+        entry = summary["variants"][name]
+        assert entry["transfer"]["seeds"] == 1 and 0.0 <= entry["transfer"]["pass_rate"]["mean"] <= 1.0
+    assert summary["base_transfer"]["pass_rate"]["mean"] == base["pass_rate"]
+    lr = {name: json.loads((out / "phases" / f"variant-{name}-s0-r1.json").read_text())["loss_history"][0]["lr"]
+          for name in ("p2value-rank", "lr-high")}  # fmt: skip
+    assert lr["lr-high"] == pytest.approx(100 * lr["p2value-rank"])
+    assert summary["variants"]["lr-high"]["learning_rate"] == 0.01
+    assert summary["variants"]["p2value-rank"]["learning_rate"] == cfg.learning_rate
+    md = (out / "results.md").read_text()
+    assert "Transfer (humaneval" in md and "| lr-high |" in md.split("Transfer (humaneval")[1]
+    # resumed: nothing is evaluated again
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "phases").iterdir()}
+    Experiment(cfg, out, Settings(data_dir=tmp_path / "data"), log=lambda m: None).run()
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "phases").iterdir()} == before
+
+
+def test_transfer_and_learning_rate_are_checked() -> None:
+    from pydantic import ValidationError
+
+    for bad in ({"transfer": "apps"}, {"transfer_size": 0}, {"variants": [{"name": "x", "learning_rate": 0}]},
+                {"variants": [{"name": "x", "learning_rate": 2.0}]}):  # fmt: skip
+        with pytest.raises(ValidationError):
+            ExperimentConfig.model_validate({"name": "x", **bad})

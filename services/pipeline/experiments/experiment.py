@@ -44,6 +44,7 @@ replay requests and the training jobs are the steps of :mod:`services.pipeline.r
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import shutil
 import time
@@ -105,6 +106,12 @@ class Experiment:
         if cfg.teacher_size and "teacher" in cfg.buffers_needed():
             he = load_dataset("humaneval", None, test_fraction=cfg.test_fraction).tasks
             self.teacher_tasks = select(he, "train", cfg.teacher_size)
+        self.transfer_tasks: list[TaskIn] = []
+        if cfg.transfer == "humaneval":  # never trained on: every task, in hash order, both "splits"
+            he = load_dataset("humaneval", None, test_fraction=cfg.test_fraction).tasks
+            self.transfer_tasks = sorted(he, key=lambda t: hashlib.sha256(t.id.encode()).hexdigest())
+            if cfg.transfer_size is not None:
+                self.transfer_tasks = self.transfer_tasks[: cfg.transfer_size]
         self.limits = Limits(time_s=cfg.judge_time_s, memory_mb=cfg.judge_memory_mb)
         self.buffers: dict[str, BufferClient] = {}
         self.shared: BufferClient | None = None  # the buffer service, when BTP_BUFFER_URL is set
@@ -307,10 +314,13 @@ class Experiment:
         tasks = {e.task_id for t in self.train_tasks for e in dst.list_experiences(task_id=t.id, limit=1000).items}
         return {"programs": n, "tasks": len(tasks)}
 
-    def evaluate(self) -> dict[str, Any]:
-        """Greedy program per held-out task, judged: per-task pass rate, all-pass flag and program."""
-        self.reporter.phase(f"evaluation of {Path(str(self.served)).name}", len(self.test_tasks))
-        ev = steps.evaluate(self.generator, self.judge, self.test_tasks, self.generation(), self.limits,
+    def evaluate(self, tasks: list[TaskIn] | None = None) -> dict[str, Any]:
+        """Greedy program per held-out task (or per task of ``tasks``: the transfer set), judged: per-task
+        pass rate, all-pass flag and program."""
+        tasks = self.test_tasks if tasks is None else tasks
+        what = "evaluation" if tasks is self.test_tasks else f"transfer evaluation ({self.cfg.transfer})"
+        self.reporter.phase(f"{what} of {Path(str(self.served)).name}", len(tasks))
+        ev = steps.evaluate(self.generator, self.judge, tasks, self.generation(), self.limits,
                             progress=self.reporter.advance)  # fmt: skip
         return {
             **ev.summary(),
@@ -331,7 +341,8 @@ class Experiment:
         datasets = buf.datasets if isinstance(buf, ScopedBuffer) else None  # a file holds this buffer only
         sample = steps.sample_request(variant, n=cfg.n, datasets=datasets, seed=steps.sample_seed(seed, round_))
         job = steps.training_job(
-            model=start or cfg.model, sample=sample, steps=cfg.steps, learning_rate=cfg.learning_rate,
+            model=start or cfg.model, sample=sample, steps=cfg.steps,
+            learning_rate=variant.learning_rate or cfg.learning_rate,
             lora=cfg.lora, max_seq_len=cfg.max_seq_len, prompt_format=cfg.prompt_format,
             seed=steps.job_seed(seed, round_),
         )  # fmt: skip
@@ -343,9 +354,11 @@ class Experiment:
         drawn = buf.sample(job.sample.model_copy(update={"n": 512, "seed": 99}))
         self.use_weights(checkpoint)
         ev = self.evaluate()
+        transfer = self.evaluate(self.transfer_tasks) if self.transfer_tasks and round_ == cfg.rounds else None
         mean_pr = sum(i.pass_rate or 0.0 for i in drawn.items) / max(len(drawn.items), 1)
         return {
             "eval": ev,
+            **({"transfer": transfer} if transfer is not None else {}),
             "checkpoint": checkpoint,
             "train_seconds": round(train_s, 2),
             "loss_history": losses,
@@ -438,7 +451,7 @@ class Experiment:
         shutil.rmtree(self.checkpoint_dir(variant, seed, cfg.rounds), ignore_errors=True)
         last = rounds[-1]
         return {
-            **{k: last[k] for k in ("eval", "loss_history", "replay")},
+            **{k: last[k] for k in ("eval", "loss_history", "replay", "transfer") if k in last},
             "train_seconds": round(sum(r["train_seconds"] for r in rounds), 2),
             "rounds": [
                 {
@@ -516,6 +529,10 @@ class Experiment:
                 t0 = time.perf_counter()
                 self.use_weights(cfg.model)
                 self.finish("eval-base", self.evaluate(), t0)
+            if shared and self.transfer_tasks and not self.done("eval-base-transfer"):
+                t0 = time.perf_counter()
+                self.use_weights(cfg.model)
+                self.finish("eval-base-transfer", self.evaluate(self.transfer_tasks), t0)
             for seed in [s for s in cfg.seeds if seeds is None or s in seeds]:
                 for v in cfg.variants:
                     phase = f"variant-{v.name}-s{seed}"
@@ -552,6 +569,7 @@ class Experiment:
         if base is None:
             return {"config": cfg.model_dump(mode="json"), "variants": {}, "base": None}
         base_summary = summarize_variant([base], base, draws=cfg.bootstrap_draws)
+        base_transfer = self.done("eval-base-transfer")
         variants: dict[str, Any] = {}
         skipped: dict[str, str] = {}
         seconds: dict[str, float] = {}
@@ -573,7 +591,11 @@ class Experiment:
                 final_loss=[r["loss_history"][-1]["loss"] for r in runs if r and r.get("loss_history")],
                 replay=[r["replay"] for r in runs if r and "replay" in r],
                 rounds=round_curve([r["rounds"] for r in runs if r and "rounds" in r]),
+                learning_rate=v.learning_rate or cfg.learning_rate,
             )
+            transfers = [r["transfer"] for r in runs if r and "transfer" in r]
+            if transfers and base_transfer is not None:  # same statistics, on the never-trained-on set
+                entry["transfer"] = summarize_variant(transfers, base_transfer, draws=cfg.bootstrap_draws)
             variants[v.name] = entry
             seconds[v.name] = sum(r["seconds"] for r in runs if r)
         phases = {
@@ -583,6 +605,9 @@ class Experiment:
         return {
             "config": cfg.model_dump(mode="json"),
             "base": base_summary,
+            "base_transfer": (
+                summarize_variant([base_transfer], base_transfer, draws=cfg.bootstrap_draws) if base_transfer else None
+            ),
             "variants": variants,
             "skipped": skipped,
             "not_finished": [

@@ -34,6 +34,9 @@ class Variant(ReplayRule):
     description: str = ""
     buffer: BufferName = "beam"
     alpha_sweep: bool = Field(False, description="A point of the alpha sweep (Figure 1).")
+    learning_rate: float | None = Field(
+        None, gt=0, le=1, description="This recipe's learning rate (a learning-rate sweep); default the experiment's."
+    )
 
 
 def default_variants() -> list[Variant]:
@@ -131,6 +134,11 @@ class ExperimentConfig(BaseModel):
     teacher_prompt_format: PromptFormat = Field(
         "raw", description="How the teacher model is prompted (raw suits base models such as Gemma 3 270M)."
     )
+    transfer: Literal["humaneval"] | None = Field(
+        None, description="A data set never trained on, evaluated (greedy) for the base model and after each "
+        "recipe's last round: the transfer check (HumanEval: all 164 tasks unless transfer_size says fewer).",
+    )
+    transfer_size: int | None = Field(None, ge=1, description="Transfer tasks (hash order); default all of them.")
     variants: list[Variant] = Field(default_factory=default_variants)
 
     @model_validator(mode="after")

@@ -216,6 +216,18 @@ def markdown_table(summary: dict[str, Any]) -> str:
         "\n95% CIs: two-way bootstrap resampling training seeds and held-out tasks "
         "(services/pipeline/experiments/stats.py); with one seed, tasks only.\n"
     )
+    transfer = summary.get("base_transfer")
+    if transfer:
+        name = summary.get("config", {}).get("transfer", "transfer")
+        rows = [f"| base | {_fmt(transfer['pass_rate'])} | - | {_fmt(transfer['accuracy'])} | - |"]
+        rows += [
+            f"| {n} | {_fmt(t['pass_rate'])} | {_fmt_delta(t['pass_rate'])} | {_fmt(t['accuracy'])} | "
+            f"{_fmt_delta(t['accuracy'])} |"
+            for n, v in summary["variants"].items() if (t := v.get("transfer"))
+        ]  # fmt: skip
+        table += (f"\nTransfer ({name}, never trained on; after the last round), same intervals:\n\n"
+                  "| variant | pass rate % [95% CI] | Δ pass rate (paired) | accuracy % [95% CI] | Δ accuracy |\n"
+                  "|---|---|---|---|---|\n" + "\n".join(rows) + "\n")  # fmt: skip
     curves = rounds_table(summary)
     return table + ("\nHeld-out pass rate / accuracy % after each round (mean over seeds):\n\n" + curves
                     if curves else "")
