@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.orm import Session
@@ -29,9 +31,18 @@ def _fetch(session: Session, ids: list[int]) -> dict[int, tuple[str, str, str, i
     out: dict[int, tuple[str, str, str, int | None]] = {}
     head = "SELECT e.id, e.task_id, e.program, t.prompt, e.weights_version FROM experiences e JOIN tasks t ON t.id = e.task_id "
     if session.get_bind().dialect.name == "postgresql":
-        sql = text(head + "WHERE e.id = ANY(:ids)")  # one array parameter: a short, cacheable statement
-    else:
-        sql = text(head + "WHERE e.id IN :ids").bindparams(bindparam("ids", expanding=True))
+        # The driver's cursor, one array parameter sent as its text form ('{1,2,3}'): a short statement
+        # psycopg prepares once, no per-element adaptation of a Python list, no per-row Result objects.
+        raw = session.connection().connection.driver_connection
+        assert raw is not None
+        with raw.cursor() as cur:
+            for start in range(0, len(ids), CHUNK):
+                part = ids[start : start + CHUNK]
+                cur.execute(head + "WHERE e.id = ANY(%s::bigint[])", ("{" + ",".join(map(str, part)) + "}",))
+                for eid, task_id, program, prompt, version in cur.fetchall():
+                    out[int(eid)] = (task_id, program, prompt, None if version is None else int(version))
+        return out
+    sql = text(head + "WHERE e.id IN :ids").bindparams(bindparam("ids", expanding=True))
     for start in range(0, len(ids), CHUNK):
         for eid, task_id, program, prompt, version in session.execute(sql, {"ids": ids[start : start + CHUNK]}):
             out[int(eid)] = (task_id, program, prompt, None if version is None else int(version))
@@ -80,30 +91,32 @@ def sample(*, session: Session, index: PriorityIndex, request: SampleRequest, se
                     raise
                 rng = np.random.default_rng(request.seed)
         population = prepared.size
-        ids = [int(i) for i in snap.col("id")[chosen]]
+        ids = snap.col("id")[chosen].tolist()
         chosen_pass_rate = snap.pass_rate[chosen]
         chosen_tokens = snap.col("token_count")[chosen]
         chosen_possibility = snap.possibility(request.possibility)[chosen]
         found = _fetch(session, sorted(set(ids)))
     items = []
-    for j, eid in enumerate(ids):
+    # plain Python floats/ints in one pass each (not per element through numpy scalars)
+    columns = zip(ids, chosen_p2.tolist(), probs.tolist(), chosen_pass_rate.tolist(), chosen_possibility.tolist(),
+                  chosen_tokens.tolist(), strict=True)
+    for eid, p2v, prob, pass_rate, poss, tokens in columns:
         task_id, program, prompt, version = found[eid]
-        pass_rate = float(chosen_pass_rate[j])
         items.append(
-            SampledItem(
+            SampledItem.model_construct(  # every field is already of its type: no per-item validation
                 experience_id=eid,
                 task_id=task_id,
                 prompt=prompt,
                 program=program,
-                p2value=float(chosen_p2[j]),
-                sample_probability=float(probs[j]),
-                pass_rate=None if np.isnan(pass_rate) else pass_rate,
-                possibility=float(chosen_possibility[j]),
-                token_count=int(chosen_tokens[j]),
+                p2value=p2v,
+                sample_probability=prob,
+                pass_rate=None if math.isnan(pass_rate) else pass_rate,
+                possibility=poss,
+                token_count=tokens,
                 weights_version=version,
             )
         )
-    return SampleResponse(items=items, population=population)
+    return SampleResponse.model_construct(items=items, population=population)
 
 
 def stats(*, session: Session, index: PriorityIndex, dataset: str | None, settings: Settings) -> StatsResponse:
