@@ -411,7 +411,9 @@ class PriorityIndex:
             # least that new; never newer (a later statement could see rows this one did not).
             version = max(version, top)
             tasks = snap.tasks if snap is not None and snap.tasks.task_version == task_version else None
-            max_seq = int(cols["task_seq"][:n].max()) if n else -1
+            # the rows the parent's task map already covered need no check: only the changed ones (O(k), not O(N))
+            seqs = cols["task_seq"][changed] if (changed is not None and tasks is not None) else cols["task_seq"][:n]
+            max_seq = int(seqs.max()) if seqs.size else -1
             if tasks is None or max_seq >= tasks.dataset_code.size:
                 tasks = load_task_map(conn, task_version)
             self._serial += 1

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,6 +42,9 @@ class TaskMap:
     datasets: dict[str, int]
     splits: dict[str, int]
     task_version: int
+    prompts: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    """task id -> prompt, filled lazily by the sample path: valid for this task_version only (an upsert
+    bumps task_version, and a new map, empty again, replaces this one)."""
 
 
 def read_markers(conn: Connection | Session) -> tuple[int, int]:
