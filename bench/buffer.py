@@ -350,6 +350,15 @@ def main() -> None:
                 b, nw = list(got.values())
                 print(f"| {size:,} | {scheme} | {len(nw)} | {1e3 * pct(b, 50):.1f} | {1e3 * pct(b, 90):.1f} | "
                       f"{1e3 * pct(nw, 50):.1f} | {1e3 * pct(nw, 90):.1f} | {pct(b, 50) / pct(nw, 50):.1f}x |")
+            # the floor on this machine now: an empty request through the same HTTP stack
+            with httpx.Client(base_url=url, timeout=60) as http:
+                health = []
+                for _ in range(30):
+                    t = time.perf_counter()
+                    http.get("/health").raise_for_status()
+                    health.append(time.perf_counter() - t)
+            print(f"\nGET /health (no database, no work) on the new server after the run: p50 "
+                  f"{1e3 * pct(health, 50):.2f} ms, p90 {1e3 * pct(health, 90):.2f} ms; load average {os.getloadavg()[0]:.1f}")
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -28,7 +28,7 @@ from services.common.schemas.buffer import (
 )
 
 from . import replay, service
-from .deps import IndexDep, RecentDep, SessionDep, SettingsDep
+from .deps import IndexDep, RecentDep, RuntimeDep, SessionDep, SettingsDep
 
 router = APIRouter(prefix="/v1", tags=["buffer"])
 
@@ -161,11 +161,12 @@ def update_experience(experience_id: ExperienceId, body: ExperienceUpdate, sessi
 
 
 @router.post("/sample", response_model=SampleResponse)
-def sample(
-    body: SampleRequest, session: SessionDep, index: IndexDep, settings: SettingsDep, recent: RecentDep
-) -> Response:
+def sample(body: SampleRequest, runtime: RuntimeDep, index: IndexDep, settings: SettingsDep, recent: RecentDep) -> Response:
     """Prioritized minibatch with replacement (Eq. 6-8)."""
-    result = replay.sample(session=session, index=index, request=body, settings=settings)
+    # The session is opened here, in the endpoint's worker thread, not through SessionDep: a generator
+    # dependency costs two more thread-pool hops (enter and exit) on the buffer's hottest request.
+    with runtime.sessions() as session:
+        result = replay.sample(session=session, index=index, request=body, settings=settings)
     recent.record(body, result)
     # already a validated SampleResponse: serialise once instead of re-validating n items
     return Response(result.model_dump_json(), media_type="application/json")

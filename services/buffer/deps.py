@@ -5,9 +5,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -46,28 +47,38 @@ class BufferRuntime:
 _start_lock = threading.Lock()
 
 
-def get_runtime(request: Request) -> BufferRuntime:
+def _start_runtime(state: Any) -> BufferRuntime:
+    with _start_lock:
+        runtime: BufferRuntime | None = getattr(state, "buffer", None)
+        if runtime is None:
+            runtime = BufferRuntime.start(state.buffer_settings)
+            state.buffer = runtime
+        return runtime
+
+
+# The dependencies below are ``async def`` because they only read attributes: FastAPI runs a plain ``def``
+# dependency in its thread pool, one thread hop each (several per request, a measurable part of a
+# millisecond-scale POST /v1/sample on a loaded machine). Anything that blocks goes to the pool explicitly.
+
+
+async def get_runtime(request: Request) -> BufferRuntime:
     """The app's runtime; started on first use when the lifespan did not run (TestClient without `with`)."""
     state = request.app.state
     runtime: BufferRuntime | None = getattr(state, "buffer", None)
-    if runtime is None:
-        with _start_lock:
-            runtime = getattr(state, "buffer", None)
-            if runtime is None:
-                runtime = BufferRuntime.start(state.buffer_settings)
-                state.buffer = runtime
+    if runtime is None:  # connects and migrates: off the event loop
+        runtime = await run_in_threadpool(_start_runtime, state)
     return runtime
 
 
 RuntimeDep = Annotated[BufferRuntime, Depends(get_runtime)]
 
 
-def get_settings(runtime: RuntimeDep) -> Settings:
+async def get_settings(runtime: RuntimeDep) -> Settings:
     """The app's settings."""
     return runtime.settings
 
 
-def get_index(runtime: RuntimeDep) -> PriorityIndex:
+async def get_index(runtime: RuntimeDep) -> PriorityIndex:
     """The app's priority index."""
     return runtime.index
 
@@ -81,7 +92,7 @@ def get_session(runtime: RuntimeDep) -> Iterator[Session]:
         session.close()
 
 
-def get_recent(runtime: RuntimeDep) -> RecentDraws:
+async def get_recent(runtime: RuntimeDep) -> RecentDraws:
     """The app's record of recent minibatches."""
     return runtime.recent
 

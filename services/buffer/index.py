@@ -47,7 +47,7 @@ from sqlalchemy.orm import Session
 
 from . import priority as sampling
 from .incremental import IncrementalState
-from .loader import ROW_DTYPE, TaskMap, load_rows, load_task_map, max_row_version, read_markers
+from .loader import ROW_DTYPE, TaskMap, load_rows_versioned, load_task_map, read_markers
 from .tables import key64
 
 COLUMNS: tuple[str, ...] = tuple(ROW_DTYPE.names or ())
@@ -397,20 +397,23 @@ class PriorityIndex:
                 return snap
             changed: npt.NDArray[np.int64] | None = None
             if snap is None:
-                rows = load_rows(conn)
+                rows, top = load_rows_versioned(conn)
                 cols, n = columns_from_rows(rows), rows.size
                 self.full_loads += 1
             elif version != snap.version:
-                cols, n, changed = apply_delta(snap, load_rows(conn, after_version=snap.version))
+                delta, top = load_rows_versioned(conn, after_version=snap.version)
+                cols, n, changed = apply_delta(snap, delta)
                 self.incremental_loads += 1
             else:
-                cols, n, changed = snap.cols, snap.n, np.empty(0, dtype=np.int64)
+                cols, n, changed, top = snap.cols, snap.n, np.empty(0, dtype=np.int64), 0
             # Rows read after the markers may carry newer versions: all versions up to the highest
-            # seen have committed (writers are serialised), so the snapshot is at least that new.
-            if n and (snap is None or version != snap.version):
-                version = max(version, max_row_version(conn))
+            # the same statement read have committed (writers are serialised), so the snapshot is at
+            # least that new; never newer (a later statement could see rows this one did not).
+            version = max(version, top)
             tasks = snap.tasks if snap is not None and snap.tasks.task_version == task_version else None
-            max_seq = int(cols["task_seq"][:n].max()) if n else -1
+            # the rows the parent's task map already covered need no check: only the changed ones (O(k), not O(N))
+            seqs = cols["task_seq"][changed] if (changed is not None and tasks is not None) else cols["task_seq"][:n]
+            max_seq = int(seqs.max()) if seqs.size else -1
             if tasks is None or max_seq >= tasks.dataset_code.size:
                 tasks = load_task_map(conn, task_version)
             self._serial += 1

@@ -155,7 +155,7 @@ def rank_weights(n: int, exponent: float) -> tuple[FloatArray, FloatArray]:
     with _RANK_LOCK:
         cached = _RANK_WEIGHTS.get(exponent)
         if cached is None or cached[0].size < n:
-            size = max(n, 1024, 0 if cached is None else int(cached[0].size * 1.5))
+            size = max(n + n // 4, 1024, 0 if cached is None else int(cached[0].size * 1.5))  # room to grow
             base = 1.0 / np.arange(1, size + 1, dtype=np.float64)
             weights = base if exponent == 1.0 else np.power(base, exponent)
             cached = (weights, np.cumsum(weights))

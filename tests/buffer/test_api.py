@@ -329,3 +329,15 @@ def test_weights_version_is_stored_listed_and_sampled(client: TestClient) -> Non
     assert {(d["experience_id"], d["weights_version"]) for d in drawn} == set(listed.items())
     bad = client.post("/v1/experiences", json={"items": [experience_json("W/0", "x", weights_version=-1)]})
     assert bad.status_code == 422 and "weights_version" in bad.json()["error"]["param"]
+
+
+def test_sample_returns_the_current_prompt_after_a_task_upsert(client: TestClient) -> None:
+    """Prompts are cached per task version on the sample path: an upsert must show in the next sample."""
+    client.post("/v1/tasks", json={"tasks": [task_json("P/1", prompt="def old():\n"), task_json("P/2", prompt="two\n")]})
+    client.post("/v1/experiences", json={"items": [experience_json("P/1", "return 1", pass_rate=1.0),
+                                                   experience_json("P/2", "return 2", pass_rate=1.0)]})
+    first = client.post("/v1/sample", json={"n": 16, "seed": 1}).json()["items"]
+    assert {(i["task_id"], i["prompt"]) for i in first} == {("P/1", "def old():\n"), ("P/2", "two\n")}
+    client.post("/v1/tasks", json={"tasks": [task_json("P/1", prompt="def new():\n")]})
+    again = client.post("/v1/sample", json={"n": 16, "seed": 1}).json()["items"]
+    assert {(i["task_id"], i["prompt"]) for i in again} == {("P/1", "def new():\n"), ("P/2", "two\n")}

@@ -4,6 +4,7 @@ its own index) sharing one database see each other's writes through the change m
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ from sqlalchemy import text
 
 from services.buffer.app import create_app
 from services.buffer.db import make_engine, migrate
-from services.buffer.index import PriorityIndex, load_rows, merge_rows
+from services.buffer.index import PriorityIndex, merge_rows
+from services.buffer.loader import load_rows
 
 from .conftest import experience_json, make_settings, task_json
 
@@ -161,3 +163,41 @@ def test_apply_delta_appends_in_place_and_updates_copy_on_write() -> None:
     late["id"] = [7]
     cols, n, changed = apply_delta(child, late)
     assert changed is None and cols["id"][:n].tolist() == [1, 5, 7, 9, 12]
+
+
+def test_snapshot_version_never_names_a_write_its_rows_miss(pg_schema_url: str, tmp_path: Path) -> None:
+    """A write that commits while the index refreshes (between reading the delta rows and any later
+    statement) must not be marked as loaded: the snapshot's version comes from the rows it read, so the
+    next request still fetches that write. (Stamping the snapshot with a separate ``SELECT MAX(row_version)``
+    lost such a write for good: the markers then matched the snapshot.)"""
+    from sqlalchemy import event
+
+    app = create_app(make_settings(pg_schema_url, tmp_path))
+    with TestClient(app) as client:
+        client.post("/v1/tasks", json={"tasks": [task_json("A/1")]})
+        post = lambda tag, k: client.post(  # noqa: E731
+            "/v1/experiences", json={"items": [experience_json("A/1", f"{tag} {i}", pass_rate=0.5) for i in range(k)]}
+        ).raise_for_status()
+        post("first", 3)
+        assert client.post("/v1/sample", json={"n": 2}).json()["population"] == 3  # full load
+        post("second", 2)
+        index: PriorityIndex = app.state.buffer.index
+        engine = app.state.buffer.engine
+        fired: list[bool] = []
+
+        def write_in_between(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if not fired and "buffer_state" not in statement:
+                fired.append(True)
+                post("racing", 2)  # commits on another connection, mid-refresh
+
+        with engine.connect() as conn:
+            event.listen(conn, "before_cursor_execute", write_in_between)
+            snap = index.current(conn)
+            event.remove(conn, "before_cursor_execute", write_in_between)
+            conn.rollback()
+        if not fired:  # this refresh ran no other statement after the markers: the write lands just after it
+            post("racing", 2)
+        assert snap.n == 5
+        with engine.connect() as conn:
+            assert index.current(conn).n == 7
+        assert client.post("/v1/sample", json={"n": 2}).json()["population"] == 7
