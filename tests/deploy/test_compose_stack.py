@@ -139,12 +139,23 @@ def sql(query: str) -> list[list[str]]:
     return [line.split("\t") for line in out.splitlines() if line]
 
 
-def crash(service: str, index: int = 0) -> str:
+def sigkill(cid: str) -> bool:
     """SIGKILL the main process of a container from the host: a crash, which the restart policy answers
-    (``docker kill`` would count as a manual stop)."""
+    (``docker kill`` would count as a manual stop). False when it has no process now: a container waiting
+    to be restarted reads ``Running: true, Restarting: true, Pid: 0``, and ``os.kill(0, ...)`` would kill
+    this test's own process group (pytest and everything that started it)."""
+    st = state(cid)
+    pid = int(st.get("Pid") or 0)
+    if not st["Running"] or st.get("Restarting") or pid <= 0:
+        return False
+    os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def crash(service: str, index: int = 0) -> str | None:
+    """SIGKILL a container of ``service`` (see ``sigkill``); its id, or None when it has no process now."""
     cid = containers(service)[index]
-    os.kill(int(state(cid)["Pid"]), signal.SIGKILL)
-    return cid
+    return cid if sigkill(cid) else None
 
 
 def save_results() -> None:
@@ -322,13 +333,12 @@ def _run_with_crash(
         start = time.monotonic()
         try:
             while proc.poll() is None and killed_at is None:
-                if when():
-                    cid = crash(service, index)
+                if when() and (killed := crash(service, index)):
+                    cid = killed
                     killed_at = round(time.monotonic() - start, 1)
                     kills = 1
                     while hold is not None and hold(log_path.read_text()) and proc.poll() is None:
-                        if state(cid)["Running"]:
-                            crash(service, index)
+                        if sigkill(cid):
                             kills += 1
                         time.sleep(0.5)
                     outage = round(time.monotonic() - start - killed_at, 1)
@@ -437,7 +447,7 @@ def test_scaled_replicas(stack: None) -> None:
     judges, workers = containers("judge"), containers("trainer-worker")
     assert len(judges) == 3 and len(workers) == 2
     # one judge replica lost: requests through the published port (judge-lb) all succeed on the others
-    os.kill(int(state(judges[1])["Pid"]), signal.SIGKILL)
+    assert sigkill(judges[1])
     prog = {"program": "def add(a, b):\n    return a + b\n",
             "tests": {"kind": "check", "entry_point": "add", "code": "def check(candidate):\n    assert candidate(1, 2) == 3\n"}}  # fmt: skip
     t0 = time.monotonic()
@@ -457,11 +467,9 @@ def test_scaled_replicas(stack: None) -> None:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT)
         try:
             while proc.poll() is None:
-                if "judge" not in killed and _generator_busy():
-                    os.kill(int(state(judges[2])["Pid"]), signal.SIGKILL)
+                if "judge" not in killed and _generator_busy() and sigkill(judges[2]):
                     killed["judge"] = {"container": judges[2][:12], "after_s": round(time.monotonic() - t0, 1)}
-                if "worker" not in killed and _job_running() and (busy := _busy_worker()):
-                    os.kill(int(state(busy)["Pid"]), signal.SIGKILL)
+                if "worker" not in killed and _job_running() and (busy := _busy_worker()) and sigkill(busy):
                     killed["worker"] = {"container": busy[:12], "after_s": round(time.monotonic() - t0, 1)}
                 time.sleep(1)
             rc = proc.wait(timeout=1800)
