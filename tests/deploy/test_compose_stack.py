@@ -139,16 +139,25 @@ def sql(query: str) -> list[list[str]]:
     return [line.split("\t") for line in out.splitlines() if line]
 
 
+_KILLED: set[tuple[str, str]] = set()  # (container, StartedAt): each start of a container is killed once
+
+
 def sigkill(cid: str) -> bool:
     """SIGKILL the main process of a container from the host: a crash, which the restart policy answers
-    (``docker kill`` would count as a manual stop). False when it has no process now: a container waiting
-    to be restarted reads ``Running: true, Restarting: true, Pid: 0``, and ``os.kill(0, ...)`` would kill
-    this test's own process group (pytest and everything that started it)."""
+    (``docker kill`` would count as a manual stop). False when it has no live process now: a container waiting
+    to be restarted reads ``Running: true, Restarting: true, Pid: 0`` (and ``os.kill(0, ...)`` would kill
+    this test's own process group, pytest and everything that started it); one just killed reads ``Running``
+    with its old pid until Docker notices the exit (that start is not killed twice), and a process can exit
+    between the inspect and the kill."""
     st = state(cid)
     pid = int(st.get("Pid") or 0)
-    if not st["Running"] or st.get("Restarting") or pid <= 0:
+    if not st["Running"] or st.get("Restarting") or pid <= 0 or (cid, st["StartedAt"]) in _KILLED:
         return False
-    os.kill(pid, signal.SIGKILL)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    _KILLED.add((cid, st["StartedAt"]))
     return True
 
 
