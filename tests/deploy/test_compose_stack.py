@@ -423,9 +423,9 @@ def run_state_or_empty(name: str) -> dict[str, Any]:
         return {}
 
 
-def _logs(cid: str) -> str:
-    """A container's whole output, across its restarts."""
-    r = subprocess.run(["docker", "logs", cid], capture_output=True, text=True)
+def _logs(cid: str, since: str | None = None) -> str:
+    """A container's whole output, across its restarts (from ``since``, an RFC 3339 time, when given)."""
+    r = subprocess.run(["docker", "logs", *(["--since", since] if since else []), cid], capture_output=True, text=True)
     return r.stdout + r.stderr
 
 
@@ -435,12 +435,14 @@ def _judge_requests(cid: str) -> int:
 
 
 def _busy_worker() -> str | None:
-    """The trainer-worker container that holds a training task now (received, not yet finished), if any."""
+    """The trainer-worker container that holds a training task now: one its current process received and has
+    not finished. (Counted over the container's whole log, a task received by a process that was killed, as
+    in test_crash_trainer_worker_mid_job, never finishes there, and the idle worker read as busy.)"""
     for cid in containers("trainer-worker"):
-        logs = _logs(cid)
-        received = len(re.findall(r"Task btp\.train\[[^\]]+\] received", logs))
-        finished = len(re.findall(r"Task btp\.train\[[^\]]+\] (succeeded|raised|failed)", logs))
-        if received > finished:
+        logs = _logs(cid, since=str(state(cid)["StartedAt"]))
+        received = set(re.findall(r"Task btp\.train\[([^\]]+)\] received", logs))
+        finished = set(re.findall(r"Task btp\.train\[([^\]]+)\] (?:succeeded|raised|failed)", logs))
+        if received - finished:
             return cid
     return None
 
@@ -489,6 +491,7 @@ def test_scaled_replicas(stack: None) -> None:
     assert rc == 0, output[-5000:]
     RESULTS["scaled_run"] = {"run_s": round(time.monotonic() - t0, 1), "killed": killed, **check_run(name)}
     assert set(killed) == {"judge", "worker"}, (killed, output[-3000:])
+    assert RESULTS["scaled_run"]["job_attempts"] == 2, RESULTS["scaled_run"]  # the killed worker held the job
     after = {cid: _judge_requests(cid) for cid in judges}
     per_replica = {cid[:12]: after[cid] - before[cid] for cid in judges}
     RESULTS["driver_judge_requests_per_replica"] = per_replica
