@@ -139,12 +139,32 @@ def sql(query: str) -> list[list[str]]:
     return [line.split("\t") for line in out.splitlines() if line]
 
 
-def crash(service: str, index: int = 0) -> str:
+_KILLED: set[tuple[str, str]] = set()  # (container, StartedAt): each start of a container is killed once
+
+
+def sigkill(cid: str) -> bool:
     """SIGKILL the main process of a container from the host: a crash, which the restart policy answers
-    (``docker kill`` would count as a manual stop)."""
+    (``docker kill`` would count as a manual stop). False when it has no live process now: a container waiting
+    to be restarted reads ``Running: true, Restarting: true, Pid: 0`` (and ``os.kill(0, ...)`` would kill
+    this test's own process group, pytest and everything that started it); one just killed reads ``Running``
+    with its old pid until Docker notices the exit (that start is not killed twice), and a process can exit
+    between the inspect and the kill."""
+    st = state(cid)
+    pid = int(st.get("Pid") or 0)
+    if not st["Running"] or st.get("Restarting") or pid <= 0 or (cid, st["StartedAt"]) in _KILLED:
+        return False
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    _KILLED.add((cid, st["StartedAt"]))
+    return True
+
+
+def crash(service: str, index: int = 0) -> str | None:
+    """SIGKILL a container of ``service`` (see ``sigkill``); its id, or None when it has no process now."""
     cid = containers(service)[index]
-    os.kill(int(state(cid)["Pid"]), signal.SIGKILL)
-    return cid
+    return cid if sigkill(cid) else None
 
 
 def save_results() -> None:
@@ -322,13 +342,12 @@ def _run_with_crash(
         start = time.monotonic()
         try:
             while proc.poll() is None and killed_at is None:
-                if when():
-                    cid = crash(service, index)
+                if when() and (killed := crash(service, index)):
+                    cid = killed
                     killed_at = round(time.monotonic() - start, 1)
                     kills = 1
                     while hold is not None and hold(log_path.read_text()) and proc.poll() is None:
-                        if state(cid)["Running"]:
-                            crash(service, index)
+                        if sigkill(cid):
                             kills += 1
                         time.sleep(0.5)
                     outage = round(time.monotonic() - start - killed_at, 1)
@@ -404,9 +423,9 @@ def run_state_or_empty(name: str) -> dict[str, Any]:
         return {}
 
 
-def _logs(cid: str) -> str:
-    """A container's whole output, across its restarts."""
-    r = subprocess.run(["docker", "logs", cid], capture_output=True, text=True)
+def _logs(cid: str, since: str | None = None) -> str:
+    """A container's whole output, across its restarts (from ``since``, an RFC 3339 time, when given)."""
+    r = subprocess.run(["docker", "logs", *(["--since", since] if since else []), cid], capture_output=True, text=True)
     return r.stdout + r.stderr
 
 
@@ -416,12 +435,14 @@ def _judge_requests(cid: str) -> int:
 
 
 def _busy_worker() -> str | None:
-    """The trainer-worker container that holds a training task now (received, not yet finished), if any."""
+    """The trainer-worker container that holds a training task now: one its current process received and has
+    not finished. (Counted over the container's whole log, a task received by a process that was killed, as
+    in test_crash_trainer_worker_mid_job, never finishes there, and the idle worker read as busy.)"""
     for cid in containers("trainer-worker"):
-        logs = _logs(cid)
-        received = len(re.findall(r"Task btp\.train\[[^\]]+\] received", logs))
-        finished = len(re.findall(r"Task btp\.train\[[^\]]+\] (succeeded|raised|failed)", logs))
-        if received > finished:
+        logs = _logs(cid, since=str(state(cid)["StartedAt"]))
+        received = set(re.findall(r"Task btp\.train\[([^\]]+)\] received", logs))
+        finished = set(re.findall(r"Task btp\.train\[([^\]]+)\] (?:succeeded|raised|failed)", logs))
+        if received - finished:
             return cid
     return None
 
@@ -437,7 +458,7 @@ def test_scaled_replicas(stack: None) -> None:
     judges, workers = containers("judge"), containers("trainer-worker")
     assert len(judges) == 3 and len(workers) == 2
     # one judge replica lost: requests through the published port (judge-lb) all succeed on the others
-    os.kill(int(state(judges[1])["Pid"]), signal.SIGKILL)
+    assert sigkill(judges[1])
     prog = {"program": "def add(a, b):\n    return a + b\n",
             "tests": {"kind": "check", "entry_point": "add", "code": "def check(candidate):\n    assert candidate(1, 2) == 3\n"}}  # fmt: skip
     t0 = time.monotonic()
@@ -457,11 +478,9 @@ def test_scaled_replicas(stack: None) -> None:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT)
         try:
             while proc.poll() is None:
-                if "judge" not in killed and _generator_busy():
-                    os.kill(int(state(judges[2])["Pid"]), signal.SIGKILL)
+                if "judge" not in killed and _generator_busy() and sigkill(judges[2]):
                     killed["judge"] = {"container": judges[2][:12], "after_s": round(time.monotonic() - t0, 1)}
-                if "worker" not in killed and _job_running() and (busy := _busy_worker()):
-                    os.kill(int(state(busy)["Pid"]), signal.SIGKILL)
+                if "worker" not in killed and _job_running() and (busy := _busy_worker()) and sigkill(busy):
                     killed["worker"] = {"container": busy[:12], "after_s": round(time.monotonic() - t0, 1)}
                 time.sleep(1)
             rc = proc.wait(timeout=1800)
@@ -472,6 +491,7 @@ def test_scaled_replicas(stack: None) -> None:
     assert rc == 0, output[-5000:]
     RESULTS["scaled_run"] = {"run_s": round(time.monotonic() - t0, 1), "killed": killed, **check_run(name)}
     assert set(killed) == {"judge", "worker"}, (killed, output[-3000:])
+    assert RESULTS["scaled_run"]["job_attempts"] == 2, RESULTS["scaled_run"]  # the killed worker held the job
     after = {cid: _judge_requests(cid) for cid in judges}
     per_replica = {cid[:12]: after[cid] - before[cid] for cid in judges}
     RESULTS["driver_judge_requests_per_replica"] = per_replica
