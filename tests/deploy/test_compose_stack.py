@@ -329,10 +329,15 @@ def test_btp_run_round(stack: None) -> None:
 
 
 def _run_with_crash(
-    name: str, args: list[str], service: str, when: Any, index: int = 0, hold: Any = None
+    name: str, args: list[str], service: str, when: Any, index: int = 0, hold: Any = None, keep_down: bool = False
 ) -> dict[str, Any]:
     """Start a driver run, SIGKILL a container of ``service`` once ``when()`` holds (and again each time it
-    is restarted while ``hold()`` holds: an outage, not only a blip), let the run finish."""
+    is restarted while ``hold()`` holds: an outage, not only a blip), let the run finish.
+
+    ``keep_down``: right after the crash the restart policy is turned off, so the container stays down
+    until ``hold()`` ends; then the policy is put back and the container started (``docker start``; its
+    RestartCount stays 0). Killing each restart instead races the restart: on a quiet machine a restarted
+    buffer answered the driver's call between two kills, and the driver never met the outage."""
     cmd = [*(_compose_cmd() or []), "-p", PROJECT, *FILES, *driver(name, *args)]
     log_path = Path(f"/tmp/btp-compose-{name}.log")
     with open(log_path, "w") as log:
@@ -346,10 +351,17 @@ def _run_with_crash(
                     cid = killed
                     killed_at = round(time.monotonic() - start, 1)
                     kills = 1
+                    policy = docker("inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", cid).strip()
+                    if keep_down and hold is not None:
+                        docker("update", "--restart=no", cid)
                     while hold is not None and hold(log_path.read_text()) and proc.poll() is None:
                         if sigkill(cid):
                             kills += 1
                         time.sleep(0.5)
+                    if keep_down and hold is not None:
+                        docker("update", f"--restart={policy}", cid)
+                        if not state(cid)["Running"]:
+                            docker("start", cid)
                     outage = round(time.monotonic() - start - killed_at, 1)
                 time.sleep(0.5)
             rc = proc.wait(timeout=1800)
@@ -411,7 +423,7 @@ def test_crash_buffer_mid_round(stack: None) -> None:
 
     RESULTS["crash_buffer"] = result = _run_with_crash(
         "crash-buffer2", [*CRASH_RUN, "--dataset", "humaneval", "--prompt-format", "raw"], "buffer", sampling,
-        hold=_until_retried(150),
+        hold=_until_retried(150), keep_down=True,
     )
     assert result["retries_logged"] > 0
 
